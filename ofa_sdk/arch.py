@@ -52,15 +52,15 @@ def _as_int_tuple(values: Any, name: str) -> tuple[int, ...]:
         raise ArchSpecError(f"{name} must be a list of integers, got {values!r}", field=name)
     out = []
     for i, v in enumerate(values):
-        out.append(_as_int(v, f"{name}[{i}]"))
+        out.append(_as_int(v, f"{name}[{i}]", field=name))
     return tuple(out)
 
 
-def _as_int(value: Any, name: str) -> int:
+def _as_int(value: Any, name: str, *, field: str | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         if isinstance(value, float | np.floating) and float(value).is_integer():
             return int(value)
-        raise ArchSpecError(f"{name} must be an integer, got {value!r}", field=name)
+        raise ArchSpecError(f"{name} must be an integer, got {value!r}", field=field or name)
     return int(value)
 
 
