@@ -15,6 +15,22 @@ from ofa_sdk.errors import (
 
 __version__ = "0.1.0"
 
+# Heavier entry points are resolved lazily so `import ofa_sdk` stays light and torch-free.
+_LAZY = {
+    "load_model": ("ofa_sdk.runtime", "load_model"),
+    "Model": ("ofa_sdk.runtime", "Model"),
+    "benchmark": ("ofa_sdk.bench", "benchmark"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'ofa_sdk' has no attribute {name!r}")
+
 __all__ = [
     "ArchSpec",
     "SearchSpace",
@@ -28,4 +44,5 @@ __all__ = [
     "ModelNotCached",
     "BackendNotInstalled",
     "__version__",
+    *_LAZY,
 ]

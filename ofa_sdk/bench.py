@@ -1,0 +1,170 @@
+"""Timing a model on this device, following the conventions of TFLite's ``benchmark_model``.
+
+Init time (loading the model), the first inference on its own, warm-up runs, then at least
+``min_runs`` runs AND at least ``min_time_s`` seconds (capped by ``max_time_s``); latencies are
+reported as median, p90, min, max, mean and std in ms, with peak RSS of this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ofa_sdk.errors import InputError
+
+__all__ = ["BenchResult", "benchmark", "peak_rss_mb"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Latency of one model on this device; times in ms, memory in MB."""
+
+    model: str
+    runtime: str
+    runtime_version: str
+    num_threads: int | None
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    init_ms: float
+    first_inference_ms: float
+    warmup_runs: int
+    count: int
+    median_ms: float
+    p90_ms: float
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+    std_ms: float
+    peak_rss_mb: float | None
+    machine: str
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    def __str__(self) -> str:
+        return (f"{self.model} [{self.runtime}, threads={self.num_threads or 'default'}]: "
+                f"median {self.median_ms:.3f} ms, p90 {self.p90_ms:.3f} ms over {self.count} runs")
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process in MB, or ``None`` where getrusage is missing."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InputError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def benchmark(model_or_path: Any, *, warmup_runs: int = 1, warmup_min_time_s: float = 0.5,
+              min_runs: int = 50, min_time_s: float = 1.0, max_time_s: float = 150.0,
+              num_threads: int | None = None, runtime: str = "auto", seed: int = 0,
+              progress: Callable[[int, int], None] | None = None) -> BenchResult:
+    """Time single-image (batch 1) inference of a model on random input of its dtype and shape.
+
+    Args:
+        model_or_path: a loaded `ofa_sdk.runtime.Model`, or a model file to load (then ``init_ms``
+            is this load; for a loaded model it is the load that made it).
+        warmup_runs, warmup_min_time_s: warm-up until both are met (``benchmark_model``: 1, 0.5 s).
+        min_runs, min_time_s: measure until both are met (``benchmark_model``: 50, 1 s) ...
+        max_time_s: ... but stop after this long even if ``min_runs`` is not reached.
+        num_threads, runtime: passed to `load_model` when a path is given.
+        progress: called as ``progress(runs_done, min_runs)`` after each measured run.
+
+    >>> r = benchmark("mbv3.tflite", num_threads=4)   # doctest: +SKIP
+    >>> r.median_ms, r.p90_ms                         # doctest: +SKIP
+    """
+    from ofa_sdk.runtime import Model, load_model
+
+    warmup_runs = _check_count("warmup_runs", warmup_runs, 0)
+    min_runs = _check_count("min_runs", min_runs, 1)
+    warmup_min_time_s = _check_seconds("warmup_min_time_s", warmup_min_time_s)
+    min_time_s = _check_seconds("min_time_s", min_time_s)
+    max_time_s = _check_seconds("max_time_s", max_time_s)
+
+    if isinstance(model_or_path, Model):
+        model = model_or_path
+    elif isinstance(model_or_path, (str, os.PathLike)):
+        model = load_model(model_or_path, runtime=runtime, num_threads=num_threads)
+    else:
+        raise InputError("benchmark takes a Model or a model path, "
+                         f"got {type(model_or_path).__name__}")
+
+    # Time the runtime call alone, on an input already in the model's dtype (as benchmark_model
+    # times Invoke on filled tensors); preprocessing is not part of model latency.
+    x = model.random_input(np.random.default_rng(seed), batch=1)
+    clock = time.perf_counter_ns
+
+    t0 = clock()
+    model.invoke(x)
+    first_ms = (clock() - t0) / 1e6
+
+    start, done = clock(), 0
+    while done < warmup_runs or (clock() - start) / 1e9 < warmup_min_time_s:
+        model.invoke(x)
+        done += 1
+    logger.debug("warm-up: %d runs", done)
+
+    times: list[int] = []
+    start = clock()
+    while True:
+        t0 = clock()
+        model.invoke(x)
+        t1 = clock()
+        times.append(t1 - t0)
+        if progress is not None:
+            progress(len(times), min_runs)
+        elapsed = (t1 - start) / 1e9
+        if elapsed >= max_time_s:
+            if len(times) < min_runs:
+                logger.warning("stopped after max_time_s=%.1f s with %d of %d runs",
+                               max_time_s, len(times), min_runs)
+            break
+        if len(times) >= min_runs and elapsed >= min_time_s:
+            break
+
+    ms = np.asarray(times, dtype=np.float64) / 1e6
+    return BenchResult(
+        model=str(model.path),
+        runtime=model.runtime,
+        runtime_version=model.runtime_version(),
+        num_threads=model.num_threads,
+        input_shape=tuple(int(v) for v in x.shape),
+        input_dtype=str(x.dtype),
+        init_ms=float(model.init_ms),
+        first_inference_ms=float(first_ms),
+        warmup_runs=done,
+        count=int(ms.size),
+        median_ms=float(np.median(ms)),
+        p90_ms=float(np.percentile(ms, 90)),
+        min_ms=float(ms.min()),
+        max_ms=float(ms.max()),
+        mean_ms=float(ms.mean()),
+        std_ms=float(ms.std()),
+        peak_rss_mb=peak_rss_mb(),
+        machine=f"{platform.system()} {platform.machine()}",
+    )

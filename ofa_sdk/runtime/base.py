@@ -1,0 +1,275 @@
+"""The runtime-neutral `Model`: metadata, input checks, batching, (de)quantization, classification.
+
+A backend (``tflite.py``, ``onnx.py``) only opens a file and runs one native batch; its runtime is
+imported when a model of that format is loaded, so ``import ofa_sdk.runtime`` pulls in neither.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ofa_sdk.errors import InputError, ModelLoadError
+from ofa_sdk.metadata import ModelMetadata
+from ofa_sdk.runtime.preprocess import (
+    dequantize,
+    preprocess_images,
+    quantize,
+    softmax,
+    top_k_labels,
+)
+
+__all__ = ["Model", "TensorInfo", "load_model", "RUNTIMES"]
+
+logger = logging.getLogger(__name__)
+
+#: Runtime name -> model file suffix.
+RUNTIMES = {"tflite": ".tflite", "onnx": ".onnx"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One model input or output as the runtime reports it.
+
+    ``shape`` has ``None`` for a dynamic dimension; ``scale == 0`` means not quantized.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+    scale: float = 0.0
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale > 0 and np.issubdtype(self.dtype, np.integer)
+
+
+def _fmt_shape(shape: tuple[Any, ...]) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"
+
+
+class Model(abc.ABC):
+    """A loaded classifier; get one from `load_model`. Not thread-safe: one model per thread."""
+
+    #: ``"tflite"`` or ``"onnx"``.
+    runtime: str = ""
+
+    def __init__(self, path: Path, metadata: ModelMetadata, *, input_info: TensorInfo,
+                 output_info: TensorInfo, num_threads: int | None, init_ms: float = 0.0) -> None:
+        self.path = path
+        self.metadata = metadata
+        self.input_info = input_info
+        self.output_info = output_info
+        #: Threads the runtime was asked to use; ``None`` means the runtime's default.
+        self.num_threads = num_threads
+        #: Wall time of loading the model into the runtime, in ms.
+        self.init_ms = init_ms
+        self._check_metadata()
+
+    # -- what backends implement -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """Run one native batch (model dtype, a batch size the model accepts); raw output."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _import_runtime(cls) -> Any:
+        """Import the runtime module, or raise `BackendNotInstalled` naming the pip extra."""
+
+    @classmethod
+    @abc.abstractmethod
+    def _open(cls, rt: Any, path: Path, metadata: ModelMetadata, *,
+              num_threads: int | None) -> Model:
+        """Load ``path`` with runtime module ``rt``; raise `ModelLoadError` when it cannot."""
+
+    def runtime_version(self) -> str:
+        """Name and version of the runtime package, for reports."""
+        return ""
+
+    # -- public API ------------------------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """The model's input shape; the batch dimension is ``None`` when dynamic."""
+        return self.input_info.shape
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        """The dtype the model itself takes (``predict`` also takes float and quantizes it)."""
+        return self.input_info.dtype
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.metadata.labels)
+
+    def preprocess(self, images: Any) -> np.ndarray:
+        """Images (paths, PIL images, arrays, or a list of them) -> float32 batch for `predict`.
+
+        >>> batch = model.preprocess("cat.png")          # doctest: +SKIP
+        >>> batch.shape                                  # doctest: +SKIP
+        (1, 224, 224, 3)
+        """
+        return preprocess_images(images, self.metadata)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (float32, N x classes) for a preprocessed batch.
+
+        ``batch`` is float (quantized here for an int8 model) or already the model's dtype.
+
+        >>> logits = model.predict(model.preprocess("cat.png"))   # doctest: +SKIP
+        """
+        x = self._prepare(batch)
+        fixed = self.input_shape[0]
+        if fixed is not None and x.shape[0] != fixed:
+            if fixed != 1:
+                raise InputError(f"model takes batches of exactly {fixed}, got {x.shape[0]}")
+            # A fixed batch of 1 (the usual exported edge model): run the samples one by one.
+            out = np.concatenate([self._run(x[i:i + 1]) for i in range(x.shape[0])])
+        else:
+            out = self._run(x)
+        return self._logits(out)
+
+    def classify(self, images: Any, *, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per image, the ``top_k`` most probable ``(label, probability)`` pairs, highest first.
+
+        >>> model.classify("cat.png", top_k=1)           # doctest: +SKIP
+        [[('cat', 0.91)]]
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise InputError(f"top_k must be a positive integer, got {top_k!r}")
+        probs = softmax(self.predict(self.preprocess(images)), axis=-1)
+        return top_k_labels(probs, self.metadata.labels, int(top_k))
+
+    def invoke(self, x: np.ndarray) -> np.ndarray:
+        """Run the runtime on ``x`` exactly as given: the model's dtype and batch, no checks.
+
+        The raw output (integer for a quantized output). For timing; use `predict` otherwise.
+        """
+        return self._run(x)
+
+    def random_input(self, rng: np.random.Generator | None = None, *, batch: int = 1) -> np.ndarray:
+        """A random batch in the model's own dtype and shape (for benchmarking)."""
+        rng = rng or np.random.default_rng(0)
+        shape = tuple(batch if d is None else d for d in self.input_shape)
+        shape = (batch,) + shape[1:]
+        dtype = self.input_dtype
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            return rng.integers(info.min, int(info.max) + 1, size=shape, dtype=dtype)
+        return rng.standard_normal(shape).astype(dtype)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.path)!r}, input={_fmt_shape(self.input_shape)} "
+                f"{self.input_dtype}, classes={self.num_classes}, threads={self.num_threads})")
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _expected_shape(self) -> tuple[int | None, ...]:
+        md = self.metadata
+        s, c = md.input_size, md.channels
+        return (None, s, s, c) if md.layout == "NHWC" else (None, c, s, s)
+
+    def _check_metadata(self) -> None:
+        md, name = self.metadata, self.path.name
+        if md.format != self.runtime:
+            raise ModelLoadError(f"{name}: metadata says format {md.format!r} but the file is "
+                                 f"loaded with the {self.runtime} runtime")
+        shape, expected = self.input_shape, self._expected_shape()
+        if len(shape) != 4 or any(a is not None and b is not None and a != b
+                                  for a, b in zip(shape, expected)):
+            raise ModelLoadError(
+                f"{name}: model input shape {_fmt_shape(shape)} does not match its metadata "
+                f"({md.layout}, {md.input_size}x{md.input_size}x{md.channels}): expected "
+                f"{_fmt_shape(expected)}")
+        classes = self.output_info.shape[-1] if self.output_info.shape else None
+        if classes is not None and classes != len(md.labels):
+            raise ModelLoadError(f"{name}: model has {classes} outputs but its metadata lists "
+                                 f"{len(md.labels)} labels")
+
+    def _prepare(self, batch: Any) -> np.ndarray:
+        if not isinstance(batch, np.ndarray):
+            raise InputError(f"predict takes a numpy array, got {type(batch).__name__}; "
+                             "use classify() or preprocess() for images")
+        want = self.input_shape
+        if batch.ndim != len(want) or batch.shape[0] == 0 or any(
+                w is not None and w != g for w, g in zip(want[1:], batch.shape[1:])):
+            raise InputError(f"expected input of shape {_fmt_shape((None,) + tuple(want[1:]))}, "
+                             f"got {tuple(batch.shape)}")
+        info = self.input_info
+        if batch.dtype == info.dtype:
+            return np.ascontiguousarray(batch)
+        if np.issubdtype(batch.dtype, np.floating):
+            if np.issubdtype(info.dtype, np.floating):
+                return np.ascontiguousarray(batch, dtype=info.dtype)
+            if info.quantized:
+                return quantize(batch, info.scale, info.zero_point, info.dtype)
+            raise InputError(f"expected input dtype {info.dtype} (the model input has no "
+                             f"quantization parameters to convert floats), got {batch.dtype}")
+        raise InputError(f"expected input dtype {info.dtype}"
+                         f"{' or float32' if info.quantized else ''}, got {batch.dtype}")
+
+    def _logits(self, out: np.ndarray) -> np.ndarray:
+        info = self.output_info
+        if np.issubdtype(out.dtype, np.integer):
+            if not info.quantized:
+                raise ModelLoadError(f"{self.path.name}: integer output without quantization "
+                                     "parameters")
+            out = dequantize(out, info.scale, info.zero_point)
+        return np.asarray(out, dtype=np.float32).reshape(out.shape[0], -1)
+
+
+def _backend(runtime: str) -> type[Model]:
+    # Importing the backend module is cheap; each imports its runtime only inside its loader.
+    if runtime == "tflite":
+        from ofa_sdk.runtime.tflite import TFLiteModel
+        return TFLiteModel
+    from ofa_sdk.runtime.onnx import OnnxModel
+    return OnnxModel
+
+
+def load_model(path: str | os.PathLike, *, runtime: str = "auto",
+               num_threads: int | None = None) -> Model:
+    """Load a ``.tflite`` or ``.onnx`` model and its metadata sidecar (``<file>.json``).
+
+    Args:
+        path: the model file.
+        runtime: ``"auto"`` (from the file suffix), ``"tflite"`` or ``"onnx"``.
+        num_threads: threads for the runtime's CPU kernels; ``None`` keeps the runtime default.
+
+    Raises:
+        ModelLoadError: missing, corrupt or truncated file, or a missing/mismatched sidecar.
+        BackendNotInstalled: the runtime for this format is not installed.
+
+    >>> model = load_model("mbv3.tflite", num_threads=2)   # doctest: +SKIP
+    >>> model.classify("cat.png", top_k=3)                 # doctest: +SKIP
+    """
+    path = Path(path)
+    if runtime == "auto":
+        runtime = next((r for r, sfx in RUNTIMES.items() if path.suffix.lower() == sfx), "")
+        if not runtime:
+            raise ModelLoadError(f"cannot tell the runtime from the suffix of {path.name!r}; "
+                                 "expected .tflite or .onnx, or pass runtime='tflite'/'onnx'")
+    elif runtime not in RUNTIMES:
+        raise ModelLoadError(f"unknown runtime {runtime!r}; choose 'auto', 'tflite' or 'onnx'")
+    if num_threads is not None and (isinstance(num_threads, bool)
+                                    or not isinstance(num_threads, int) or num_threads < 1):
+        raise InputError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    if not path.is_file():
+        raise ModelLoadError(f"no model file at {path}")
+    metadata = ModelMetadata.load(path)
+    cls = _backend(runtime)
+    rt = cls._import_runtime()  # not timed: init time is loading the model, as in benchmark_model
+    start = time.perf_counter()
+    model = cls._open(rt, path, metadata, num_threads=num_threads)
+    model.init_ms = (time.perf_counter() - start) * 1e3
+    logger.debug("loaded %r in %.1f ms", model, model.init_ms)
+    return model

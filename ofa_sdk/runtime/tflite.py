@@ -1,0 +1,88 @@
+"""LiteRT (TensorFlow Lite) backend: ``ai_edge_litert.interpreter``, else ``tflite_runtime``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ofa_sdk.errors import BackendNotInstalled, ModelLoadError
+from ofa_sdk.metadata import ModelMetadata
+from ofa_sdk.runtime.base import Model, TensorInfo
+
+__all__ = ["TFLiteModel"]
+
+_INSTALL = 'LiteRT is not installed; install it with: pip install "ofa-sdk[tflite]"'
+
+
+def _tensor_info(d: dict[str, Any]) -> TensorInfo:
+    sig = d.get("shape_signature", d["shape"])
+    shape = tuple(None if int(v) < 0 else int(v) for v in sig)
+    scale, zero_point = d.get("quantization", (0.0, 0))
+    return TensorInfo(name=d["name"], shape=shape, dtype=np.dtype(d["dtype"]),
+                      scale=float(scale), zero_point=int(zero_point))
+
+
+class TFLiteModel(Model):
+    """A ``.tflite`` model run by the LiteRT interpreter (XNNPACK on CPU)."""
+
+    runtime = "tflite"
+
+    def __init__(self, interpreter: Any, package: str, **kwargs: Any) -> None:
+        self._interp = interpreter
+        self._package = package
+        self._in_index = interpreter.get_input_details()[0]["index"]
+        self._out_index = interpreter.get_output_details()[0]["index"]
+        self._cur_shape: tuple[int, ...] = tuple(
+            int(v) for v in interpreter.get_input_details()[0]["shape"])
+        super().__init__(**kwargs)
+
+    @classmethod
+    def _import_runtime(cls) -> Any:
+        # Importing (rather than find_spec) also turns a broken install into the clear error.
+        try:
+            from ai_edge_litert import interpreter as rt
+        except ImportError:
+            try:
+                from tflite_runtime import interpreter as rt  # the older standalone wheel
+            except ImportError:
+                raise BackendNotInstalled(_INSTALL) from None
+        return rt
+
+    @classmethod
+    def _open(cls, rt: Any, path: Path, metadata: ModelMetadata, *,
+              num_threads: int | None) -> TFLiteModel:
+        try:
+            interp = rt.Interpreter(model_path=str(path), num_threads=num_threads)
+            interp.allocate_tensors()
+            inputs, outputs = interp.get_input_details(), interp.get_output_details()
+        except Exception as e:  # the interpreter raises ValueError/RuntimeError on bad files
+            raise ModelLoadError(f"cannot load {path} with LiteRT: {e}") from None
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelLoadError(f"{path.name}: expected one input and one output, got "
+                                 f"{len(inputs)} and {len(outputs)}")
+        package = rt.__name__.split(".")[0]
+        return cls(interp, package, path=path, metadata=metadata,
+                   input_info=_tensor_info(inputs[0]), output_info=_tensor_info(outputs[0]),
+                   num_threads=num_threads)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if x.shape != self._cur_shape:
+            # Only reached for models whose signature has a dynamic batch dimension.
+            self._interp.resize_tensor_input(self._in_index, list(x.shape), strict=True)
+            self._interp.allocate_tensors()
+            self._cur_shape = tuple(x.shape)
+        self._interp.set_tensor(self._in_index, x)
+        self._interp.invoke()
+        return self._interp.get_tensor(self._out_index)
+
+    def runtime_version(self) -> str:
+        from importlib.metadata import PackageNotFoundError, version
+
+        dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
+        name = dist.get(self._package, self._package)
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return name

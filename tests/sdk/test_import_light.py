@@ -1,0 +1,92 @@
+"""The SDK never imports torch or tensorflow, and runs with only numpy plus a runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Installed before anything else in the child: any import of these names fails, as on a device
+# where they are not installed.
+BLOCKER = textwrap.dedent("""
+    import sys
+
+    class _Blocked:
+        names = set(sys.argv[1].split(","))
+
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in self.names:
+                raise ImportError(f"{name} is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, _Blocked())
+    del sys.argv[1]
+""")
+
+
+def _python(code: str, *args: str,
+            blocked: str = "torch,tensorflow") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code), blocked, *args],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+
+
+@pytest.mark.integration
+def test_sdk_import_is_light():
+    code = """
+        import sys
+        import ofa_sdk, ofa_sdk.runtime, ofa_sdk.bench, ofa_sdk.cli, ofa_sdk.metadata
+        heavy = {"torch", "tensorflow", "onnxruntime", "ai_edge_litert", "tflite_runtime", "PIL"}
+        print(sorted(heavy & {m.split(".")[0] for m in sys.modules}))
+    """
+    out = _python(code, blocked="nothing")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.integration
+def test_sdk_runs_with_torch_and_tensorflow_blocked(onnx_model, tflite_model, rgb_png):
+    code = """
+        import json, sys
+        try:
+            import torch
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("the blocker did not block torch")
+        from ofa_sdk.runtime import load_model
+        from ofa_sdk.bench import benchmark
+        out = {}
+        for path in sys.argv[1:3]:
+            m = load_model(path, num_threads=1)
+            out[m.runtime] = m.classify(sys.argv[3], top_k=3)[0]
+            out[m.runtime + "_bench"] = benchmark(m, min_runs=3, min_time_s=0,
+                                                  warmup_min_time_s=0).count
+        out["modules"] = sorted({"torch", "tensorflow"} & set(sys.modules))
+        print(json.dumps(out))
+    """
+    res = _python(code, str(onnx_model.path), str(tflite_model.path), str(rgb_png))
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["modules"] == []
+    assert len(out["onnx"]) == 3 and out["onnx_bench"] == 3 and out["tflite_bench"] == 3
+    assert [lab for lab, _ in out["onnx"]] == [lab for lab, _ in out["tflite"]]
+
+
+@pytest.mark.integration
+def test_cli_without_a_runtime_names_the_extra(onnx_model, rgb_png):
+    code = """
+        import sys
+        from ofa_sdk.cli import main
+        main(["run", sys.argv[1], sys.argv[2]])
+    """
+    res = _python(code, str(onnx_model.path), str(rgb_png), blocked="torch,tensorflow,onnxruntime")
+    assert res.returncode == 2
+    assert 'pip install "ofa-sdk[onnx]"' in res.stderr
