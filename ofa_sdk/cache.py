@@ -1,0 +1,117 @@
+"""Where ofa-sdk keeps files on disk, and the safe-write helpers every SDK part reuses.
+
+Writes are atomic (write a temp file in the same folder, then ``os.replace``) so a reader never
+sees half a file; concurrent writers of the same cache entry serialise on a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = [
+    "cache_dir",
+    "hf_cache_dir",
+    "sha256_file",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "file_lock",
+]
+
+_CHUNK = 1 << 20
+
+
+def cache_dir(*parts: str, create: bool = True) -> Path:
+    """ofa-sdk's own cache: ``$OFA_SDK_CACHE``, else ``$XDG_CACHE_HOME/ofa_sdk``, else ``~/.cache``.
+
+    >>> cache_dir("luts", create=False).name
+    'luts'
+    """
+    root = os.environ.get("OFA_SDK_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "ofa_sdk")
+    path = Path(root).joinpath(*parts)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time.
+
+    huggingface_hub reads ``HF_HOME`` / ``HF_HUB_CACHE`` once at import; reading them here and
+    passing ``cache_dir=`` explicitly keeps a later change of the variables effective.
+    """
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "huggingface")
+    return Path(home) / "hub"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path next to ``path``; on success it replaces ``path`` atomically.
+
+    On an exception the temp file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (fsync'd before the rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented, key-sorted JSON (stable diffs) to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, *, timeout: float = -1) -> Iterator[None]:
+    """Hold an inter-process lock on ``<path>.lock`` (``timeout`` seconds, -1 waits forever)."""
+    from filelock import FileLock  # a core dependency; imported here to keep import time low
+
+    lock_path = Path(str(path) + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path), timeout=timeout):
+        yield

@@ -1,0 +1,70 @@
+"""ofa_sdk.cache: cache locations from the environment, atomic writes, inter-process lock."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ofa_sdk.cache import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    cache_dir,
+    file_lock,
+    hf_cache_dir,
+    sha256_file,
+)
+
+
+def test_cache_dirs_follow_the_environment(tmp_path, monkeypatch):
+    assert cache_dir("luts") == tmp_path / "ofa_cache" / "luts" and cache_dir("luts").is_dir()
+    monkeypatch.delenv("OFA_SDK_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir(create=False) == tmp_path / "xdg" / "ofa_sdk"
+    assert hf_cache_dir() == tmp_path / "hf_home" / "hub"
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "other"))
+    assert hf_cache_dir() == tmp_path / "other" / "hub"
+
+
+def test_atomic_writes(tmp_path):
+    p = tmp_path / "sub" / "a.json"
+    atomic_write_json(p, {"b": 1, "a": [1, 2]})
+    assert json.loads(p.read_text()) == {"a": [1, 2], "b": 1}
+    data = os.urandom(3 << 20)
+    atomic_write_bytes(p, data)
+    assert sha256_file(p) == hashlib.sha256(data).hexdigest()
+
+
+def test_failed_write_leaves_the_old_file(tmp_path):
+    p = tmp_path / "model.bin"
+    p.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(p) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert p.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.bin"]
+
+
+def test_file_lock_excludes_another_process(tmp_path):
+    target = tmp_path / "entry"
+    code = ("import sys, filelock\n"
+            "from ofa_sdk.cache import file_lock\n"
+            "try:\n"
+            "    with file_lock(sys.argv[1], timeout=0.2):\n"
+            "        print('got')\n"
+            "except filelock.Timeout:\n"
+            "    print('busy')\n")
+    with file_lock(target):
+        out = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,
+                             text=True, timeout=60)
+    assert out.stdout.strip() == "busy", out.stderr
+    out = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "got", out.stderr

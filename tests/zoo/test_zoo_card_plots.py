@@ -1,0 +1,124 @@
+"""zoo.card and zoo.plots: the model card parses as a Hub card; the Pareto PNG shows the data."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ofa_sdk.errors import DeviceError, ZooError
+from ofa_sdk.zoo import ZooIndex
+from zoo.card import render_model_card
+from zoo.plots import pareto_front, plot_pareto
+from zoofixtures import make_zoo
+
+X86, ARM = "x86-avx2-tflite-int8-t1", "arm-a53-tflite-int8-t4"
+
+
+@pytest.fixture
+def index(tmp_path) -> ZooIndex:
+    return make_zoo(tmp_path / "zoo", n_entries=6)
+
+
+def test_card_front_matter_is_a_valid_hub_card(index):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(render_model_card(index, repo_id="acme/zoo"))
+    assert card.data.library_name == "ofa-sdk"
+    assert "tflite" in card.data.tags and "int8" in card.data.tags
+    assert card.data.datasets == ["fashion_mnist"]
+    results = card.data.eval_results
+    want = [(e.id, f.format, f.precision, round(100 * f.accuracy, 2))
+            for e in index.entries for f in e.files]
+    assert len(results) == len(want)
+    for r, (eid, fmt, prec, acc) in zip(results, want):
+        assert r.metric_type == "accuracy" and r.metric_value == acc
+        assert f"{eid} {fmt} {prec}" in r.metric_name
+        assert r.dataset_name == "fashion_mnist" and r.task_type == "image-classification"
+    assert 'open_zoo("hf://acme/zoo")' in card.text
+
+
+def _table(card: str, device_class: str) -> list[list[str]]:
+    section = card.split(f"## Performance on `{device_class}`")[1].split("\n## ")[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| `")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in rows]
+
+
+def test_card_tables_per_device_class(index):
+    card = render_model_card(index)
+    for dc, kind in ((X86, "measured"), (ARM, "predicted")):
+        rows = _table(card, dc)
+        assert len(rows) == len(index.entries)
+        lat = [float(r[5]) for r in rows]
+        assert lat == sorted(lat)
+        assert {r[7] for r in rows} == {kind}
+        assert rows[0][8] == "★"  # the fastest entry is always on the Pareto front
+        by_id = {e.id: e for e in index.entries}
+        for r in rows:
+            e = by_id[r[0].strip("`")]
+            assert r[1] == f"`{e.arch}`"
+            assert r[4] == f"{100 * e.file(format='tflite').accuracy:.2f}%"
+        stars = {r[0].strip("`") for r in rows if r[8] == "★"}
+        front = {n for _, _, n in pareto_front(
+            (e.latency_ms[dc].value, e.file(format="tflite").accuracy, e.id)
+            for e in index.entries)}
+        assert stars == front
+    assert f"![Accuracy vs latency on {X86}](plots/{X86}.png)" in card
+
+
+def test_card_lists_entries_without_latency_and_escapes_cells(tmp_path):
+    folder = tmp_path / "zoo"
+    make_zoo(folder, n_entries=2)
+    data = json.loads((folder / "index.json").read_text())
+    del data["entries"][1]["latency_ms"][ARM]
+    data["device_classes"][ARM]["cpu"] = "Cortex-A53 | 1.2 GHz"
+    card = render_model_card(ZooIndex.from_json(data))
+    rows = _table(card, ARM)
+    assert rows[-1][0] == "`e01`" and rows[-1][7] == "not available"
+    assert "Cortex-A53 \\| 1.2 GHz" in card
+
+
+def _colour_pixels(png, rgb, tol=40) -> int:
+    img = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    return int((np.abs(img - np.array(rgb)).sum(axis=2) < tol).sum())
+
+
+RED, BLUE, ORANGE = (214, 39, 40), (31, 119, 180), (255, 127, 14)
+
+
+def test_pareto_plot_measured_and_highlight(index, tmp_path):
+    out = plot_pareto(index, X86, tmp_path / "plots" / f"{X86}.png", highlight="e02")
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size == (1050, 690)
+    assert _colour_pixels(out, RED) > 50       # the highlighted star
+    assert _colour_pixels(out, BLUE) > 200     # filled measured markers
+    assert _colour_pixels(out, ORANGE) == 0    # nothing predicted on this class
+    assert os.listdir(out.parent) == [out.name]  # atomic: no temp file left
+
+
+def test_pareto_plot_predicted_is_hollow(index, tmp_path):
+    out = plot_pareto(index, ARM, tmp_path / "arm.png")
+    assert _colour_pixels(out, ORANGE) > 100
+    assert _colour_pixels(out, RED) == 0
+
+
+def test_plot_errors(index, tmp_path):
+    with pytest.raises(DeviceError, match="no device class 'gpu'"):
+        plot_pareto(index, "gpu", tmp_path / "x.png")
+    with pytest.raises(ZooError, match="unknown entries"):
+        plot_pareto(index, X86, tmp_path / "x.png", highlight=["e99"])
+    data = index.to_json()
+    for e in data["entries"]:
+        e["latency_ms"] = {}
+    with pytest.raises(ZooError, match="nothing to plot"):
+        plot_pareto(ZooIndex.from_json(data), X86, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_pareto_front():
+    pts = [(3.0, 0.9, "c"), (1.0, 0.5, "a"), (2.0, 0.4, "b"), (2.0, 0.6, "d"), (4.0, 0.9, "e")]
+    assert pareto_front(pts) == [(1.0, 0.5, "a"), (2.0, 0.6, "d"), (3.0, 0.9, "c")]
+    assert pareto_front([]) == []
