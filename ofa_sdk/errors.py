@@ -66,3 +66,7 @@ class DeviceError(OfaError, ValueError):
 
 class BudgetError(OfaError, ValueError):
     """A latency budget that cannot be parsed or is not positive."""
+
+
+class LatencyTableError(ZooError):
+    """A latency lookup table that is malformed, for another search space, or missing keys."""

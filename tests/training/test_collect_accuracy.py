@@ -1,0 +1,104 @@
+"""Resumable, multi-process collection of [subnet, validation accuracy] pairs."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+
+from supernet_helpers import TINY
+from training.collect_accuracy import (
+    EvalData,
+    collect,
+    done_specs,
+    evaluate_spec,
+    load_supernet,
+    sample_specs,
+)
+from training.predictors import load_pairs
+
+
+def _eval_data() -> EvalData:
+    import torch
+
+    from training.data import BatchLoader, synthetic_dataset, train_val_split
+
+    train, val = train_val_split(synthetic_dataset(160, num_classes=5, size=24,
+                                                   channels=TINY.in_channels, seed=0),
+                                 val_size=48, seed=0)
+    calib = BatchLoader(train, batch_size=32, seed=0).fixed_batches(2, seed=1)
+    val_b = BatchLoader(val, batch_size=48, seed=0, shuffle=False).fixed_batches()
+    assert all(x.dtype == torch.uint8 for x, _ in calib)
+    return EvalData(calib, val_b, tuple(train.mean), tuple(train.std))
+
+
+def load_tiny(checkpoint: str):
+    """Module level, so spawned workers can unpickle it."""
+    return load_supernet(checkpoint, TINY), _eval_data()
+
+
+@pytest.fixture
+def checkpoint(tiny_supernet, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "supernet.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_supernet.state_dict().items()}, str(path))
+    return path
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_collect_is_resumable_and_uses_validation_data(checkpoint, tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    load = functools.partial(load_tiny, str(checkpoint))
+    assert collect(load, out, space=TINY, n=3, seed=0) == 3
+    first = _lines(out)
+    assert len(first) == 3 and all(0.0 <= r["val_acc"] <= 1.0 and r["n_val"] == 48 for r in first)
+
+    # the recorded accuracy is the subnet's BN-recalibrated validation accuracy
+    model, data = load()
+    spec = sample_specs(TINY, 3, seed=0)[1]
+    assert first[1]["val_acc"] == evaluate_spec(model, spec, data)
+    assert first[1]["str"] == str(spec)
+
+    # resume: only the new subnets are evaluated; old lines are untouched
+    assert collect(load, out, space=TINY, n=5, seed=0) == 2
+    assert _lines(out)[:3] == first and len(_lines(out)) == 5
+    assert collect(load, out, space=TINY, n=5, seed=0) == 0
+
+    # a torn last line (killed mid-write) is dropped and the run continues cleanly
+    with open(out, "a") as f:
+        f.write('{"arch": {"spa')
+    assert len(done_specs(out, TINY)) == 5
+    assert collect(load, out, space=TINY, n=6, seed=0) == 1
+    specs, accs = load_pairs(out, space=TINY)
+    assert [str(s) for s in specs] == [str(s) for s in sample_specs(TINY, 6, seed=0)]
+    assert len(set(map(str, specs))) == 6 and accs.shape == (6,)
+
+
+def test_sample_specs_is_a_stable_prefix():
+    a, b = sample_specs(TINY, 4, seed=3), sample_specs(TINY, 9, seed=3)
+    assert b[:4] == a and len({str(s) for s in b}) == 9
+    assert all(s == s.canonical() for s in b)
+
+
+def test_missing_checkpoint_raises(tmp_path):
+    from ofa_sdk.errors import OfaError
+
+    with pytest.raises(OfaError, match="does not exist"):
+        load_supernet(tmp_path / "nope.safetensors", TINY)
+    with pytest.raises(OfaError, match="no checkpoint"):
+        load_supernet(tmp_path, TINY)
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_results(checkpoint, tmp_path):
+    load = functools.partial(load_tiny, str(checkpoint))
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    collect(load, one, space=TINY, n=4, seed=1)
+    collect(load, two, space=TINY, n=4, seed=1, workers=2)
+    by_spec = lambda p: {r["str"]: r["val_acc"] for r in _lines(p)}  # noqa: E731
+    assert by_spec(one) == by_spec(two)

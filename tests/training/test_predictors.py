@@ -1,0 +1,144 @@
+"""Accuracy predictor (training.predictors): training, safetensors + JSON, numpy == torch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ofa_sdk.arch import FMNIST, IMAGENET_W10
+from ofa_sdk.encoding import ArchArrays, encode
+from ofa_sdk.errors import ModelLoadError, OfaError
+from ofa_sdk.latency import MacsPredictor
+from supernet_helpers import import_official_ofa
+from training.predictors import (
+    PREDICTOR_CONFIG,
+    PREDICTOR_WEIGHTS,
+    AccuracyPredictor,
+    TrainConfig,
+    _build_mlp,
+    kendall_tau,
+    load_pairs,
+    train_predictor,
+)
+
+SMALL = TrainConfig(hidden_size=48, n_layers=3, max_epochs=80, patience=15, batch_size=64,
+                    lr=3e-3)
+
+
+def synthetic_pairs(n: int, seed: int = 0):
+    """A smooth, learnable accuracy: rises with log MACs, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    pop = ArchArrays.random(FMNIST, n, rng)
+    macs = MacsPredictor(FMNIST).predict(pop)
+    acc = 0.80 + 0.03 * np.log(macs / macs.min()) + rng.normal(0, 0.001, n)
+    return pop, acc
+
+
+@pytest.fixture(scope="module")
+def trained():
+    pop, acc = synthetic_pairs(400)
+    return train_predictor(pop, acc, config=SMALL), pop, acc
+
+
+def test_training_learns_and_reports_metrics(trained):
+    pred, _, _ = trained
+    m = pred.metrics
+    assert m["n_train"] == 320 and m["n_val"] == 80
+    assert m["val_kendall_tau"] > 0.7, m
+    assert 0 < m["val_rmse_pp"] < 2.0, m
+    assert 1 <= m["best_epoch"] <= m["epochs_run"] <= SMALL.max_epochs
+
+
+def test_numpy_inference_equals_torch(trained):
+    import torch
+
+    pred, pop, _ = trained
+    net = _build_mlp(pred.num_features, SMALL.hidden_size, SMALL.n_layers)
+    tensors = pred.tensors()
+    net.load_state_dict({k.removeprefix("layers."): torch.from_numpy(v)
+                         for k, v in tensors.items() if k.startswith("layers.")}, strict=True)
+    x = encode(pop)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).squeeze(1).numpy() + tensors["base_acc"][0]
+    np.testing.assert_allclose(pred.predict(x), ref, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(pred.predict_arrays(pop), ref, rtol=0, atol=1e-5)
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    pred, pop, _ = trained
+    folder = pred.save(tmp_path / "pred")
+    assert sorted(p.name for p in folder.iterdir()) == [PREDICTOR_CONFIG, PREDICTOR_WEIGHTS]
+    cfg = json.loads((folder / PREDICTOR_CONFIG).read_text())
+    assert cfg["space"] == FMNIST.name and cfg["n_layers"] == 3 and cfg["hidden_size"] == 48
+    assert cfg["feature_layout"]["num_features"] == pred.num_features
+    assert cfg["metrics"]["val_kendall_tau"] == pred.metrics["val_kendall_tau"]
+    loaded = AccuracyPredictor.load(folder, space=FMNIST)
+    x = encode(pop)
+    np.testing.assert_array_equal(loaded.predict(x), pred.predict(x))
+    assert loaded.base_acc == pytest.approx(pred.base_acc, abs=1e-7)
+
+
+def test_load_errors(trained, tmp_path):
+    pred, _, _ = trained
+    with pytest.raises(ModelLoadError, match="missing"):
+        AccuracyPredictor.load(tmp_path / "empty")
+    folder = pred.save(tmp_path / "p")
+    with pytest.raises(OfaError, match="trained on space"):
+        AccuracyPredictor.load(folder, space=IMAGENET_W10)
+    (folder / PREDICTOR_WEIGHTS).write_bytes(b"garbage")
+    with pytest.raises(ModelLoadError):
+        AccuracyPredictor.load(folder)
+
+
+def test_bad_inputs_raise(trained):
+    pred, pop, acc = trained
+    with pytest.raises(OfaError, match="features must have shape"):
+        pred.predict(np.zeros((2, 7), np.float32))
+    with pytest.raises(OfaError, match="fractions"):
+        train_predictor(pop, acc * 100, config=SMALL)
+    with pytest.raises(OfaError, match="accuracies"):
+        train_predictor(pop, acc[:-1], config=SMALL)
+
+
+def test_kendall_tau_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 20, 700).astype(float)            # many ties, more than one block
+    y = np.round(x + rng.normal(0, 5, 700))               # ties in both
+    assert kendall_tau(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_load_pairs_skips_a_torn_last_line(tmp_path):
+    rng = np.random.default_rng(0)
+    specs = [FMNIST.sample(rng) for _ in range(3)]
+    lines = [json.dumps({"arch": s.to_json(), "val_acc": [0.8, 0.81, 0.82][i]})
+             for i, s in enumerate(specs)]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(lines) + '\n{"arch": {"spa')
+    got, accs = load_pairs(path)
+    assert got == specs and accs.tolist() == [0.8, 0.81, 0.82]
+    path.write_text('{"bad json\n' + "\n".join(lines) + "\n")
+    with pytest.raises(OfaError, match=":1 is not valid JSON"):
+        load_pairs(path)
+
+
+def test_encoding_matches_the_official_arch_encoder():
+    import_official_ofa()
+    from ofa.nas.accuracy_predictor.arch_encoder import MobileNetArchEncoder
+
+    for space in (FMNIST, IMAGENET_W10):
+        enc = MobileNetArchEncoder(image_size_list=list(space.resolutions),
+                                   ks_list=list(space.kernel_choices),
+                                   expand_list=list(space.expand_choices),
+                                   depth_list=list(space.depth_choices),
+                                   n_stage=space.num_stages)
+        rng = np.random.default_rng(1)
+        specs = [space.sample(rng) for _ in range(30)]
+        official = np.stack([enc.arch2feature({"ks": list(s.kernel_sizes),
+                                               "e": list(s.expand_ratios),
+                                               "d": list(s.depths),
+                                               "image_size": s.resolution}) for s in specs])
+        np.testing.assert_array_equal(encode(specs), official.astype(np.float32))

@@ -1,0 +1,156 @@
+"""Vectorised evolutionary search under latency / MACs budgets (training.search)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from ofa_sdk.arch import FMNIST, ArchSpec, SearchSpace
+from ofa_sdk.encoding import encode, num_features
+from ofa_sdk.errors import NoModelFitsBudget, OfaError
+from ofa_sdk.latency import LatencyEntry, LatencyLUT, LatencyPredictor, MacsPredictor, required_keys
+from training.predictors import AccuracyPredictor
+from training.search import EvolutionConfig, evolution_search, result_to_json
+
+FAST = EvolutionConfig(population_size=60, generations=60)
+
+#: 2 stages x 2 slots, 2 kernels, 2 expands, depths 1-2, 2 resolutions: 2,048 specs to enumerate.
+MICRO = SearchSpace(
+    name="micro_search_test",
+    stage_widths=(16, 24),
+    stage_strides=(2, 2),
+    stage_acts=("relu", "h_swish"),
+    stage_se=(False, True),
+    resolutions=(16, 20),
+    kernel_choices=(3, 5),
+    expand_choices=(3, 6),
+    depth_choices=(1, 2),
+    in_channels=1,
+    num_classes=4,
+    stem_stride=1,
+    final_expand_width=64,
+    feature_mix_width=96,
+)
+
+
+def random_predictor(space: SearchSpace, seed: int = 0, hidden: int = 64) -> AccuracyPredictor:
+    """A random MLP: a rugged accuracy landscape, harder than a trained one."""
+    rng = np.random.default_rng(seed)
+    f = num_features(space)
+    layers = tuple((rng.normal(0, 1 / np.sqrt(n_in), (hidden, n_in)), rng.normal(0, 0.1, hidden))
+                   for n_in in (f, hidden))
+    return AccuracyPredictor(space, layers, rng.normal(0, 0.05, hidden), 0.85)
+
+
+def lut_predictor(space: SearchSpace) -> LatencyPredictor:
+    entries = {layer.key: LatencyEntry(0.01 + layer.macs() / 2e6, None, 3)
+               for layer in required_keys(space)}
+    return LatencyPredictor.from_lut(LatencyLUT(space, entries, overhead=(0.2, 1.1)), space)
+
+
+def test_every_result_is_within_the_latency_budget():
+    lat = lut_predictor(FMNIST)
+    acc = random_predictor(FMNIST)
+    budget = lat.min_latency() + 0.3 * (lat.predict(FMNIST.largest())[0] - lat.min_latency())
+    res = evolution_search(acc, lat, budget, rng=np.random.default_rng(0), config=FAST)
+    specs = [p.spec for p in res.pareto]
+    assert res.cost <= budget and lat.predict(res.best)[0] <= budget
+    assert np.all(lat.predict(specs) <= budget)
+    # the reported numbers are the predictors' numbers for those specs
+    np.testing.assert_allclose([p.cost for p in res.pareto], lat.predict(specs))
+    np.testing.assert_allclose([p.accuracy for p in res.pareto],
+                               acc.predict(encode(specs)), rtol=1e-6)
+    assert res.accuracy == pytest.approx(float(acc.predict(encode([res.best]))[0]), rel=1e-6)
+    # Pareto front: sorted by cost, accuracy strictly rising, the best is its last point
+    costs = np.array([p.cost for p in res.pareto])
+    accs = np.array([p.accuracy for p in res.pareto])
+    assert np.all(np.diff(costs) >= 0) and np.all(np.diff(accs) > 0)
+    assert res.pareto[-1].accuracy == pytest.approx(res.accuracy)
+    assert len(res.history) == FAST.generations and np.all(np.diff(res.history) >= -1e-12)
+    assert result_to_json(res)["best_str"] == str(res.best)
+
+
+def test_macs_budget_and_search_beats_random_sampling():
+    macs = MacsPredictor(FMNIST)
+    acc = random_predictor(FMNIST, seed=2)
+    budget = 12e6
+    res = evolution_search(acc, macs, budget, rng=np.random.default_rng(1), config=FAST)
+    assert res.best.macs() <= budget and res.unit == "MACs"
+    assert all(p.spec.macs() <= budget for p in res.pareto)
+    rng = np.random.default_rng(5)
+    samples = [s for s in (FMNIST.sample(rng) for _ in range(3000)) if s.macs() <= budget]
+    assert res.accuracy > acc.predict(encode(samples)).max()
+
+
+def test_finds_the_exhaustive_optimum_of_a_small_space():
+    lat = lut_predictor(MICRO)
+    acc = random_predictor(MICRO, seed=3)
+    specs = [ArchSpec(ks, es, ds, r, space=MICRO)
+             for ks in itertools.product((3, 5), repeat=4)
+             for es in itertools.product((3, 6), repeat=4)
+             for ds in itertools.product((1, 2), repeat=2) for r in (16, 20)]
+    cost, a = lat.predict(specs), acc.predict(encode(specs))
+    for frac in (0.2, 0.6):
+        budget = cost.min() + frac * (cost.max() - cost.min())
+        res = evolution_search(acc, lat, budget, rng=np.random.default_rng(0),
+                               config=EvolutionConfig(population_size=60, generations=40))
+        assert res.accuracy == pytest.approx(a[cost <= budget].max(), abs=1e-6)
+
+
+def test_budget_below_the_minimum_raises_with_the_minimum():
+    lat = lut_predictor(FMNIST)
+    acc = random_predictor(FMNIST)
+    with pytest.raises(NoModelFitsBudget, match=re.escape(f"smallest achievable "
+                                                          f"{lat.min_latency():.4g} ms")):
+        evolution_search(acc, lat, lat.min_latency() * 0.99, rng=np.random.default_rng(0))
+    macs = MacsPredictor(FMNIST)
+    with pytest.raises(NoModelFitsBudget, match=f"{macs.min_value():,.0f} MACs"):
+        evolution_search(acc, macs, 1000, rng=np.random.default_rng(0))
+
+
+def test_budget_at_the_minimum_returns_the_minimum_subnet():
+    lat = lut_predictor(FMNIST)
+    res = evolution_search(random_predictor(FMNIST), lat, lat.min_latency(),
+                           rng=np.random.default_rng(0),
+                           config=EvolutionConfig(population_size=20, generations=5))
+    assert res.cost == pytest.approx(lat.min_latency())
+
+
+def test_same_seed_same_result():
+    lat = lut_predictor(FMNIST)
+    acc = random_predictor(FMNIST, seed=4)
+    budget = lat.min_latency() * 2.5
+    runs = [evolution_search(acc, lat, budget, rng=np.random.default_rng(42), config=FAST)
+            for _ in range(2)]
+    assert runs[0].best == runs[1].best and runs[0].accuracy == runs[1].accuracy
+    assert [str(p.spec) for p in runs[0].pareto] == [str(p.spec) for p in runs[1].pareto]
+    np.testing.assert_array_equal(runs[0].history, runs[1].history)
+
+
+def test_mismatched_spaces_and_bad_config_raise():
+    with pytest.raises(OfaError, match="space"):
+        evolution_search(random_predictor(MICRO), MacsPredictor(FMNIST), 1e9,
+                         rng=np.random.default_rng(0))
+    with pytest.raises(OfaError, match="mutation_ratio"):
+        EvolutionConfig(mutation_ratio=1.5)
+
+
+def test_command_line(tmp_path, capsys):
+    import json
+
+    from training.search import main
+
+    random_predictor(FMNIST).save(tmp_path / "pred")
+    lat = lut_predictor(FMNIST)
+    lat.lut.save(tmp_path / "lut.json")
+    budget = lat.min_latency() * 2
+    assert main(["--predictor", str(tmp_path / "pred"), "--lut", str(tmp_path / "lut.json"),
+                 "--budget", str(budget), "--generations", "10", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cost"] <= budget and out["unit"] == "ms" and out["pareto"]
+    code = main(["--predictor", str(tmp_path / "pred"), "--macs", "--budget", "10"])
+    assert code == NoModelFitsBudget.exit_code
+    assert "smallest achievable" in capsys.readouterr().err

@@ -1,0 +1,377 @@
+"""The accuracy predictor of OFA (section 3.3): an MLP over the one-hot subnet encoding.
+
+Training runs in torch (`train_predictor`); the trained weights go to ``predictor.safetensors``
+plus ``predictor.json`` (config, feature layout, space, metrics), and `AccuracyPredictor` predicts
+with numpy only, so search calls it on a whole population without torch. As in the official
+package the network predicts ``accuracy - base_acc``, with ``base_acc`` the mean training accuracy.
+
+Run ``python -m training.predictors --pairs pairs.jsonl --out predictor/`` on the output of
+``training.collect_accuracy``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ofa_sdk.arch import ArchSpec, SearchSpace, get_space
+from ofa_sdk.encoding import ArchArrays, encode, feature_layout, num_features
+from ofa_sdk.errors import ArchSpecError, ModelLoadError, OfaError
+
+__all__ = [
+    "AccuracyPredictor",
+    "TrainConfig",
+    "train_predictor",
+    "kendall_tau",
+    "load_pairs",
+    "PREDICTOR_WEIGHTS",
+    "PREDICTOR_CONFIG",
+]
+
+log = logging.getLogger(__name__)
+
+PREDICTOR_WEIGHTS = "predictor.safetensors"
+PREDICTOR_CONFIG = "predictor.json"
+_SCHEMA_VERSION = 1
+
+
+class PredictorError(OfaError, ValueError):
+    """Training data or a saved predictor that cannot be used."""
+
+
+# ---- numpy inference ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class AccuracyPredictor:
+    """A trained accuracy MLP, evaluated with numpy.
+
+    ``weights`` are ``(W, b)`` pairs of the hidden layers in torch layout (``W`` is out x in),
+    then the bias-free output row; predictions are fractions (0.9 = 90 %).
+
+    >>> pred = AccuracyPredictor.load("predictor/")                    # doctest: +SKIP
+    >>> pred.predict_specs([FMNIST.largest()])                         # doctest: +SKIP
+    array([0.912], dtype=float32)
+    """
+
+    space: SearchSpace
+    hidden: tuple[tuple[np.ndarray, np.ndarray], ...]
+    out_weight: np.ndarray
+    base_acc: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+    _t: tuple[tuple[np.ndarray, np.ndarray], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        n_in = num_features(self.space)
+        transposed = []
+        for i, (w, b) in enumerate(self.hidden):
+            w, b = np.asarray(w, np.float32), np.asarray(b, np.float32)
+            if w.ndim != 2 or w.shape[1] != n_in or b.shape != (w.shape[0],):
+                raise PredictorError(f"hidden layer {i} has weight {w.shape} / bias {b.shape}; "
+                                     f"expected (H, {n_in}) / (H,)")
+            transposed.append((np.ascontiguousarray(w.T), b))
+            n_in = w.shape[0]
+        out = np.asarray(self.out_weight, np.float32).reshape(-1)
+        if out.shape != (n_in,):
+            raise PredictorError(f"output weight has {out.shape[0]} inputs, expected {n_in}")
+        object.__setattr__(self, "out_weight", out)
+        object.__setattr__(self, "_t", tuple(transposed))
+
+    @property
+    def num_features(self) -> int:
+        return num_features(self.space)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Accuracy ``(N,)`` float32 from features ``(N, F)`` (see `ofa_sdk.encoding.encode`)."""
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.num_features:
+            raise PredictorError(f"features must have shape (N, {self.num_features}), "
+                                 f"got {x.shape}")
+        for w, b in self._t:
+            x = x @ w
+            x += b
+            np.maximum(x, 0.0, out=x)
+        return x @ self.out_weight + np.float32(self.base_acc)
+
+    def predict_arrays(self, pop: ArchArrays) -> np.ndarray:
+        return self.predict(encode(pop))
+
+    def predict_specs(self, specs: Sequence[ArchSpec]) -> np.ndarray:
+        return self.predict(encode(specs, space=self.space))
+
+    # ---- files ---------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The weights under the torch module's state_dict names (see `_build_mlp`)."""
+        out = {}
+        for i, (w, b) in enumerate(self.hidden):
+            out[f"layers.{2 * i}.weight"] = np.ascontiguousarray(w, dtype=np.float32)
+            out[f"layers.{2 * i}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
+        out[f"layers.{2 * len(self.hidden)}.weight"] = self.out_weight.reshape(1, -1).copy()
+        out["base_acc"] = np.array([self.base_acc], dtype=np.float32)
+        return out
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "schema_version": _SCHEMA_VERSION,
+            "kind": "ofa_accuracy_mlp",
+            "space": self.space.name,
+            "space_config": self.space.to_json(),
+            "hidden_size": int(self.hidden[0][0].shape[0]) if self.hidden else 0,
+            "n_layers": len(self.hidden),
+            "base_acc": self.base_acc,
+            "feature_layout": feature_layout(self.space),
+            "target": "top-1 accuracy on the validation split, as a fraction",
+            "metrics": self.metrics,
+        }
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``predictor.safetensors`` and ``predictor.json`` atomically into ``folder``."""
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic(folder / PREDICTOR_WEIGHTS,
+                lambda tmp: save_file(self.tensors(), tmp, metadata={"space": self.space.name}))
+        _atomic(folder / PREDICTOR_CONFIG,
+                lambda tmp: Path(tmp).write_text(json.dumps(self.config(), indent=1) + "\n"))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, *, space: SearchSpace | None = None
+             ) -> AccuracyPredictor:
+        """Read a saved predictor (safetensors + JSON; nothing is unpickled)."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        try:
+            cfg = json.loads((folder / PREDICTOR_CONFIG).read_text())
+            tensors = load_file(folder / PREDICTOR_WEIGHTS)
+        except FileNotFoundError as e:
+            raise ModelLoadError(f"no saved predictor in {str(folder)!r}: {e.filename} "
+                                 "is missing") from None
+        except (json.JSONDecodeError, SafetensorError, OSError) as e:
+            raise ModelLoadError(f"predictor in {str(folder)!r} is unreadable: {e}") from None
+        try:
+            saved_space = SearchSpace.from_json(cfg["space_config"])
+            if space is None:
+                space = saved_space
+            elif saved_space != space:
+                how = ("same name, different config" if saved_space.name == space.name
+                       else "another space")
+                raise PredictorError(f"predictor was trained on space {saved_space.name!r} "
+                                     f"({how}), not {space.name!r}")
+            n = int(cfg["n_layers"])
+            hidden = tuple((tensors[f"layers.{2 * i}.weight"], tensors[f"layers.{2 * i}.bias"])
+                           for i in range(n))
+            return cls(space, hidden, tensors[f"layers.{2 * n}.weight"],
+                       float(tensors["base_acc"].reshape(-1)[0]), dict(cfg.get("metrics", {})))
+        except (KeyError, TypeError, ArchSpecError) as e:
+            raise ModelLoadError(f"predictor in {str(folder)!r} is malformed: {e!r}") from None
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---- metrics -----------------------------------------------------------------------------------
+
+def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Kendall's tau-b (ties handled), exact, in blocks so memory stays O(n * 512)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise PredictorError("kendall_tau needs two 1-D arrays of the same length >= 2")
+    concord = ties_x = ties_y = pairs = 0.0
+    n = len(x)
+    for start in range(0, n, 512):
+        stop = min(n, start + 512)
+        dx = np.sign(x[start:stop, None] - x[None, :])
+        dy = np.sign(y[start:stop, None] - y[None, :])
+        upper = np.arange(start, stop)[:, None] < np.arange(n)[None, :]
+        concord += float((dx * dy)[upper].sum())
+        ties_x += float((dx[upper] == 0).sum())
+        ties_y += float((dy[upper] == 0).sum())
+        pairs += float(upper.sum())
+    denom = math.sqrt((pairs - ties_x) * (pairs - ties_y))
+    return concord / denom if denom > 0 else float("nan")
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+def load_pairs(path: str | os.PathLike, *, space: SearchSpace | None = None
+               ) -> tuple[list[ArchSpec], np.ndarray]:
+    """Read the JSON lines of ``training.collect_accuracy``: specs and validation accuracies.
+
+    A truncated last line (an interrupted run) is skipped; any other bad line raises.
+    """
+    specs, accs = [], []
+    lines = Path(path).read_text().split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                log.warning("skipping truncated last line of %s", path)
+                continue
+            raise PredictorError(f"{path}:{i + 1} is not valid JSON") from None
+        try:
+            sp = space or get_space(row["arch"]["space"])
+            specs.append(ArchSpec.from_json(row["arch"], space=sp))
+            accs.append(float(row["val_acc"]))
+        except (KeyError, TypeError) as e:
+            raise PredictorError(f"{path}:{i + 1} lacks {e}") from None
+    return specs, np.asarray(accs, dtype=np.float64)
+
+
+# ---- training (torch) --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of `train_predictor` (defaults: the paper's 3 x 400 MLP)."""
+
+    hidden_size: int = 400
+    n_layers: int = 3
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 256
+    max_epochs: int = 300
+    patience: int = 30
+    val_fraction: float = 0.2
+    seed: int = 0
+
+
+def _build_mlp(n_features: int, hidden: int, n_layers: int) -> Any:
+    import torch.nn as nn
+
+    layers: list[Any] = []
+    for i in range(n_layers):
+        layers += [nn.Linear(n_features if i == 0 else hidden, hidden), nn.ReLU()]
+    layers.append(nn.Linear(hidden, 1, bias=False))
+    return nn.Sequential(*layers)
+
+
+def train_predictor(specs: Sequence[ArchSpec] | ArchArrays, accuracies: Sequence[float],
+                    *, space: SearchSpace | None = None, config: TrainConfig = TrainConfig(),
+                    progress: Callable[[int, float], None] | None = None) -> AccuracyPredictor:
+    """Train the accuracy MLP on ``(subnet, validation accuracy)`` pairs.
+
+    Splits off ``config.val_fraction`` for early stopping (best validation RMSE is kept) and
+    stores RMSE in percentage points and Kendall tau of both splits in ``metrics``.
+    ``progress(epoch, val_rmse_pp)`` is called after each epoch.
+    """
+    import torch
+
+    pop = specs if isinstance(specs, ArchArrays) else ArchArrays.from_specs(specs, space=space)
+    space = pop.space
+    y = np.asarray(accuracies, dtype=np.float64)
+    if y.shape != (len(pop),):
+        raise PredictorError(f"got {len(pop)} subnets but {y.shape} accuracies")
+    if len(pop) < 10:
+        raise PredictorError(f"need at least 10 (subnet, accuracy) pairs, got {len(pop)}")
+    if np.any(~np.isfinite(y)) or np.any((y < 0) | (y > 1)):
+        raise PredictorError("accuracies must be fractions in [0, 1]")
+    x = encode(pop)
+    rng = np.random.default_rng(config.seed)
+    order = rng.permutation(len(y))
+    n_val = max(2, int(round(config.val_fraction * len(y))))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    base_acc = float(y[train_idx].mean())
+
+    torch.manual_seed(config.seed)
+    net = _build_mlp(x.shape[1], config.hidden_size, config.n_layers)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy((y - base_acc).astype(np.float32))
+    x_tr, y_tr, x_va, y_va = xt[train_idx], yt[train_idx], xt[val_idx], yt[val_idx]
+    gen = torch.Generator().manual_seed(config.seed)
+
+    best = (math.inf, None, 0)
+    t0 = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, config.max_epochs + 1):
+        net.train()
+        perm = torch.randperm(len(y_tr), generator=gen)
+        for i in range(0, len(perm), config.batch_size):
+            b = perm[i:i + config.batch_size]
+            loss = torch.nn.functional.mse_loss(net(x_tr[b]).squeeze(1), y_tr[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            val_rmse = float(torch.sqrt(torch.mean((net(x_va).squeeze(1) - y_va) ** 2))) * 100
+        if progress is not None:
+            progress(epoch, val_rmse)
+        if val_rmse < best[0]:
+            best = (val_rmse, {k: v.detach().clone() for k, v in net.state_dict().items()}, epoch)
+        elif epoch - best[2] >= config.patience:
+            break
+    net.load_state_dict(best[1])
+
+    sd = {k: v.numpy() for k, v in net.state_dict().items()}
+    pred = AccuracyPredictor(
+        space,
+        tuple((sd[f"{2 * i}.weight"], sd[f"{2 * i}.bias"]) for i in range(config.n_layers)),
+        sd[f"{2 * config.n_layers}.weight"], base_acc)
+    p = pred.predict(x).astype(np.float64)
+    metrics = {
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        "train_rmse_pp": float(np.sqrt(np.mean((p[train_idx] - y[train_idx]) ** 2)) * 100),
+        "val_rmse_pp": float(np.sqrt(np.mean((p[val_idx] - y[val_idx]) ** 2)) * 100),
+        "val_kendall_tau": kendall_tau(p[val_idx], y[val_idx]),
+        "train_kendall_tau": kendall_tau(p[train_idx], y[train_idx]),
+        "best_epoch": best[2],
+        "epochs_run": epoch,
+        "train_seconds": round(time.perf_counter() - t0, 2),
+        "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+    }
+    log.info("accuracy predictor: val RMSE %.2f pp, Kendall tau %.3f (%d train / %d val)",
+             metrics["val_rmse_pp"], metrics["val_kendall_tau"], len(train_idx), len(val_idx))
+    return AccuracyPredictor(space, pred.hidden, pred.out_weight, base_acc, metrics)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", required=True, help="JSON lines from training.collect_accuracy")
+    parser.add_argument("--out", required=True, help="folder for predictor.{safetensors,json}")
+    parser.add_argument("--space", default=None, help="search space name (default: from pairs)")
+    parser.add_argument("--hidden", type=int, default=400)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    torch.set_num_threads(1)
+    space = get_space(args.space) if args.space else None
+    specs, accs = load_pairs(args.pairs, space=space)
+    pred = train_predictor(specs, accs, space=space, config=TrainConfig(
+        hidden_size=args.hidden, n_layers=args.layers, max_epochs=args.epochs, seed=args.seed))
+    pred.save(args.out)
+    print(json.dumps({k: v for k, v in pred.metrics.items() if k != "config"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,413 @@
+"""Evolutionary search for the most accurate subnet under a latency or MACs budget (OFA sec. 3.3).
+
+The algorithm is the official package's regularized evolution (top ``parent_ratio`` survive; the
+next generation is ``mutation_ratio`` mutants and the rest crossovers; a child over budget is
+redrawn), but the population is one integer matrix of choice indices: mutation, crossover, budget
+checks and accuracy prediction each run once per generation on the whole population with numpy,
+and a subnet seen before is never predicted again. Parents are deduplicated so the population
+keeps its diversity. The search ends with a greedy local refinement of the best subnet (every
+single slot / depth / resolution change, predicted in one call) and returns the Pareto front of
+everything it evaluated.
+
+    python -m training.search --predictor predictor/ --lut luts/cpu.json --budget 3.5
+    python -m training.search --predictor predictor/ --macs --budget 20e6 --json
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from ofa_sdk.arch import ArchSpec, SearchSpace
+from ofa_sdk.encoding import ArchArrays
+from ofa_sdk.errors import OfaError
+
+__all__ = ["EvolutionConfig", "ParetoPoint", "SearchResult", "evolution_search", "result_to_json"]
+
+_FIRST_DRAWS, _DRAWS = 4, 8  # candidates per child per round of constraint-aware sampling
+
+log = logging.getLogger(__name__)
+
+
+class CostModel(Protocol):
+    """What search needs of `ofa_sdk.latency.LatencyPredictor` / `MacsPredictor`."""
+
+    space: SearchSpace
+    unit: str
+
+    def predict_index(self, k: np.ndarray, e: np.ndarray, d: np.ndarray, r: np.ndarray
+                      ) -> np.ndarray: ...
+    def check_budget(self, budget: float) -> None: ...
+    def min_spec(self) -> ArchSpec: ...
+    def format(self, value: float) -> str: ...
+
+
+class AccuracyModel(Protocol):
+    """What search needs of `training.predictors.AccuracyPredictor`."""
+
+    space: SearchSpace
+
+    def predict(self, features: np.ndarray) -> np.ndarray: ...
+
+
+class SearchError(OfaError, ValueError):
+    """Search settings or predictors that cannot work together."""
+
+
+@dataclass(frozen=True)
+class EvolutionConfig:
+    """Hyper-parameters; the defaults are the official ``EvolutionFinder``'s."""
+
+    population_size: int = 100
+    generations: int = 500
+    parent_ratio: float = 0.25
+    mutation_ratio: float = 0.5
+    arch_mutate_prob: float = 0.1
+    resolution_mutate_prob: float = 0.5
+    max_redraws: int = 100       # rounds of redrawing over-budget children before falling back
+    dedupe_parents: bool = True  # keep duplicates out of the parents so diversity survives
+    refine_steps: int = 50       # greedy local-refinement steps after evolution (0: off)
+
+    def __post_init__(self) -> None:
+        if self.population_size < 2 or self.generations < 0:
+            raise SearchError("population_size must be >= 2 and generations >= 0")
+        for name in ("parent_ratio", "mutation_ratio", "arch_mutate_prob",
+                     "resolution_mutate_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise SearchError(f"{name} must lie in [0, 1]")
+        if round(self.parent_ratio * self.population_size) < 1:
+            raise SearchError("parent_ratio * population_size must round to at least 1")
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    spec: ArchSpec
+    accuracy: float
+    cost: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The best subnet found, its predicted accuracy and cost, and the Pareto front.
+
+    ``pareto`` is sorted by cost (ascending) and holds every evaluated subnet that no other
+    evaluated subnet beats on both accuracy and cost. ``history[g]`` is the best predicted
+    accuracy after generation ``g``.
+    """
+
+    best: ArchSpec
+    accuracy: float
+    cost: float
+    budget: float
+    unit: str
+    pareto: tuple[ParetoPoint, ...]
+    history: np.ndarray
+    evaluated: int
+
+
+class _Genome:
+    """Population matrix of choice indices: ``[ke (S) | d (T) | r (1)]``.
+
+    ``ke = kernel_index * n_expand + expand_index``: a slot's kernel and expand ratio are one gene
+    (the official mutation changes them together). Holds the tables that cost, hash and encode a
+    whole population with a few gathers.
+    """
+
+    def __init__(self, space: SearchSpace, cost: CostModel) -> None:
+        self.space = space
+        s, t = space.num_slots, space.num_stages
+        nk, ne = len(space.kernel_choices), len(space.expand_choices)
+        nr = len(space.resolutions)
+        self.s, self.t, self.ne, self.nke = s, t, ne, nk * ne
+        self.width = s + t + 1
+        self.n_choices = np.array([nk * ne] * s + [len(space.depth_choices)] * t + [nr],
+                                  dtype=np.float64)
+        self.depth_masks = (np.arange(space.max_depth)[None, :]
+                            < np.asarray(space.depth_choices)[:, None])
+        # fixed, not from the search's rng: the hash must not change the random stream
+        coeffs = np.random.default_rng(0x0FA).integers(1, 2 ** 62, size=self.width,
+                                                       dtype=np.int64) * 2 + 1
+        self._h_ke, self._h_d, self._h_r = coeffs[:s], coeffs[s:s + t], coeffs[-1]
+        # feature columns of (slot, ke) in `ofa_sdk.encoding.encode`'s layout
+        slot, ke = np.meshgrid(np.arange(s), np.arange(nk * ne), indexing="ij")
+        self._kcol = (nr + slot * nk + ke // ne).reshape(-1)
+        self._ecol = (nr + s * nk + slot * ne + ke % ne).reshape(-1)
+        self._slot_base = np.arange(s) * (nk * ne)
+        self.n_features = nr + s * (nk + ne)
+        # our LUT / MACs predictors take `ke` directly; any other cost model gets (k, e, d, r)
+        self._cost_ke = getattr(cost, "predict_ke", None)
+        self._cost = cost
+
+    def mask(self, g: np.ndarray) -> np.ndarray:
+        return self.depth_masks[g[:, self.s:self.s + self.t]].reshape(len(g), self.s)
+
+    def costs(self, g: np.ndarray) -> np.ndarray:
+        ke, d, r = g[:, :self.s], g[:, self.s:self.s + self.t], g[:, -1]
+        if self._cost_ke is not None:
+            return self._cost_ke(ke, d, r)
+        return self._cost.predict_index(ke // self.ne, ke % self.ne, d, r)
+
+    def features(self, g: np.ndarray) -> np.ndarray:
+        """The same array as `ofa_sdk.encoding.encode` of these subnets."""
+        n = len(g)
+        out = np.zeros((n, self.n_features), dtype=np.float32)
+        rows = np.arange(n)[:, None]
+        m = self.mask(g)
+        flat = self._slot_base + g[:, :self.s]
+        out[rows[:, 0], g[:, -1]] = 1.0
+        out[rows, self._kcol[flat]] = m
+        out[rows, self._ecol[flat]] = m
+        return out
+
+    def canonical_hash(self, g: np.ndarray) -> np.ndarray:
+        """One int64 per row; equal networks (skipped slots ignored) get equal hashes.
+
+        A random linear hash (wrapping int64): different networks collide with probability
+        ~n^2 / 2^64, and it is far faster than ``np.unique(axis=0)``.
+        """
+        slots = (g[:, :self.s] * self._h_ke) * self.mask(g)
+        return slots.sum(axis=1) + g[:, self.s:self.s + self.t] @ self._h_d + g[:, -1] * self._h_r
+
+    def gene_prob(self, arch_prob: float, resolution_prob: float) -> np.ndarray:
+        return np.array([arch_prob] * (self.s + self.t) + [resolution_prob])
+
+    def random(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return (rng.random((n, self.width)) * self.n_choices).astype(np.int64)
+
+    def from_specs(self, specs: list[ArchSpec]) -> np.ndarray:
+        a = ArchArrays.from_specs(specs, space=self.space)
+        return np.concatenate([a.k * self.ne + a.e, a.d, a.r[:, None]], axis=1)
+
+    def to_specs(self, g: np.ndarray) -> list[ArchSpec]:
+        ke = g[:, :self.s]
+        return ArchArrays(self.space, ke // self.ne, ke % self.ne, g[:, self.s:self.s + self.t],
+                          g[:, -1]).to_specs()
+
+
+def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
+                     rng: np.random.Generator, config: EvolutionConfig = EvolutionConfig(),
+                     progress: Callable[[int, float], None] | None = None) -> SearchResult:
+    """Find the subnet with the best predicted accuracy whose predicted cost is <= ``budget``.
+
+    ``cost`` is a `ofa_sdk.latency.LatencyPredictor` (budget in ms) or `MacsPredictor` (MACs);
+    ``accuracy`` an `training.predictors.AccuracyPredictor`. A budget below the smallest
+    achievable cost raises `ofa_sdk.errors.NoModelFitsBudget` naming that minimum.
+    ``progress(generation, best_accuracy)`` is called after each generation.
+
+    >>> res = evolution_search(acc, LatencyPredictor.from_lut(lut, FMNIST), 2.0,
+    ...                        rng=np.random.default_rng(0))            # doctest: +SKIP
+    >>> res.cost <= 2.0                                                  # doctest: +SKIP
+    True
+    """
+    space = cost.space
+    if accuracy.space != space:
+        raise SearchError(f"accuracy predictor is for space {accuracy.space.name!r}, cost "
+                          f"model for {space.name!r}")
+    cost.check_budget(budget)
+    cfg = config
+    gen = _Genome(space, cost)
+    pop_size = cfg.population_size
+    n_parents = int(round(cfg.parent_ratio * pop_size))
+    n_mut = int(round(cfg.mutation_ratio * pop_size))
+    fallback = gen.from_specs([cost.min_spec()])[0]
+    costs = gen.costs
+
+    def draw_valid(n: int, make: Callable[[np.ndarray], np.ndarray], fall: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``make(rows)`` redrawn until within budget; ``fall[rows]`` after max_redraws.
+
+        Each round draws several candidates per pending row at once and keeps the first that
+        fits (the distribution of drawing one at a time until one fits), so a generation takes
+        one or two rounds of a few numpy calls, not a Python loop per child.
+        """
+        out = np.empty((n, gen.width), dtype=np.int64)
+        out_cost = np.empty(n)
+        pending = np.arange(n)
+        draws = _FIRST_DRAWS
+        for _ in range(cfg.max_redraws):
+            cand = make(np.repeat(pending, draws))
+            c = costs(cand)
+            ok = (c <= budget).reshape(-1, draws)
+            has = ok.any(axis=1)
+            pick = (np.arange(len(pending)) * draws + ok.argmax(axis=1))[has]
+            out[pending[has]], out_cost[pending[has]] = cand[pick], c[pick]
+            pending = pending[~has]
+            if not len(pending):
+                break
+            draws = _DRAWS
+        if len(pending):
+            out[pending] = fall[pending]
+            out_cost[pending] = costs(out[pending])
+        return out, out_cost
+
+    # Every subnet evaluated (each once), for the Pareto front; all within budget by construction.
+    cache: dict[int, float] = {}
+    log_g: list[np.ndarray] = []
+    log_a: list[np.ndarray] = []
+    log_c: list[np.ndarray] = []
+
+    def evaluate(g: np.ndarray, g_cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(accuracy, hash) per row; only subnets never seen before reach the predictor."""
+        h = gen.canonical_hash(g)
+        keys = h.tolist()
+        get = cache.get
+        acc = np.array([get(x, np.nan) for x in keys])
+        new = np.flatnonzero(np.isnan(acc))
+        if len(new):
+            uniq = {keys[i]: i for i in new.tolist()}            # first row of each new subnet
+            rows = np.fromiter(uniq.values(), np.int64, len(uniq))
+            pred = accuracy.predict(gen.features(g[rows])).astype(np.float64)
+            cache.update(zip(uniq, pred.tolist()))
+            log_g.append(g[rows]), log_a.append(pred), log_c.append(g_cost[rows])
+            acc[new] = [cache[keys[i]] for i in new.tolist()]
+        return acc, h
+
+    pop, pop_cost = draw_valid(pop_size, lambda rows: gen.random(len(rows), rng),
+                               np.broadcast_to(fallback, (pop_size, gen.width)))
+    pop_acc, pop_hash = evaluate(pop, pop_cost)
+
+    # One draw makes the whole next generation: rows [0, n_mut) are mutants of one parent (each
+    # gene replaced by a fresh uniform choice with the mutation probability), the rest crossovers
+    # (each gene from the second parent with probability 1/2). A single uniform u per gene decides
+    # both: the gene changes if u < p, and then u / p is a fresh uniform that picks the new value.
+    thresh = np.repeat(gen.gene_prob(cfg.arch_mutate_prob, cfg.resolution_mutate_prob)[None],
+                       pop_size, axis=0)
+    thresh[n_mut:] = 0.5
+    # u * scale = floor-able fresh choice where u < p; junk (but finite) where p = 0: never taken
+    scale = gen.n_choices / np.maximum(thresh, 1e-9)
+    is_cross = (np.arange(pop_size) >= n_mut)[:, None]
+    history = np.empty(cfg.generations)
+    for g_i in range(cfg.generations):
+        order = np.argsort(-pop_acc, kind="stable")
+        if cfg.dedupe_parents:
+            _, first = np.unique(pop_hash[order], return_index=True)
+            order = order[np.sort(first)]
+        parents = order[:n_parents]
+        par, par_acc = pop[parents], pop_acc[parents]
+        par_cost, par_hash = pop_cost[parents], pop_hash[parents]
+        history[g_i] = par_acc[0]
+        if progress is not None:
+            progress(g_i, float(par_acc[0]))
+        n_p = len(parents)
+        first_parent = par[rng.integers(n_p, size=pop_size)]
+        second_parent = par[rng.integers(n_p, size=pop_size)]
+
+        def make(rows: np.ndarray) -> np.ndarray:
+            u = rng.random((len(rows), gen.width))
+            fresh = (u * scale[rows]).astype(np.int64)
+            other = np.where(is_cross[rows], second_parent[rows], fresh)
+            return np.where(u < thresh[rows], other, first_parent[rows])
+
+        children, child_cost = draw_valid(pop_size, make, first_parent)
+        child_acc, child_hash = evaluate(children, child_cost)
+        pop = np.concatenate([par, children])
+        pop_acc = np.concatenate([par_acc, child_acc])
+        pop_cost = np.concatenate([par_cost, child_cost])
+        pop_hash = np.concatenate([par_hash, child_hash])
+
+    # greedy refinement of the best: all single changes, one predictor call per step
+    best_i = int(np.argmax(pop_acc))
+    best, best_acc = pop[best_i], float(pop_acc[best_i])
+    for _ in range(cfg.refine_steps):
+        nb = _neighbours(gen, best)
+        c = costs(nb)
+        nb, c = nb[c <= budget], c[c <= budget]
+        if not len(nb):
+            break
+        a, _ = evaluate(nb, c)
+        j = int(np.argmax(a))
+        if a[j] <= best_acc:
+            break
+        best, best_acc = nb[j], float(a[j])
+
+    all_g = np.concatenate(log_g)
+    all_a = np.concatenate(log_a).astype(np.float64)
+    all_c = np.concatenate(log_c)
+    best_i = int(np.argmax(all_a))
+    front = _pareto(all_a, all_c)
+    front_specs = gen.to_specs(all_g[front])
+    best_spec = gen.to_specs(all_g[best_i:best_i + 1])[0]
+    log.info("search: best predicted accuracy %.4f at %.4g %s (budget %.4g), %d evaluated",
+             all_a[best_i], all_c[best_i], cost.unit, budget, len(all_a))
+    return SearchResult(
+        best=best_spec, accuracy=float(all_a[best_i]), cost=float(all_c[best_i]),
+        budget=float(budget), unit=cost.unit,
+        pareto=tuple(ParetoPoint(s, float(all_a[i]), float(all_c[i]))
+                     for s, i in zip(front_specs, front)),
+        history=history, evaluated=len(all_a))
+
+
+def _neighbours(gen: _Genome, g: np.ndarray) -> np.ndarray:
+    """Every genome one gene away: a slot's (kernel, expand) pair, a depth, the resolution."""
+    blocks = []
+    for col in range(gen.width):
+        block = np.repeat(g[None], int(gen.n_choices[col]), axis=0)
+        block[:, col] = np.arange(int(gen.n_choices[col]))
+        blocks.append(block)
+    nb = np.concatenate(blocks)
+    return nb[np.any(nb != g[None], axis=1)]
+
+
+def _pareto(acc: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    """Indices of the non-dominated points (max accuracy, min cost), by cost ascending."""
+    order = np.lexsort((-acc, cost))        # rows are distinct subnets already (see evaluate)
+    a = acc[order]
+    prev_best = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
+    return order[a > prev_best]
+
+
+def result_to_json(result: SearchResult) -> dict[str, Any]:
+    """A JSON form of a search result (best spec, its numbers, and the Pareto front)."""
+    return {
+        "best": result.best.to_json(), "best_str": str(result.best),
+        "accuracy": result.accuracy, "cost": result.cost, "budget": result.budget,
+        "unit": result.unit, "evaluated": result.evaluated,
+        "pareto": [{"arch": p.spec.to_json(), "accuracy": p.accuracy, "cost": p.cost}
+                   for p in result.pareto],
+    }
+
+
+def main(argv: Any = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    from ofa_sdk.latency import LatencyPredictor, MacsPredictor
+    from training.predictors import AccuracyPredictor
+
+    p = argparse.ArgumentParser(prog="python -m training.search",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--predictor", required=True, help="folder with predictor.{safetensors,json}")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--lut", help="latency LUT JSON; --budget is in ms")
+    group.add_argument("--macs", action="store_true", help="--budget is in MACs")
+    p.add_argument("--budget", type=float, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--population", type=int, default=100)
+    p.add_argument("--generations", type=int, default=500)
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        acc = AccuracyPredictor.load(args.predictor)
+        cost = (MacsPredictor(acc.space) if args.macs
+                else LatencyPredictor.from_lut(args.lut, acc.space))
+        res = evolution_search(acc, cost, args.budget, rng=np.random.default_rng(args.seed),
+                               config=EvolutionConfig(population_size=args.population,
+                                                      generations=args.generations))
+    except OfaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    if args.json:
+        print(json.dumps(result_to_json(res), indent=1))
+    else:
+        print(f"best {res.best}  accuracy {res.accuracy:.4f}  {cost.format(res.cost)} "
+              f"(budget {cost.format(res.budget)}); Pareto front: {len(res.pareto)} subnets")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
