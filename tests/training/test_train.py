@@ -1,0 +1,230 @@
+"""Progressive-shrinking trainer: config, schedule, losses and a tiny run of every phase on CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ofa_sdk.arch import FMNIST
+from training.checkpoint import load_checkpoint, load_tensors
+from training.data import DatasetNotFound
+from training.schedule import (
+    PHASE_NAMES,
+    ConfigError,
+    Phase,
+    extreme_choice,
+    lr_at,
+    phase_choices,
+)
+from training.supernet import OFAMobileNetV3
+from training.train import TrainConfig, kd_loss, main, state_hash, train
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TrainConfig:
+    return TrainConfig.from_file(CONFIGS / "tiny.toml")
+
+
+# ---- config ------------------------------------------------------------------------------------
+
+def test_bundled_configs_parse():
+    cfg = TrainConfig.from_file(CONFIGS / "fmnist.toml")
+    assert cfg.space == FMNIST and cfg.dataset == "fmnist"
+    assert [p.name for p in cfg.phases] == list(PHASE_NAMES)
+    assert all(p.epochs > 0 for p in cfg.phases)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[data]\nbatchsize = 3\n[phases.full]\nepochs = 1\nlr = 0.1\n", "batchsize"),
+    ("[phases.shrink]\nepochs = 1\nlr = 0.1\n", "unknown phases"),
+    ("[phases.full]\nepochs = 1\nlr = 0.1\nsubnets_per_step = 0\n", "subnets_per_step"),
+    ("[phases.full]\nepochs = 1\nrate = 0.1\n", "rate"),
+    ("[data]\ndataset = 'cifar'\n[phases.full]\nepochs = 1\nlr = 0.1\n", "dataset"),
+    ("[model]\nspace = 'nope'\n[phases.full]\nepochs = 1\nlr = 0.1\n", "unknown search space"),
+    ("seed = 0\n", "no \\[phases"),
+    ("[phases.width1]\nepochs = 1\nlr = 0.1\nsubnets_per_step = 1\ninclude_smallest = true\n",
+     "leave random subnets"),
+    ("seed = = 0\n", "not valid TOML"),
+])
+def test_bad_configs(text, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_toml(text)
+
+
+def test_phase_choices_follow_the_paper():
+    ks, es, ds = (3, 5, 7), (3, 4, 6), (2, 3, 4)
+    expected = {
+        "full": ((7,), (6,), (4,)), "kernel": (ks, (6,), (4,)), "depth1": (ks, (6,), (3, 4)),
+        "depth2": (ks, (6,), ds), "width1": (ks, (4, 6), ds), "width2": (ks, es, ds),
+    }
+    for name, (k, e, d) in expected.items():
+        c = phase_choices(name, FMNIST)
+        assert (c["kernel_choices"], c["expand_choices"], c["depth_choices"]) == (k, e, d)
+    assert Phase("width1", 1, 0.1).sorts_channels and not Phase("depth2", 1, 0.1).sorts_channels
+    assert not Phase("full", 1, 0.1).uses_teacher and Phase("kernel", 1, 0.1).uses_teacher
+
+
+def test_sandwich_subnets():
+    c = phase_choices("width1", FMNIST)
+    assert str(extreme_choice(FMNIST, c, 26, which="smallest")) == "k" + "3" * 16 + "-e" + \
+        "4" * 16 + "-d2222-r26"
+    assert extreme_choice(FMNIST, c, 32, which="largest") == FMNIST.largest()
+    p = Phase("width2", 1, 0.1, subnets_per_step=3, include_smallest=True, include_largest=True)
+    assert p.fixed_subnets == ("smallest", "largest")
+
+
+def test_lr_warmup_then_cosine():
+    lrs = [lr_at(s, total_steps=100, warmup_steps=10, lr=0.1, min_lr=0.001) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)
+    assert lrs[10] == pytest.approx(0.1) and lrs[100] == pytest.approx(0.001)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[55] == pytest.approx(0.001 + 0.5 * 0.099)
+
+
+def test_kd_loss_is_soft_cross_entropy():
+    torch.manual_seed(0)
+    s = torch.randn(4, 5, requires_grad=True)
+    t = torch.randn(4, 5)
+    p = t.softmax(1)
+    expected = -(p * s.log_softmax(1)).sum(1).mean()
+    assert torch.allclose(kd_loss(s, t), expected)
+    same = s.detach().clone().requires_grad_(True)
+    kd_loss(same, s.detach(), temperature=2.0).backward()
+    assert same.grad.abs().max() < 1e-6  # minimum when the student matches the teacher
+
+
+# ---- tiny runs ---------------------------------------------------------------------------------
+
+def test_every_phase_runs(tiny, tmp_path):
+    run = train(tiny, run_dir=tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["full", "full"] + list(PHASE_NAMES[1:])
+    for r in records:
+        assert math.isfinite(r["loss"]) and 0 <= r["val_acc_min"] <= 100
+        assert r["lr"] > 0 and r["epoch_time_s"] >= 0
+    final = json.loads((run / "final.json").read_text())
+    assert final["global_step"] == sum(p.epochs for p in tiny.phases) * tiny.max_steps_per_epoch
+    # The bundled weights load into a fresh supernet of the space, strictly.
+    tensors, meta = load_tensors(run / "model.safetensors")
+    net = OFAMobileNetV3(tiny.space)
+    net.load_state_dict(tensors, strict=True)
+    assert json.loads(meta["space"])["name"] == tiny.space.name
+    ck = load_checkpoint(run)
+    assert ck.state["position"]["phase"] == "done"
+    assert ck.teacher is not None and state_hash(ck.model) == state_hash(tensors)
+    assert (ck.path / "config.toml").read_text() == tiny.text
+
+
+def test_training_learns(tiny, tmp_path):
+    """The full phase alone fits the synthetic task well above chance (25%)."""
+    full = dataclasses.replace(tiny.phases[0], epochs=6, lr=0.1)
+    cfg = dataclasses.replace(tiny, phases=(full,), max_steps_per_epoch=8, synthetic_size=600,
+                              val_size=128, eval_batches=0)
+    run = train(cfg, run_dir=tmp_path / "run", progress=False)
+    final = json.loads((run / "final.json").read_text())
+    assert final["val_acc_max"] > 60, final
+
+
+def test_phase_subset_with_init(tiny, tmp_path):
+    first = train(tiny, run_dir=tmp_path / "a", phases=["full"], progress=False)
+    before = load_tensors(first / "model.safetensors")[0]
+    run = train(tiny, run_dir=tmp_path / "b", phases=["kernel", "width1"], init=first,
+                progress=False)
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["kernel", "width1"]
+    ck = load_checkpoint(run)
+    assert ck.teacher is not None
+    # The teacher is the init model (frozen); the student moved on.
+    assert state_hash({k: v for k, v in ck.teacher.items() if "running" not in k
+                       and "num_batches" not in k}) == state_hash(
+        {k: v for k, v in before.items() if "running" not in k and "num_batches" not in k})
+    assert state_hash(ck.model) != state_hash(before)
+    with pytest.raises(ConfigError, match="not in the config"):
+        train(tiny, run_dir=tmp_path / "c", phases=["shrink"], progress=False)
+
+
+def test_width_phase_sorts_channels(tiny, tmp_path):
+    """Sorting at the start of width1 keeps the largest subnet's function unchanged."""
+    cfg = dataclasses.replace(tiny, phases=tuple(
+        dataclasses.replace(p, lr=0.0) if p.name == "width1" else p for p in tiny.phases
+        if p.name in ("full", "width1")))
+    a = train(cfg, run_dir=tmp_path / "a", phases=["full"], progress=False)
+    b = train(cfg, run_dir=tmp_path / "b", phases=["width1"], init=a, progress=False)
+    net_a, net_b = OFAMobileNetV3(cfg.space), OFAMobileNetV3(cfg.space)
+    net_a.load_state_dict(load_tensors(a / "model.safetensors")[0])
+    sd_b = load_tensors(b / "model.safetensors")[0]
+    net_b.load_state_dict(sd_b)
+    pl = "blocks.1.conv.point_linear.conv.conv.weight"
+    w_b = sd_b[pl].abs().sum(dim=(0, 2, 3))
+    assert torch.all(w_b[:-1] >= w_b[1:] - 1e-7), "channels sorted by importance"
+    x = torch.randn(4, 1, 20, 20)
+    net_a.eval(), net_b.eval()
+    net_a.set_max(), net_b.set_max()
+    # lr 0 and momentum from zero: only BN running stats moved; compare in train mode (batch stats)
+    net_a.train(), net_b.train()
+    for m in list(net_a.modules()) + list(net_b.modules()):
+        if isinstance(m, torch.nn.Dropout):
+            m.eval()
+    with torch.no_grad():
+        assert torch.allclose(net_a(x), net_b(x), atol=1e-4)
+
+
+def test_cli_errors(tmp_path, caplog):
+    assert main(["--config", str(tmp_path / "missing.toml")]) == ConfigError.exit_code
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[data]\ndata_dir = '{tmp_path / 'nodata'}'\n"
+                   "[phases.full]\nepochs = 1\nlr = 0.1\n")
+    assert main(["--config", str(cfg), "--run-dir", str(tmp_path / "r")]) == \
+        DatasetNotFound.exit_code
+    assert "apt-get install dataset-fashion-mnist" in caplog.text
+    assert main(["--config", str(CONFIGS / "tiny.toml"), "--device", "tpu"]) == 2
+
+
+def test_cli_runs_a_phase(tmp_path):
+    rc = main(["--config", str(CONFIGS / "tiny.toml"), "--run-dir", str(tmp_path / "r"),
+               "--phases", "full", "--threads", "1", "--no-progress"])
+    assert rc == 0
+    assert json.loads((tmp_path / "r" / "final.json").read_text())["phases"] == ["full"]
+    assert torch.get_num_threads() == 1
+    np.testing.assert_equal(sorted(p.name for p in (tmp_path / "r").iterdir()),
+                            ["checkpoints", "final.json", "log.jsonl", "model.safetensors"])
+
+
+def test_image_folder_dataset(tiny, tmp_path):
+    """``dataset = "imagefolder"`` trains from root/train and reports on root/val."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("val", 4)):
+        for c in range(4):
+            d = tmp_path / "data" / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 40, (24, 24), dtype=np.uint8) + np.uint8(50 * c)
+                Image.fromarray(img).save(d / f"{i}.png")
+    full = dataclasses.replace(tiny.phases[0], epochs=1)
+    cfg = dataclasses.replace(tiny, dataset="imagefolder", data_dir=str(tmp_path / "data"),
+                              phases=(full,), val_size=16)
+    run = train(cfg, run_dir=tmp_path / "run", progress=False)
+    final = json.loads((run / "final.json").read_text())
+    assert "test_acc_max" in final and "val_acc_min" in final
+    with pytest.raises(ConfigError, match="data_dir"):
+        train(dataclasses.replace(cfg, data_dir=""), run_dir=tmp_path / "r2", progress=False)
+
+
+def test_init_from_another_space_is_a_clear_error(tiny, tmp_path):
+    from training.checkpoint import CheckpointError, save_checkpoint
+
+    other = OFAMobileNetV3(FMNIST)
+    save_checkpoint(tmp_path, name="x", model=other.state_dict(), teacher=None, optimizer=None,
+                    state={}, config_text="")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        train(tiny, run_dir=tmp_path / "run", init=tmp_path, progress=False)

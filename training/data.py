@@ -1,0 +1,365 @@
+"""Training data: Fashion-MNIST (idx files), ImageNet-style class folders, in-memory batching.
+
+Augmentation runs on whole batches in torch (random crop with padding, horizontal flip, resize to
+the batch's sampled resolution as in OFA's elastic resolution, section 3.2). The resize uses
+``F.interpolate(mode="bilinear", antialias=True)``, which matches Pillow ``BILINEAR``, the filter of
+the on-device SDK's preprocessing. No torchvision.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ofa_sdk.errors import OfaError
+
+__all__ = [
+    "DatasetError",
+    "DatasetNotFound",
+    "ArrayDataset",
+    "ImageFolder",
+    "BatchLoader",
+    "FMNIST_DIR",
+    "FMNIST_CLASSES",
+    "read_idx",
+    "load_fashion_mnist",
+    "load_image_folder",
+    "synthetic_dataset",
+    "train_val_split",
+    "augment",
+    "to_input",
+]
+
+log = logging.getLogger(__name__)
+
+#: Where Debian's ``dataset-fashion-mnist`` package puts the files.
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                  "sneaker", "bag", "ankle boot")
+_HOW_TO_GET = ("install it with `apt-get install dataset-fashion-mnist` (files land in "
+               f"{FMNIST_DIR}), or pass --data-dir pointing at a folder with "
+               "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]")
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DatasetError(OfaError, ValueError):
+    """A dataset that is malformed (bad magic number, truncated file, empty folder)."""
+
+
+class DatasetNotFound(DatasetError, FileNotFoundError):
+    """A dataset that is not where it was looked for; the message says how to get it."""
+
+
+# ---- datasets ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class ArrayDataset:
+    """Images as one uint8 array ``(N, C, H, W)`` plus int64 labels, with per-channel mean/std."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise DatasetError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                               f"{self.images.shape}")
+        if self.labels.shape != (len(self.images),):
+            raise DatasetError(f"{len(self.labels)} labels for {len(self.images)} images")
+        if len(self.images) == 0:
+            raise DatasetError("dataset is empty")
+        c = self.images.shape[1]
+        if len(self.mean) != c or len(self.std) != c:
+            raise DatasetError(f"mean/std need {c} entries")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ArrayDataset:
+        idx = np.asarray(indices, dtype=np.int64)
+        return ArrayDataset(self.images[idx], self.labels[idx], self.mean, self.std, self.classes)
+
+
+def _open_maybe_gz(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (EOFError, OSError, zlib.error) as e:
+        if isinstance(e, FileNotFoundError):
+            raise DatasetNotFound(f"{path} does not exist; {_HOW_TO_GET}") from None
+        raise DatasetError(f"{path} cannot be read ({e}); it may be truncated or corrupt. "
+                           f"Re-download it: {_HOW_TO_GET}") from None
+
+
+def read_idx(path: str | os.PathLike[str], *, expect_ndim: int | None = None) -> np.ndarray:
+    """Read an idx file (the MNIST format), gzipped or not, validating its header and size.
+
+    The header is two zero bytes, a type code (0x08 = uint8), the number of dimensions, then one
+    big-endian uint32 per dimension.
+    """
+    path = Path(path)
+    data = _open_maybe_gz(path)
+    if len(data) < 4:
+        raise DatasetError(f"{path} is too short ({len(data)} bytes) to be an idx file")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08 or ndim == 0:
+        raise DatasetError(f"{path} has bad magic number 0x{data[:4].hex()}; expected "
+                           "0x0000080N (uint8 idx). Is it really an idx file?")
+    if expect_ndim is not None and ndim != expect_ndim:
+        raise DatasetError(f"{path} has {ndim} dimensions, expected {expect_ndim}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetError(f"{path} is truncated inside its header")
+    shape = struct.unpack(f">{ndim}I", data[4:header])
+    expected = int(np.prod(shape, dtype=np.int64))
+    if len(data) - header != expected:
+        raise DatasetError(f"{path} holds {len(data) - header} bytes of data, its header "
+                           f"{list(shape)} says {expected}: truncated or corrupt")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem):
+        if (root / name).is_file():
+            return root / name
+    raise DatasetNotFound(f"Fashion-MNIST file {stem}[.gz] not found in {root}; {_HOW_TO_GET}")
+
+
+#: Mean and std of the 60,000 Fashion-MNIST training images, pixel values in [0, 1].
+FMNIST_MEAN = (0.2860,)
+FMNIST_STD = (0.3530,)
+
+
+def load_fashion_mnist(split: str = "train", *, data_dir: str | os.PathLike[str] | None = None
+                       ) -> ArrayDataset:
+    """Load the ``train`` (60,000) or ``test`` (10,000) split as an `ArrayDataset` (N, 1, 28, 28).
+
+    Raises:
+        DatasetNotFound: the files are missing (the message says how to get them).
+        DatasetError: a file is truncated or is not an idx file.
+    """
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise DatasetError(f"unknown Fashion-MNIST split {split!r}; use 'train' or 'test'")
+    root = Path(data_dir) if data_dir else FMNIST_DIR
+    if not root.is_dir():
+        raise DatasetNotFound(f"Fashion-MNIST folder {root} does not exist; {_HOW_TO_GET}")
+    images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"), expect_ndim=3)
+    labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"), expect_ndim=1)
+    if len(images) != len(labels):
+        raise DatasetError(f"{root}: {len(images)} {split} images but {len(labels)} labels")
+    if labels.size and labels.max() >= len(FMNIST_CLASSES):
+        raise DatasetError(f"{root}: label {int(labels.max())} out of range 0..9")
+    return ArrayDataset(images[:, None].copy(), labels.astype(np.int64),
+                        FMNIST_MEAN, FMNIST_STD, FMNIST_CLASSES)
+
+
+def train_val_split(ds: ArrayDataset, *, val_size: int, seed: int = 0
+                    ) -> tuple[ArrayDataset, ArrayDataset]:
+    """Carve a held-out validation split (fixed seed) from a training set.
+
+    The validation split serves BN-recalibrated accuracy logs and the accuracy predictor; the
+    test set is kept for final reporting only.
+    """
+    if not 0 < val_size < len(ds):
+        raise DatasetError(f"val_size={val_size} must be between 1 and {len(ds) - 1}")
+    perm = np.random.default_rng(seed).permutation(len(ds))
+    return ds.subset(np.sort(perm[val_size:])), ds.subset(np.sort(perm[:val_size]))
+
+
+def synthetic_dataset(n: int, *, num_classes: int = 10, size: int = 28, channels: int = 1,
+                      seed: int = 0) -> ArrayDataset:
+    """A learnable toy dataset (tests, smoke runs): a centred square whose brightness is the class.
+
+    The class survives the training augmentation (crop, flip, resize), unlike a class position.
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=n)
+    images = rng.integers(0, 50, size=(n, channels, size, size), dtype=np.uint8)
+    lo, hi = size // 4, size - size // 4
+    levels = np.linspace(60, 200, num_classes).astype(np.uint8)
+    images[:, :, lo:hi, lo:hi] += levels[labels][:, None, None, None]
+    mean = tuple(float(v) for v in images.mean(axis=(0, 2, 3)) / 255)
+    std = tuple(float(v) for v in images.std(axis=(0, 2, 3)) / 255)
+    return ArrayDataset(images, labels.astype(np.int64), mean, std,
+                        tuple(f"class{c}" for c in range(num_classes)))
+
+
+class ImageFolder:
+    """An ImageNet-style folder ``root/<class>/<image>``, read lazily with Pillow.
+
+    Each item is resized (shorter side) and centre-cropped to ``image_size`` and returned as a uint8
+    array ``(C, H, W)`` with its label; classes are the sorted sub-folder names.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, image_size: int, channels: int = 3
+                 ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetNotFound(f"image folder {self.root} does not exist")
+        if channels not in (1, 3):
+            raise DatasetError(f"channels must be 1 or 3, got {channels}")
+        self.image_size = image_size
+        self.channels = channels
+        self.classes = tuple(sorted(p.name for p in self.root.iterdir() if p.is_dir()))
+        if not self.classes:
+            raise DatasetError(f"{self.root} has no class sub-folders; expected root/<class>/<img>")
+        self.samples: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            for p in sorted((self.root / name).rglob("*")):
+                if p.is_file() and p.suffix.lower() in _IMAGE_EXTS:
+                    self.samples.append((p, label))
+        if not self.samples:
+            raise DatasetError(f"{self.root} has no images (extensions {', '.join(_IMAGE_EXTS)})")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as im:
+                im = im.convert("L" if self.channels == 1 else "RGB")
+                w, h = im.size
+                scale = self.image_size / min(w, h)
+                im = im.resize((max(self.image_size, round(w * scale)),
+                                max(self.image_size, round(h * scale))), Image.BILINEAR)
+                w, h = im.size
+                left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
+                im = im.crop((left, top, left + self.image_size, top + self.image_size))
+                arr = np.asarray(im, dtype=np.uint8)
+        except (OSError, UnidentifiedImageError) as e:
+            raise DatasetError(f"cannot read image {path}: {e}") from None
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        return np.ascontiguousarray(arr), label
+
+
+def load_image_folder(root: str | os.PathLike[str], *, image_size: int, channels: int = 3,
+                      mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+                      ) -> ArrayDataset:
+    """Read a whole (small) `ImageFolder` into memory; mean/std default to the ImageNet values."""
+    folder = ImageFolder(root, image_size=image_size, channels=channels)
+    images = np.stack([folder[i][0] for i in range(len(folder))])
+    labels = np.array([label for _, label in folder.samples], dtype=np.int64)
+    if mean is None:
+        mean = (0.485, 0.456, 0.406)[:channels] if channels == 3 else (0.449,)
+    if std is None:
+        std = (0.229, 0.224, 0.225)[:channels] if channels == 3 else (0.226,)
+    return ArrayDataset(images, labels, tuple(mean), tuple(std), folder.classes)
+
+
+# ---- batching and augmentation -------------------------------------------------------------------
+
+def augment(images: torch.Tensor, generator: torch.Generator, *, pad: int = 0,
+            flip: bool = True) -> torch.Tensor:
+    """Random crop (zero padding ``pad``) and horizontal flip of a uint8 batch ``(B, C, H, W)``."""
+    b, _, h, w = images.shape
+    if pad > 0:
+        padded = F.pad(images, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+        rows = (dy[:, None] + torch.arange(h)).to(images.device)  # (B, H)
+        cols = (dx[:, None] + torch.arange(w)).to(images.device)  # (B, W)
+        bi = torch.arange(b, device=images.device)[:, None, None]
+        # (B, H, W, C) gather then back to (B, C, H, W)
+        images = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]
+        images = images.permute(0, 3, 1, 2)
+    if flip:
+        mask = (torch.rand(b, generator=generator) < 0.5).to(images.device)
+        images = torch.where(mask[:, None, None, None], images.flip(3), images)
+    return images
+
+
+def to_input(images: torch.Tensor, resolution: int, mean: Sequence[float], std: Sequence[float]
+             ) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> normalised float32 at ``resolution``, ``channels_last``."""
+    x = images.float().div_(255)
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True,
+                          align_corners=False)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
+    s = torch.tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None]
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+class BatchLoader:
+    """Shuffled uint8 batches of an in-memory `ArrayDataset`, sharded over ranks.
+
+    The epoch's order depends only on ``(seed, epoch)``, so a resumed run can skip to any step;
+    every rank draws the same permutation and takes its own interleaved shard. The last partial
+    batch is dropped so that all ranks run the same number of steps.
+    """
+
+    def __init__(self, ds: ArrayDataset, *, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1, device: torch.device | str = "cpu",
+                 shuffle: bool = True) -> None:
+        if batch_size <= 0:
+            raise DatasetError(f"batch_size must be positive, got {batch_size}")
+        self.ds = ds
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.shuffle = shuffle
+        self.device = torch.device(device)
+        self.images = torch.from_numpy(ds.images).to(self.device)
+        self.labels = torch.from_numpy(ds.labels).to(self.device)
+        if self.steps_per_epoch() == 0:
+            raise DatasetError(f"{len(ds)} images are fewer than one batch of {batch_size} "
+                               f"on each of {world_size} ranks")
+
+    def steps_per_epoch(self) -> int:
+        return len(self.ds) // (self.batch_size * self.world_size)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        n = self.steps_per_epoch() * self.batch_size * self.world_size
+        if not self.shuffle:
+            return torch.arange(n)
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(len(self.ds), generator=g)[:n]
+
+    def epoch(self, epoch: int, *, start_step: int = 0, max_steps: int | None = None
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(uint8 images, labels)`` of ``epoch`` on this rank, from ``start_step`` on."""
+        order = self._order(epoch)[self.rank::self.world_size]
+        steps = self.steps_per_epoch() if max_steps is None else min(max_steps,
+                                                                      self.steps_per_epoch())
+        for step in range(start_step, steps):
+            idx = order[step * self.batch_size:(step + 1) * self.batch_size].to(self.device)
+            yield self.images[idx], self.labels[idx]
+
+    def fixed_batches(self, n: int | None = None, *, seed: int | None = None
+                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` batches (all by default, last one partial) in a fixed order, unsharded.
+
+        With ``seed`` the order is a fixed permutation (BN recalibration should see every class,
+        and an image folder is sorted by class); without it, the dataset order (evaluation).
+        """
+        total = len(self.ds)
+        order = (torch.randperm(total, generator=torch.Generator().manual_seed(seed))
+                 if seed is not None else torch.arange(total)).to(self.device)
+        nb = -(-total // self.batch_size)
+        out = []
+        for i in range(nb if n is None else min(n, nb)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            out.append((self.images[idx], self.labels[idx]))
+        return out
