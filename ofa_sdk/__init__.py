@@ -15,6 +15,10 @@ from ofa_sdk.errors import (
 
 __version__ = "0.1.0"
 
+# Eager on purpose: `ofa_sdk.pick` must be the function even after the submodule is imported
+# (a lazy attribute would be shadowed by the submodule). ofa_sdk.pick imports no runtime.
+from ofa_sdk.pick import Pick, load_best, pick  # noqa: E402
+
 # Heavier entry points are resolved lazily so `import ofa_sdk` stays light and torch-free.
 _LAZY = {
     "load_model": ("ofa_sdk.runtime", "load_model"),
@@ -43,6 +47,9 @@ __all__ = [
     "NoModelFitsBudget",
     "ModelNotCached",
     "BackendNotInstalled",
+    "pick",
+    "load_best",
+    "Pick",
     "__version__",
     *_LAZY,
 ]

@@ -25,7 +25,8 @@ _JSON_KEY = "ofa_sdk.json"
 def format_error(err: OfaError) -> tuple[str, int]:
     """The message and exit code the CLI shows for ``err``."""
     message = str(err)
-    if isinstance(err, NoModelFitsBudget) and err.fastest is not None:
+    if (isinstance(err, NoModelFitsBudget) and err.fastest is not None
+            and str(err.fastest) not in message):
         fastest = f"{err.fastest}" + (f" ({err.fastest_ms:.2f} ms)" if err.fastest_ms else "")
         message += f"; fastest option: {fastest}"
     return message, err.exit_code
@@ -64,7 +65,16 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False))
 
 
-@click.group(cls=OfaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+_EPILOG = """Shell completion (bash; zsh and fish likewise):
+
+\b
+    eval "$(_OFA_SDK_COMPLETE=bash_source ofa-sdk)"
+
+or print the script with `ofa-sdk completion bash`."""
+
+
+@click.group(cls=OfaGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_EPILOG)
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v info, -vv debug).")
 @click.version_option(version=__version__, prog_name="ofa-sdk")
 def main(verbose: int) -> None:
@@ -72,6 +82,30 @@ def main(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+
+
+PRECISIONS = ["auto", "fp32", "int8"]
+
+
+class BudgetType(click.ParamType):
+    """A latency budget: ``20ms``, ``20 ms``, ``0.02s`` or ``20`` (ms) -> float ms."""
+
+    name = "BUDGET"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> float:
+        from ofa_sdk.budget import parse_budget
+        from ofa_sdk.errors import BudgetError
+
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_budget(value)
+        except BudgetError as e:
+            self.fail(str(e), param, ctx)
+
+
+_BUDGET = BudgetType()
 
 
 _runtime_option = click.option(
@@ -83,22 +117,48 @@ _threads_option = click.option(
 
 
 @main.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False),
+                metavar="[MODEL] IMAGE...")
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
 @_threads_option
 @_runtime_option
+@click.option("--best", is_flag=True,
+              help="Instead of MODEL, run the zoo entry `pick` chooses for --budget.")
+@click.option("--budget", type=_BUDGET, default=None, help="Latency budget for --best.")
+@click.option("--zoo", "zoo_source", default=None, envvar="OFA_SDK_ZOO",
+              help="Zoo for --best (see `pick --help`).")
+@click.option("--revision", default=None, help="Revision of an hf:// zoo.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="Precision for --best.")
 @json_option
-def run(model: str, images: tuple[str, ...], top_k: int, threads: int | None, runtime: str,
+def run(inputs: tuple[str, ...], top_k: int, threads: int | None, runtime: str, best: bool,
+        budget: float | None, zoo_source: str | None, revision: str | None, precision: str,
         as_json: bool) -> None:
-    """Classify IMAGES with MODEL (.tflite or .onnx with its .json sidecar)."""
+    """Classify IMAGE... with MODEL (.tflite or .onnx with its .json sidecar), or with the best
+    zoo entry for a latency budget: ``run --best --budget 20ms IMAGE...``."""
     from ofa_sdk.runtime import load_model
 
+    chosen = None
+    if best:
+        if budget is None:
+            raise click.UsageError("--best needs --budget")
+        images = inputs
+        chosen = _do_pick(budget, device="auto", runtime=runtime, precision=precision,
+                          threads=threads, zoo_source=zoo_source, revision=revision,
+                          quiet=as_json)
+        model, runtime, threads = chosen.path, chosen.runtime, chosen.threads
+    else:
+        if budget is not None:
+            raise click.UsageError("--budget only applies with --best")
+        if len(inputs) < 2:
+            raise click.UsageError("give MODEL and at least one IMAGE (or --best --budget B)")
+        model, images = inputs[0], inputs[1:]
     m = load_model(model, runtime=runtime, num_threads=threads)
     results = m.classify(list(images), top_k=top_k)
     if as_json:
         emit_json({
             "model": model,
+            **({"pick": chosen.to_json()} if chosen is not None else {}),
             "runtime": m.runtime,
             "num_threads": m.num_threads,
             "results": [
@@ -107,6 +167,8 @@ def run(model: str, images: tuple[str, ...], top_k: int, threads: int | None, ru
             ],
         })
         return
+    if chosen is not None:
+        click.echo(f"picked {chosen}", err=True)
     width = max(len(lab) for preds in results for lab, _ in preds)
     for i, (image, preds) in enumerate(zip(images, results)):
         if i:
@@ -163,6 +225,237 @@ def bench(model: str, threads: int | None, runs: int, min_time: float, max_time:
     ]
     for key, value in rows:
         click.echo(f"{key:<16} {value}")
+
+
+# ---- pick, zoo, device, completion ---------------------------------------------------------------
+
+class _Progress:
+    """tqdm bars on stderr for `pick`'s downloads and measurements (off when not a TTY)."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        bar = self._bars.get(what)
+        if bar is None:
+            from tqdm import tqdm
+
+            measuring = what.startswith("measure ")
+            bar = tqdm(total=total or None, desc=what, file=sys.stderr, disable=None,
+                       leave=False, unit="run" if measuring else "B",
+                       unit_scale=not measuring)
+            self._bars[what] = bar
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def _do_pick(budget: float, *, device: str, runtime: str, precision: str, threads: int | None,
+             zoo_source: str | None, revision: str | None, quiet: bool) -> Any:
+    from ofa_sdk.pick import pick
+
+    progress = None if quiet else _Progress()
+    try:
+        return pick(budget, device=device, zoo=zoo_source, runtime=runtime, precision=precision,
+                    threads=threads, revision=revision, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+_zoo_option = click.option(
+    "--zoo", "zoo_source", default=None, envvar="OFA_SDK_ZOO", show_envvar=True,
+    help="Zoo folder or hf://org/name[@revision] (default: the bundled zoo).")
+_revision_option = click.option("--revision", default=None,
+                                 help="Branch, tag or commit of an hf:// zoo.")
+_device_option = click.option(
+    "--device", default="auto", show_default=True,
+    help="'auto' (this device, measured) or a device class id of the zoo.")
+_pick_runtime_option = click.option(
+    "--runtime", type=click.Choice(["auto", "tflite", "onnx"]), default="auto",
+    show_default=True, help="Runtime; auto measures every installed one.")
+_precision_option = click.option(
+    "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+    help="Precision; auto measures fp32 and int8 where the zoo has both.")
+
+
+@main.command("pick")
+@click.option("--budget", type=_BUDGET, required=True,
+              help="Latency budget: 20ms, '20 ms', 0.02s or 20 (ms).")
+@_device_option
+@_pick_runtime_option
+@_precision_option
+@_threads_option
+@_zoo_option
+@_revision_option
+@json_option
+def pick_command(budget: float, device: str, runtime: str, precision: str, threads: int | None,
+                 zoo_source: str | None, revision: str | None, as_json: bool) -> None:
+    """The most accurate zoo entry whose latency measured here fits --budget.
+
+    Exit code 3 when nothing fits (the message names the fastest entry).
+    """
+    p = _do_pick(budget, device=device, runtime=runtime, precision=precision, threads=threads,
+                 zoo_source=zoo_source, revision=revision, quiet=as_json)
+    if as_json:
+        emit_json(p.to_json())
+        return
+    lat = (f"{p.measured_ms:.3f} ms (p90 {p.measured_p90_ms:.3f} ms, {p.latency_source})"
+           if p.measured_ms is not None else f"{p.predicted_ms:.3f} ms (zoo, not measured here)")
+    rows = [
+        ("entry", p.entry_id), ("arch", p.arch), ("file", p.path or p.file),
+        ("runtime", f"{p.runtime} {p.precision}, {p.threads} threads"),
+        ("accuracy", f"{p.accuracy * 100:.2f}% {p.metric}"),
+        ("latency", lat), ("predicted", f"{p.predicted_ms:.3f} ms"),
+        ("budget", f"{p.budget_ms:g} ms"),
+        ("ranked by", f"{p.device_class or 'MACs'} ({p.device_match})"
+         + (f", scale {p.calibration_scale:.3g}" if p.calibration_scale else "")),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:<10} {value}")
+
+
+@main.group("zoo")
+def zoo_group() -> None:
+    """Look at a model zoo: its entries, and a Pareto plot for this device."""
+
+
+@zoo_group.command("list")
+@_zoo_option
+@_revision_option
+@json_option
+def zoo_list(zoo_source: str | None, revision: str | None, as_json: bool) -> None:
+    """Entries of the zoo with accuracy, cost, published latencies and measurements here."""
+    from ofa_sdk.device import detect_device
+    from ofa_sdk.pick import MeasurementCache, resolve_zoo
+
+    z = resolve_zoo(zoo_source, revision=revision)
+    cache = MeasurementCache(detect_device())
+    rows = []
+    for e in z.entries:
+        files = []
+        for f in e.files:
+            lat = {dc: e.latency_ms[dc].to_json() for dc, c in z.device_classes.items()
+                   if dc in e.latency_ms and (c.runtime, c.precision) == (f.format, f.precision)}
+            here = {str(m.threads): m.median_ms for m in cache.for_file(f.sha256 or "")}
+            files.append({"path": f.path, "format": f.format, "precision": f.precision,
+                          "accuracy": f.accuracy, "size": f.size, "latency_ms": lat,
+                          "measured_here_ms": here})
+        rows.append({"id": e.id, "arch": str(e.arch), "macs": e.macs, "params": e.params,
+                     "files": files})
+    if as_json:
+        emit_json({"zoo": z.source, "name": z.index.name, "revision": z.revision,
+                   "metric": z.index.dataset.metric,
+                   "device_classes": {k: v.to_json() for k, v in z.device_classes.items()},
+                   "entries": rows})
+        return
+    click.echo(f"{z.index.name} ({z.source}{'@' + z.revision if z.revision else ''}): "
+               f"{len(rows)} entries")
+    click.echo(f"{'id':<12} {'MMACs':>8} {'file':<13} {z.index.dataset.metric:>7}  latency (ms)")
+    for r in rows:
+        for i, f in enumerate(r["files"]):
+            lat = [f"{dc}={v['value']:.3g}" for dc, v in f["latency_ms"].items()]
+            lat += [f"here/t{t}={v:.3g}" for t, v in f["measured_here_ms"].items()]
+            head = f"{r['id']:<12} {r['macs'] / 1e6:>8.2f}" if i == 0 else " " * 21
+            click.echo(f"{head} {f['format'] + ' ' + f['precision']:<13} "
+                       f"{f['accuracy'] * 100:>6.2f}%  {', '.join(lat) or '-'}")
+
+
+@zoo_group.command("plot")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
+@click.option("--budget", type=_BUDGET, required=True, help="Budget whose pick is marked.")
+@_device_option
+@_pick_runtime_option
+@_precision_option
+@_threads_option
+@_zoo_option
+@_revision_option
+@json_option
+def zoo_plot(out: str, budget: float, device: str, runtime: str, precision: str,
+             threads: int | None, zoo_source: str | None, revision: str | None,
+             as_json: bool) -> None:
+    """Accuracy vs latency on this device, with the pick for --budget marked (needs matplotlib).
+    """
+    from ofa_sdk.pick import plot_pareto, rank, resolve_zoo
+
+    z = resolve_zoo(zoo_source, revision=revision)
+    chosen, failure = None, None
+    try:
+        chosen = _do_pick(budget, device=device, runtime=runtime, precision=precision,
+                          threads=threads, zoo_source=z, revision=None, quiet=as_json)
+    except NoModelFitsBudget as e:
+        failure = e
+    cands = rank(z, device=device, runtime=runtime, precision=precision, threads=threads)
+    path = plot_pareto(cands, out, chosen=chosen, budget_ms=budget,
+                       title=f"{z.index.name} on this device")
+    if failure is not None:
+        raise failure
+    if as_json:
+        emit_json({"out": str(path), "pick": chosen.to_json(),
+                   "points": [c.to_json() for c in cands]})
+    else:
+        click.echo(f"wrote {path} ({len(cands)} points, chosen {chosen.entry_id})")
+
+
+@main.command("device")
+@click.option("--zoo", "zoo_source", default=None, envvar="OFA_SDK_ZOO", show_envvar=True,
+              help="Zoo whose device classes to match (default: the bundled zoo, if any).")
+@_revision_option
+@json_option
+def device_command(zoo_source: str | None, revision: str | None, as_json: bool) -> None:
+    """This device: CPU, cores, runtimes, fingerprint, matching device classes, measurements."""
+    from ofa_sdk.device import detect_device
+    from ofa_sdk.errors import ZooError
+    from ofa_sdk.pick import MeasurementCache, device_classes_for, resolve_zoo
+
+    info = detect_device()
+    cache = MeasurementCache(info)
+    zoo_info: dict[str, Any] | None = None
+    try:
+        z = resolve_zoo(zoo_source, revision=revision)
+    except ZooError as e:
+        if zoo_source is not None:
+            raise
+        zoo_info = {"error": str(e)}
+    else:
+        zoo_info = {"source": z.source, "name": z.index.name,
+                    "classes": device_classes_for(z, info)}
+    measurements = [{"key": k, **m.to_json()} for k, m in sorted(cache.measurements.items())]
+    if as_json:
+        emit_json({"device": info.to_json(), "zoo": zoo_info, "cache": str(cache.path),
+                   "measurements": measurements})
+        return
+    rows = [("cpu", info.cpu_model), ("arch", f"{info.arch} ({info.system})"),
+            ("features", " ".join(info.cpu_features) or "-"), ("cores", str(info.cores)),
+            ("runtimes", ", ".join(info.runtimes.values()) or "none installed"),
+            ("fingerprint", info.fingerprint)]
+    for key, value in rows:
+        click.echo(f"{key:<12} {value}")
+    if "error" in zoo_info:
+        click.echo(f"{'zoo':<12} none ({zoo_info['error']})")
+    else:
+        click.echo(f"{'zoo':<12} {zoo_info['name']} ({zoo_info['source']})")
+        for c in zoo_info["classes"]:
+            cls = c["device_class"] or "none (ranked by MACs)"
+            click.echo(f"  {c['runtime']} {c['precision']}: {cls} [{c['match']}]")
+    click.echo(f"{'cache':<12} {cache.path} ({len(measurements)} measurements)")
+    for m in measurements:
+        click.echo(f"  {m['file'] or m['key'][:16]}  {m['runtime']} {m['precision']} "
+                   f"t{m['threads']}: {m['median_ms']:.3f} ms (p90 {m['p90_ms']:.3f})")
+
+
+@main.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]), default="bash")
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(ofa-sdk completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    click.echo(cls(main, {}, "ofa-sdk", "_OFA_SDK_COMPLETE").source())
 
 
 if __name__ == "__main__":  # pragma: no cover
