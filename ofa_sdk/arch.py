@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is not imported at runtime: `import ofa_sdk` must stay fast
+    import numpy as np
 
 from ofa_sdk.errors import ArchSpecError
 
@@ -48,7 +50,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 
 def _as_int_tuple(values: Any, name: str) -> tuple[int, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence | np.ndarray):
+    if isinstance(values, (str, bytes)) or not (isinstance(values, Sequence) or hasattr(values, "__array__")):
         raise ArchSpecError(f"{name} must be a list of integers, got {values!r}", field=name)
     out = []
     for i, v in enumerate(values):
@@ -57,8 +59,8 @@ def _as_int_tuple(values: Any, name: str) -> tuple[int, ...]:
 
 
 def _as_int(value: Any, name: str, *, field: str | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        if isinstance(value, float | np.floating) and float(value).is_integer():
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, numbers.Real) and float(value).is_integer():
             return int(value)
         raise ArchSpecError(f"{name} must be an integer, got {value!r}", field=field or name)
     return int(value)
@@ -194,6 +196,7 @@ class SearchSpace:
 
         The progressive-shrinking phases restrict the choices (e.g. ``depth_choices=(3, 4)``).
 
+        >>> import numpy as np
         >>> s = FMNIST.sample(np.random.default_rng(0))
         >>> s.space is FMNIST
         True
