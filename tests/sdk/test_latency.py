@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from spaces import MICRO
 
 from ofa_sdk.arch import FMNIST, IMAGENET_W10, ArchSpec, SearchSpace
 from ofa_sdk.encoding import ArchArrays
@@ -24,23 +25,6 @@ from ofa_sdk.latency import (
     required_keys,
 )
 
-#: Small enough to enumerate every subnet (2 stages x 2 slots, 2 kernels, 2 expands, 2 depths).
-MICRO = SearchSpace(
-    name="micro_latency_test",
-    stage_widths=(16, 24),
-    stage_strides=(2, 2),
-    stage_acts=("relu", "h_swish"),
-    stage_se=(False, True),
-    resolutions=(16, 20),
-    kernel_choices=(3, 5),
-    expand_choices=(3, 6),
-    depth_choices=(1, 2),
-    in_channels=1,
-    num_classes=4,
-    stem_stride=1,
-    final_expand_width=64,
-    feature_mix_width=96,
-)
 
 
 def make_lut(space: SearchSpace, *, seed: int = 0, overhead=(0.3, 1.2)) -> LatencyLUT:

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 import pytest
+from spaces import MICRO
 
 from ofa_sdk.arch import FMNIST, ArchSpec, SearchSpace
 from ofa_sdk.encoding import encode, num_features
@@ -17,23 +18,6 @@ from training.search import EvolutionConfig, evolution_search, result_to_json
 
 FAST = EvolutionConfig(population_size=60, generations=60)
 
-#: 2 stages x 2 slots, 2 kernels, 2 expands, depths 1-2, 2 resolutions: 2,048 specs to enumerate.
-MICRO = SearchSpace(
-    name="micro_search_test",
-    stage_widths=(16, 24),
-    stage_strides=(2, 2),
-    stage_acts=("relu", "h_swish"),
-    stage_se=(False, True),
-    resolutions=(16, 20),
-    kernel_choices=(3, 5),
-    expand_choices=(3, 6),
-    depth_choices=(1, 2),
-    in_channels=1,
-    num_classes=4,
-    stem_stride=1,
-    final_expand_width=64,
-    feature_mix_width=96,
-)
 
 
 def random_predictor(space: SearchSpace, seed: int = 0, hidden: int = 64) -> AccuracyPredictor:
