@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,26 +17,10 @@ pytest.importorskip("onnxruntime")
 
 from ofa_sdk.cli import main  # noqa: E402
 from ofa_sdk.device import detect_device  # noqa: E402
+from blocking import run_blocked  # noqa: E402
 from pickzoo import HERE_CLASS, make_pick_zoo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-
-# Installed first in a child: importing these names fails as if they were not installed.
-BLOCKER = textwrap.dedent("""
-    import sys
-
-    class _Blocked:
-        names = set(sys.argv[1].split(","))
-
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in self.names:
-                raise ModuleNotFoundError(f"No module named {name!r}")
-            return None
-
-    sys.meta_path.insert(0, _Blocked())
-    del sys.argv[1]
-""")
-
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory) -> Path:
@@ -46,12 +29,6 @@ def zoo(tmp_path_factory) -> Path:
 
 def _invoke(*args, env=None):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, env=env)
-
-
-def _python(code: str, *args: str, blocked: str = "nothing", env=None):
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code), blocked, *args],
-                          capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=120)
 
 
 @pytest.mark.parametrize("budget", ["20ms", "20 ms", "0.02s", "20"])
@@ -224,7 +201,7 @@ def test_warm_pick_imports_no_runtime(zoo):
                  "tensorflow", "huggingface_hub"}
         print(json.dumps(sorted(heavy & {m.split(".")[0] for m in sys.modules})))
     """
-    res = _python(code, str(zoo))
+    res = run_blocked(code, str(zoo))
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert json.loads(lines[-1]) == []
@@ -238,10 +215,10 @@ def test_subprocess_missing_runtime_and_matplotlib(zoo):
         from ofa_sdk.cli import main
         main(sys.argv[1:])
     """
-    res = _python(code, "pick", "--budget", "20ms", "--zoo", str(zoo), "--runtime", "tflite",
-                  blocked="ai_edge_litert,tflite_runtime")
+    res = run_blocked(code, "pick", "--budget", "20ms", "--zoo", str(zoo), "--runtime", "tflite",
+                  blocked=("ai_edge_litert", "tflite_runtime"))
     assert res.returncode == 2 and 'pip install "ofa-sdk[tflite]"' in res.stderr
-    res = _python(code, "zoo", "plot", "--out", "/nonexistent/x.png", "--budget", "10s", "--zoo",
-                  str(zoo), blocked="matplotlib")
+    res = run_blocked(code, "zoo", "plot", "--out", "/nonexistent/x.png", "--budget", "10s", "--zoo",
+                  str(zoo), blocked=("matplotlib",))
     assert res.returncode == 2 and 'pip install "ofa-sdk[plot]"' in res.stderr
     assert "Traceback" not in res.stderr

@@ -3,39 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-# Installed before anything else in the child: any import of these names fails, as on a device
-# where they are not installed.
-BLOCKER = textwrap.dedent("""
-    import sys
-
-    class _Blocked:
-        names = set(sys.argv[1].split(","))
-
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in self.names:
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, _Blocked())
-    del sys.argv[1]
-""")
-
-
-def _python(code: str, *args: str,
-            blocked: str = "torch,tensorflow") -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-c", BLOCKER + textwrap.dedent(code), blocked, *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+from blocking import run_blocked
 
 
 @pytest.mark.integration
@@ -46,7 +16,7 @@ def test_sdk_import_is_light():
         heavy = {"torch", "tensorflow", "onnxruntime", "ai_edge_litert", "tflite_runtime", "PIL"}
         print(sorted(heavy & {m.split(".")[0] for m in sys.modules}))
     """
-    out = _python(code, blocked="nothing")
+    out = run_blocked(code, blocked=())
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -72,7 +42,7 @@ def test_sdk_runs_with_torch_and_tensorflow_blocked(onnx_model, tflite_model, rg
         out["modules"] = sorted({"torch", "tensorflow"} & set(sys.modules))
         print(json.dumps(out))
     """
-    res = _python(code, str(onnx_model.path), str(tflite_model.path), str(rgb_png))
+    res = run_blocked(code, str(onnx_model.path), str(tflite_model.path), str(rgb_png))
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["modules"] == []
@@ -87,6 +57,7 @@ def test_cli_without_a_runtime_names_the_extra(onnx_model, rgb_png):
         from ofa_sdk.cli import main
         main(["run", sys.argv[1], sys.argv[2]])
     """
-    res = _python(code, str(onnx_model.path), str(rgb_png), blocked="torch,tensorflow,onnxruntime")
+    res = run_blocked(code, str(onnx_model.path), str(rgb_png), 
+                      blocked=("torch", "tensorflow", "onnxruntime"))
     assert res.returncode == 2
     assert 'pip install "ofa-sdk[onnx]"' in res.stderr
