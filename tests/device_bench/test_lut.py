@@ -1,0 +1,256 @@
+"""``python -m device_bench lut``: a real runtime times real probes; resume; clear errors.
+
+The CLI runs in a subprocess where torch and tensorflow cannot be imported, as on a device.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from blocking import blocked_argv, child_env, run_blocked
+
+from device_bench.lut import partial_path, raw_path
+from device_bench.probes import NULL_KEY, ProbeSet
+from ofa_sdk.arch import FMNIST
+from ofa_sdk.errors import IntegrityError, ZooError
+from ofa_sdk.latency import LatencyLUT, LatencyPredictor, required_keys
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The CLI in a child where torch and tensorflow cannot be imported; it reports what it loaded.
+LUT_CLI = """
+    import atexit
+    atexit.register(lambda: sys.stderr.write(
+        "\\nLOADED:" + ",".join(sorted({"torch", "tensorflow"} & set(sys.modules))) + "\\n"))
+    from device_bench.__main__ import main
+    main(sys.argv[1:], prog_name="device_bench")
+"""
+
+FAST = ["--min-runs", "5", "--min-time", "0", "--warmup-time", "0", "--no-progress"]
+
+
+def run_cli(*args: str, blocked: tuple[str, ...] = ("torch", "tensorflow")
+            ) -> subprocess.CompletedProcess:
+    res = run_blocked(LUT_CLI, "lut", *args, blocked=blocked)
+    assert "LOADED:\n" in res.stderr, f"torch/tensorflow imported or crash: {res.stderr[-2000:]}"
+    return res
+
+
+def lut_args(probes: Path, out: Path, *extra: str) -> list[str]:
+    return ["--runtime", "onnx", "--threads", "1", "--probes", str(probes), "--out", str(out),
+            *FAST, *extra]
+
+
+@pytest.fixture(scope="module")
+def built_lut(onnx_probes, tmp_path_factory):
+    """Interrupt a 2-round build after 7 timings, then resume it to the end; both reports."""
+    out = tmp_path_factory.mktemp("luts") / "luts" / "cpu.json"
+    first = run_cli(*lut_args(onnx_probes, out, "--rounds", "2", "--limit", "7", "--json"))
+    assert first.returncode == 0, first.stderr
+    partial = json.loads(partial_path(out).read_text())
+    assert not out.exists()
+    second = run_cli(*lut_args(onnx_probes, out, "--rounds", "2", "--json"))
+    assert second.returncode == 0, second.stderr
+    return out, json.loads(first.stdout), partial, json.loads(second.stdout)
+
+
+@pytest.mark.integration
+def test_lut_covers_the_space_and_predicts(built_lut, tiny_lut_space, onnx_probes):
+    out, _, _, report = built_lut
+    lut = LatencyLUT.load(out)
+    assert lut.space == tiny_lut_space and lut.runtime == "onnx" and lut.threads == 1
+    assert "onnxruntime" in lut.runtime_version
+    assert {layer.key for layer in required_keys(tiny_lut_space)} == set(lut.entries)
+    assert all(e.n >= 10 and np.isfinite(e.ms) and e.ms >= 0 for e in lut.entries.values())
+    assert lut.device["cores"] >= 1 and lut.device["probe_overhead_ms"] > 0
+    a, b = lut.overhead
+    assert b > 0 and np.isfinite(a)
+    assert report["complete"] and report["entries"] == len(lut.entries)
+
+    pred = LatencyPredictor.from_lut(out, tiny_lut_space)
+    subnet = tiny_lut_space.sample(np.random.default_rng(3))
+    ms = pred.predict(subnet)
+    assert ms.shape == (1,) and np.isfinite(ms[0]) and ms[0] > 0
+    # Bigger networks are predicted slower (same resolution).
+    assert pred.predict(tiny_lut_space.largest())[0] > pred.predict(
+        tiny_lut_space.smallest(resolution=16))[0]
+
+
+@pytest.mark.integration
+def test_resume_measures_only_the_remaining_probes(built_lut, tiny_lut_space, onnx_probes):
+    out, first, partial, second = built_lut
+    probes = ProbeSet.load(onnx_probes)
+    total = 2 * (1 + len(required_keys(tiny_lut_space)) + len(probes.calibration))
+    assert first == {"out": None, "partial": str(partial_path(out)), "complete": False,
+                     "measured": 7, "resumed": 0, "remaining": total - 7}
+    assert len(partial["probes"]) == 7 and NULL_KEY in partial["probes"]
+    assert second["resumed"] == 7 and second["measured"] == total - 7
+    assert not partial_path(out).exists()
+    # The timings taken before the interruption are kept (not measured again), and every
+    # model got its second round after the resume.
+    raw = json.loads(raw_path(out).read_text())
+    for key, runs in partial["probes"].items():
+        assert len(runs) == 1 and raw["probes"][key][0] == runs[0]
+    assert all(len(runs) == 2 for sec in ("probes", "calibration") for runs in raw[sec].values())
+    lut = LatencyLUT.load(out)
+    null_ms = float(np.median([r["ms"] for r in raw["probes"][NULL_KEY]]))
+    for key in partial["probes"]:
+        if key != NULL_KEY:
+            ms = float(np.median([r["ms"] for r in raw["probes"][key]]))
+            assert lut.entries[key].ms == pytest.approx(max(ms - null_ms, 0.0))
+
+
+@pytest.mark.integration
+def test_out_for_another_space_is_a_clear_error(built_lut, onnx_probes, tmp_path):
+    out, *_ = built_lut
+    other = dataclass_replace_space(LatencyLUT.load(out))
+    target = tmp_path / "fmnist.json"
+    other.save(target)
+    res = run_cli(*lut_args(onnx_probes, target))
+    assert res.returncode == 2
+    assert "space 'ofa_mbv3_fmnist_d234_e346_k357'" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def dataclass_replace_space(lut: LatencyLUT) -> LatencyLUT:
+    import dataclasses
+
+    return dataclasses.replace(lut, space=FMNIST, entries={})
+
+
+@pytest.mark.integration
+def test_partial_from_other_settings_is_refused_unless_restart(onnx_probes, tmp_path):
+    out = tmp_path / "cpu.json"
+    assert run_cli(*lut_args(onnx_probes, out, "--limit", "2")).returncode == 0
+    two_threads = lut_args(onnx_probes, out, "--limit", "0")
+    two_threads[two_threads.index("--threads") + 1] = "2"
+    res = run_cli(*two_threads)
+    assert res.returncode == 2 and "threads=1" in res.stderr and "--restart" in res.stderr
+    res = run_cli(*lut_args(onnx_probes, out, "--limit", "1", "--restart", "--json"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["resumed"] == 0
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", ["missing", "no_manifest", "bad_json", "bad_space", "lacking"])
+def test_bad_probes_folder_is_a_clear_error(case, onnx_probes, tmp_path):
+    folder = tmp_path / "probes"
+    if case != "missing":
+        shutil.copytree(onnx_probes, folder)
+        manifest = folder / "manifest.json"
+        data = json.loads(manifest.read_text())
+        if case == "no_manifest":
+            manifest.unlink()
+        elif case == "bad_json":
+            manifest.write_text("{not json")
+        elif case == "bad_space":
+            data["space"]["config"]["kernel_choices"] = [4]
+            manifest.write_text(json.dumps(data))
+        else:
+            data["probes"].pop(next(iter(data["probes"])))
+            manifest.write_text(json.dumps(data))
+    res = run_cli(*lut_args(folder, tmp_path / "out.json"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("Error: ") and "Traceback" not in res.stderr
+    expected = {"missing": "does not exist", "no_manifest": "manifest.json does not exist",
+                "bad_json": "not valid JSON", "bad_space": "kernel_choices must be odd",
+                "lacking": "lacks 1 of the layers"}[case]
+    assert expected in res.stderr
+
+
+@pytest.mark.integration
+def test_runtime_not_installed_names_the_extra(onnx_probes, tmp_path):
+    res = run_cli(*lut_args(onnx_probes, tmp_path / "out.json"),
+                  blocked=("torch", "tensorflow", "onnxruntime"))
+    assert res.returncode == 2
+    assert 'pip install "ofa-sdk[onnx]"' in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.integration
+def test_wrong_format_is_a_clear_error(onnx_probes, tmp_path):
+    res = run_cli("--runtime", "tflite", "--probes", str(onnx_probes),
+                  "--out", str(tmp_path / "o.json"), *FAST)
+    assert res.returncode == 2 and "not tflite_fp32" in res.stderr
+
+
+def test_tampered_probe_fails_integrity(onnx_probes, tmp_path):
+    folder = tmp_path / "probes"
+    shutil.copytree(onnx_probes, folder)
+    probes = ProbeSet.load(folder)
+    key = next(iter(probes.probes))
+    f = probes.probes[key]["onnx_fp32"]
+    f.path.write_bytes(f.path.read_bytes()[:-1] + b"\0")
+    with pytest.raises(IntegrityError):
+        f.verified()
+    f.path.unlink()
+    with pytest.raises(ZooError, match="missing"):
+        f.verified()
+
+
+def test_manifest_paths_may_not_escape(onnx_probes, tmp_path):
+    folder = tmp_path / "probes"
+    shutil.copytree(onnx_probes, folder)
+    data = json.loads((folder / "manifest.json").read_text())
+    rec = next(iter(data["probes"].values()))
+    rec["files"]["onnx_fp32"]["path"] = "../../etc/passwd"
+    (folder / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(ZooError, match="unsafe"):
+        ProbeSet.load(folder)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_tflite_lut_end_to_end(tmp_path, tiny_lut_space):
+    """A full TFLite probe export (16 litert-torch conversions) and a LiteRT-timed LUT."""
+    import dataclasses
+
+    from training.probes import export_probes
+
+    mini = dataclasses.replace(tiny_lut_space, name="mini_tflite_test", stage_widths=(8,),
+                               stage_strides=(2,), stage_acts=("h_swish",), stage_se=(True,),
+                               resolutions=(8, 12), kernel_choices=(3,), expand_choices=(2,))
+    probes = tmp_path / "probes"
+    export_probes(mini, probes, formats=("tflite_fp32",), calibration=1)
+    out = tmp_path / "lut.json"
+    res = run_cli("--runtime", "tflite", "--probes", str(probes), "--out", str(out), *FAST)
+    assert res.returncode == 0, res.stderr
+    lut = LatencyLUT.load(out)
+    assert lut.runtime == "tflite" and "litert" in lut.runtime_version
+    assert set(lut.entries) == {layer.key for layer in required_keys(mini)}
+    ms = LatencyPredictor.from_lut(lut, mini).predict(mini.largest())
+    assert np.isfinite(ms[0]) and ms[0] > 0
+
+
+@pytest.mark.integration
+def test_killed_build_resumes(onnx_probes, tmp_path):
+    """SIGKILL mid-build leaves a readable partial file (atomic writes); the rerun finishes."""
+    import signal
+    import time
+
+    out = tmp_path / "cpu.json"
+    args = lut_args(onnx_probes, out)
+    args[args.index("--min-time") + 1] = "0.1"
+    proc = subprocess.Popen(blocked_argv(LUT_CLI, "lut", *args), env=child_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    part = partial_path(out)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if part.exists() and len(json.loads(part.read_text())["probes"]) >= 3:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the build finished before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    done_before = len(json.loads(part.read_text())["probes"])
+    assert not out.exists() and done_before >= 3
+    res = run_cli(*lut_args(onnx_probes, out, "--json"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["complete"] and report["resumed"] == done_before

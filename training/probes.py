@@ -1,0 +1,481 @@
+"""Probe models for building a device's latency lookup table (Cai et al., ICLR 2020, section 3.3).
+
+One small model per distinct layer of a search space (`ofa_sdk.latency.required_keys`): the stem
+conv, each MBConv block configuration at each input shape, and the head pieces, with random
+weights, exported to TFLite fp32 (NHWC, depthwise kernels > 5 split as in `training.export`) and
+ONNX fp32. A few whole random subnets ("calibration" models) are exported next to them so that
+``device_bench`` can fit the per-device overhead term. ``probes/manifest.json`` maps each
+`LayerInfo.key` to its files with their sha256; ``device_bench`` reads it with numpy and a runtime
+only.
+
+    python -m training.probes --space ofa_mbv3_fmnist_d234_e346_k357 --out zoo_dir/probes
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ofa_sdk.arch import ArchSpec, LayerInfo, SearchSpace, get_space
+from ofa_sdk.cache import atomic_write_json, sha256_file
+from ofa_sdk.errors import InputError, OfaError
+from ofa_sdk.latency import required_keys
+from ofa_sdk.metadata import ModelMetadata
+
+__all__ = [
+    "MANIFEST",
+    "MANIFEST_VERSION",
+    "NULL_KEY",
+    "PROBE_FORMATS",
+    "build_probe",
+    "probe_filename",
+    "calibration_specs",
+    "export_subnet",
+    "export_probes",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+#: Formats a probe can be exported to (int8 probes are not built: int8 calibration per layer
+#: would need realistic activations, and the whole-model int8 path goes through TensorFlow).
+PROBE_FORMATS = ("tflite_fp32", "onnx_fp32")
+_SUFFIX = {"tflite_fp32": ".tflite", "onnx_fp32": ".onnx"}
+#: Calibration subnets per space: the smallest, the largest and this many random ones.
+NUM_RANDOM_CALIBRATION = 6
+_CALIBRATION_SEED = 20200426  # fixed and unrelated to any benchmark seed
+
+
+# ---- probe modules -----------------------------------------------------------------------------
+
+class _Pooled(nn.Module):
+    """``layer`` then global average pooling: the final-expand layer and the pool after it."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x).mean((2, 3), keepdim=True)
+
+
+class _Classifier(nn.Module):
+    """Flatten a ``(N, C, 1, 1)`` feature map and apply the linear classifier."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.flatten(x, 1))
+
+
+#: The manifest key of the null probe: a single ReLU on a ``(1, 8, 1, 1)`` tensor. Its latency is a
+#: runtime's fixed cost per invoke (binding, input copy, dispatch), which every per-layer probe
+#: pays once but a whole model pays only once in total; ``device_bench`` subtracts it.
+NULL_KEY = "null"
+_NULL_LAYER = LayerInfo("null", 8, 8, 1, 1)
+
+
+def build_probe(layer: LayerInfo) -> nn.Module:
+    """A torch module computing exactly ``layer`` (the same modules `extract` builds), eval mode.
+
+    Input is NCHW ``(1, in_channels, in_hw, in_hw)``. Raises `InputError` for an unknown kind.
+    """
+    from training.supernet import ConvLayer, MBConv, ResidualBlock
+
+    if layer.kind == "stem":
+        net: nn.Module = ConvLayer(layer.in_channels, layer.out_channels, layer.kernel,
+                                   layer.stride, act=layer.act or "h_swish")
+    elif layer.kind == "block":
+        expand = layer.expand != 1
+        net = ResidualBlock(
+            MBConv(layer.in_channels, layer.out_channels, layer.kernel, layer.stride,
+                   layer.mid_channels, act=layer.act, use_se=layer.se_channels > 0,
+                   expand=expand),
+            residual=layer.residual)
+        if layer.se_channels:
+            se = net.conv.depth_conv.se.fc.reduce.out_channels
+            if se != layer.se_channels:
+                raise InputError(f"probe {layer.key}: SE width {se} != {layer.se_channels}")
+    elif layer.kind == "final_expand":
+        net = _Pooled(ConvLayer(layer.in_channels, layer.out_channels, act="h_swish"))
+    elif layer.kind == "feature_mix":
+        net = ConvLayer(layer.in_channels, layer.out_channels, act="h_swish", use_bn=False)
+    elif layer.kind == "classifier":
+        net = _Classifier(layer.in_channels, layer.out_channels)
+    elif layer.kind == "null":
+        net = nn.ReLU()
+    else:
+        raise InputError(f"cannot build a probe for layer kind {layer.kind!r}")
+    return net.eval()
+
+
+def _randomize_bn_(net: nn.Module, generator: torch.Generator) -> None:
+    # Non-trivial BN statistics keep folded weights realistic (latency does not depend on them).
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.1, generator=generator)
+            m.running_var.uniform_(0.5, 1.5, generator=generator)
+
+
+def probe_filename(key: str) -> str:
+    """A file-system-safe stem for a LUT key (``block:in28:c16:...`` -> ``block_in28_c16_...``)."""
+    return key.replace(":", "_")
+
+
+# ---- exporters (one process, no re-import per probe) ---------------------------------------------
+
+def _check_close(out: np.ndarray, ref: np.ndarray, what: str) -> None:
+    from training.export import ExportError
+
+    if out.shape != ref.shape:
+        raise ExportError(f"{what}: output shape {out.shape} != torch {ref.shape}")
+    scale = max(1.0, float(np.abs(ref).max()))
+    diff = float(np.abs(out - ref).max())
+    if not diff <= 1e-3 * scale:
+        raise ExportError(f"{what}: output differs from torch eager by {diff:.3g}")
+
+
+@torch.no_grad()
+def _export_tflite(net: nn.Module, x: torch.Tensor, path: Path, *, what: str) -> None:
+    import litert_torch
+
+    from training.export import ExportError, export_friendly
+    from training.tflite_inspect import op_counts
+
+    ref = net(x)
+    friendly = export_friendly(net, split_depthwise=True)
+    wrapped = litert_torch.to_channel_last_io(
+        friendly, args=[0], outputs=[0] if ref.ndim == 4 else None).eval()
+    x_nhwc = x.permute(0, 2, 3, 1).contiguous()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            litert_torch.convert(wrapped, (x_nhwc,)).export(str(tmp))
+        except Exception as e:  # the converter raises many types
+            raise ExportError(f"litert-torch conversion of {what} failed: {e}") from e
+        ops = op_counts(tmp)
+        if ops.get("TRANSPOSE"):
+            raise ExportError(f"TFLite probe {what} holds {ops['TRANSPOSE']} TRANSPOSE ops")
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=str(tmp), num_threads=1)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x_nhwc.numpy())
+        it.invoke()
+        out = it.get_tensor(it.get_output_details()[0]["index"])
+        want = ref.permute(0, 2, 3, 1).numpy() if ref.ndim == 4 else ref.numpy()
+        _check_close(out, want, f"TFLite probe {what}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def _export_onnx(net: nn.Module, x: torch.Tensor, path: Path, *, what: str) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from training.export import ONNX_OPSET, ExportError, export_friendly
+
+    ref = net(x).numpy()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(export_friendly(net), (x,), str(tmp), dynamo=False,
+                                  opset_version=ONNX_OPSET, input_names=["input"],
+                                  output_names=["output"], do_constant_folding=True)
+            except Exception as e:
+                raise ExportError(f"ONNX export of {what} failed: {e}") from e
+        onnx.checker.check_model(str(tmp), full_check=True)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(str(tmp), opts, providers=["CPUExecutionProvider"])
+        _check_close(sess.run(None, {"input": x.numpy()})[0], ref, f"ONNX probe {what}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _sidecar(path: Path, fmt: str, *, arch: dict[str, Any], in_hw: int, channels: int,
+             out_shape: Sequence[int], versions: dict[str, str]) -> None:
+    # The runtime checks that the output's last dimension equals the number of labels; a probe's
+    # "labels" are just its output channels (NHWC) or width (NCHW), so any probe loads as a Model.
+    kind = fmt.split("_")[0]
+    ModelMetadata(arch=arch, format=kind, precision="fp32", input_size=in_hw, channels=channels,
+                  layout="NHWC" if kind == "tflite" else "NCHW", mean=(0.0,) * channels,
+                  std=(1.0,) * channels, labels=tuple(str(i) for i in range(out_shape[-1])),
+                  tool_versions=versions).save(path)
+
+
+def _file_record(folder: Path, path: Path) -> dict[str, Any]:
+    rel = path.relative_to(folder).as_posix()
+    return {"path": rel, "sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def _valid_record(folder: Path, rec: Any) -> bool:
+    # A probe already exported by an earlier (interrupted) run is reused only if intact.
+    try:
+        p = folder / rec["path"]
+        return (p.is_file() and p.stat().st_size == rec["size"]
+                and (folder / (rec["path"] + ".json")).is_file()
+                and sha256_file(p) == rec["sha256"])
+    except (KeyError, TypeError, OSError):
+        return False
+
+
+def export_subnet(net: nn.Module, spec: ArchSpec, path: str | os.PathLike, fmt: str, *,
+                  versions: dict[str, str] | None = None) -> Path:
+    """Export a whole (random-weight) subnet for timing, with a sidecar that `load_model` reads.
+
+    The same converters and rewrites as `training.export` (so timings match zoo models), without
+    the numerical check (weights are random) and with identity normalisation.
+    """
+    from training.export import export_onnx, export_tflite, tool_versions
+
+    if fmt not in PROBE_FORMATS:
+        raise InputError(f"unknown format {fmt!r}; choose from {list(PROBE_FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    exporter = export_tflite if fmt == "tflite_fp32" else export_onnx
+    exporter(net, spec, path, check_atol=None)
+    ch, kind = spec.space.in_channels, fmt.split("_")[0]
+    ModelMetadata(arch=spec.to_json(), format=kind, precision="fp32", input_size=spec.resolution,
+                  channels=ch, layout="NHWC" if kind == "tflite" else "NCHW",
+                  mean=(0.0,) * ch, std=(1.0,) * ch,
+                  labels=tuple(str(i) for i in range(spec.space.num_classes)),
+                  tool_versions=versions if versions is not None else tool_versions()).save(path)
+    return path
+
+
+def calibration_specs(space: SearchSpace, *, count: int = NUM_RANDOM_CALIBRATION
+                      ) -> list[ArchSpec]:
+    """Whole subnets for fitting the overhead: smallest, largest and ``count`` random, distinct."""
+    rng = np.random.default_rng(_CALIBRATION_SEED)
+    specs = [space.smallest(), space.largest()]
+    seen = {str(s.canonical()) for s in specs}
+    for _ in range(100 * (count + 1)):
+        if len(specs) >= count + 2:
+            break
+        s = space.sample(rng).canonical()
+        if str(s) not in seen:
+            seen.add(str(s))
+            specs.append(s)
+    return specs
+
+
+def _read_manifest(folder: Path, space: SearchSpace) -> dict[str, Any] | None:
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        logger.warning("ignoring unreadable %s; exporting every probe again", path)
+        return None
+    if not isinstance(data, dict) or data.get("space", {}).get("config") != space.to_json():
+        raise InputError(f"{path} is for another search space; use an empty --out folder")
+    return data
+
+
+def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
+                  formats: Sequence[str] = PROBE_FORMATS, calibration: int = NUM_RANDOM_CALIBRATION,
+                  limit: int | None = None, seed: int = 0,
+                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Export a probe per `required_keys` entry plus calibration subnets; return the manifest.
+
+    Probes already in ``out_dir/manifest.json`` with intact files are kept, so an interrupted
+    export resumes, and files of other formats exported earlier stay listed (export ONNX now,
+    TFLite later into the same folder). The manifest is rewritten atomically after every probe.
+
+    Args:
+        space: the search space whose layers to probe.
+        out_dir: the ``probes/`` folder (created).
+        formats: a subset of `PROBE_FORMATS`.
+        calibration: number of random calibration subnets (plus the smallest and the largest).
+        limit: stop after exporting this many new models (probes or calibration); resume later.
+        seed: seeds the random weights.
+        progress: called with each probe key (or ``calibration:<spec>``) before it is exported.
+    """
+    from training.export import tool_versions
+    from training.supernet import OFAMobileNetV3
+
+    formats = tuple(formats)
+    bad = [f for f in formats if f not in PROBE_FORMATS]
+    if bad or not formats:
+        raise InputError(f"unknown probe formats {bad}; choose from {list(PROBE_FORMATS)}")
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    versions = tool_versions()
+    old = _read_manifest(folder, space) or {}
+    kept = [f for f in PROBE_FORMATS if f in old.get("formats", ()) and f not in formats]
+    manifest: dict[str, Any] = {
+        "schema_version": MANIFEST_VERSION,
+        "space": {"name": space.name, "config": space.to_json()},
+        "formats": list(formats) + kept,
+        "tool_versions": versions,
+        "probes": {},
+        "calibration": [],
+    }
+    old_probes = dict(old.get("probes", {})) if isinstance(old.get("probes"), dict) else {}
+    if isinstance(old.get("null"), dict):
+        old_probes[NULL_KEY] = old["null"]
+    gen = torch.Generator().manual_seed(seed)
+    done_new = 0
+    layers = required_keys(space)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {f: 0.0 for f in formats}
+
+    def save() -> None:
+        manifest["export_seconds"] = {f: round(v, 2) for f, v in timings.items()}
+        atomic_write_json(folder / MANIFEST, manifest)
+
+    def out_of_budget() -> bool:
+        return limit is not None and done_new >= limit
+
+    for layer in [_NULL_LAYER, *layers]:
+        key = NULL_KEY if layer.kind == "null" else layer.key
+        prev = old_probes.get(key, {}).get("files", {})
+        files: dict[str, Any] = {}
+        for fmt in (*formats, *kept):
+            if fmt in prev and _valid_record(folder, prev[fmt]):
+                files[fmt] = prev[fmt]
+        todo = [f for f in formats if f not in files]
+        if todo and out_of_budget():
+            save()
+            return manifest
+        if todo:
+            if progress is not None:
+                progress(key)
+            torch_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+            with torch.random.fork_rng():
+                torch.manual_seed(torch_seed)
+                net = build_probe(layer)
+                _randomize_bn_(net, gen)
+            x = torch.randn(1, layer.in_channels, layer.in_hw, layer.in_hw, generator=gen)
+            with torch.no_grad():
+                out_shape = tuple(net(x).shape)
+            for fmt in todo:
+                path = folder / fmt / (probe_filename(key) + _SUFFIX[fmt])
+                path.parent.mkdir(parents=True, exist_ok=True)
+                t0 = time.perf_counter()
+                if fmt == "tflite_fp32":
+                    _export_tflite(net, x, path, what=key)
+                    shape = (out_shape[0], *out_shape[2:], out_shape[1]) if len(out_shape) == 4 \
+                        else out_shape
+                else:
+                    _export_onnx(net, x, path, what=key)
+                    shape = out_shape
+                timings[fmt] += time.perf_counter() - t0
+                _sidecar(path, fmt, arch={"space": space.name, "probe": key}, in_hw=layer.in_hw,
+                         channels=layer.in_channels, out_shape=shape, versions=versions)
+                files[fmt] = _file_record(folder, path)
+            done_new += 1
+        record = {"layer": dataclasses.asdict(layer), "files": files}
+        if key == NULL_KEY:
+            manifest["null"] = record
+        else:
+            manifest["probes"][key] = record
+        if todo:
+            save()
+
+    old_cal = {json.dumps(c["arch"], sort_keys=True): c for c in old.get("calibration", [])
+               if isinstance(c, dict) and isinstance(c.get("arch"), dict)}
+    supernet = None
+    for spec in calibration_specs(space, count=calibration):
+        arch = spec.to_json()
+        prev = old_cal.get(json.dumps(arch, sort_keys=True), {}).get("files", {})
+        files = {f: prev[f] for f in (*formats, *kept)
+                 if f in prev and _valid_record(folder, prev[f])}
+        todo = [f for f in formats if f not in files]
+        if todo and out_of_budget():
+            break
+        if todo:
+            if progress is not None:
+                progress(f"calibration:{spec}")
+            if supernet is None:
+                with torch.random.fork_rng():
+                    torch.manual_seed(seed)
+                    supernet = OFAMobileNetV3(space).eval()
+                    _randomize_bn_(supernet, gen)
+            net = supernet.extract(spec).eval()
+            for fmt in todo:
+                path = folder / "calibration" / f"{spec}{_SUFFIX[fmt]}"
+                t0 = time.perf_counter()
+                export_subnet(net, spec, path, fmt, versions=versions)
+                timings[fmt] += time.perf_counter() - t0
+                files[fmt] = _file_record(folder, path)
+            done_new += 1
+        manifest["calibration"].append({"arch": arch, "files": files})
+        if todo:
+            save()
+    save()
+    logger.info("probes for %s in %s: %d layers, %d calibration models, %.1f s", space.name,
+                folder, len(manifest["probes"]), len(manifest["calibration"]),
+                time.perf_counter() - t_start)
+    return manifest
+
+
+# ---- CLI ---------------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.probes", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", required=True, help="search space name (ofa_sdk.arch)")
+    parser.add_argument("--out", required=True, help="the probes/ folder to write")
+    parser.add_argument("--formats", default=",".join(f.split("_")[0] for f in PROBE_FORMATS),
+                        help="comma-separated: tflite,onnx (fp32)")
+    parser.add_argument("--calibration", type=int, default=NUM_RANDOM_CALIBRATION,
+                        help="random calibration subnets besides the smallest and largest")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="stop after this many new exports (resume later)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch.set_num_threads(1)
+    try:
+        space = get_space(args.space)
+        formats = []
+        for name in (s.strip() for s in args.formats.split(",") if s.strip()):
+            fmt = name if name in PROBE_FORMATS else f"{name}_fp32"
+            formats.append(fmt)
+        from tqdm import tqdm
+
+        total = len(required_keys(space)) + args.calibration + 3
+        with tqdm(total=total, desc="probes", unit="model") as bar:
+            t0 = time.perf_counter()
+            manifest = export_probes(space, args.out, formats=formats,
+                                     calibration=args.calibration, limit=args.limit,
+                                     seed=args.seed, progress=lambda key: bar.update(1))
+        dt = time.perf_counter() - t0
+    except OfaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(json.dumps({"probes": len(manifest["probes"]),
+                      "calibration": len(manifest["calibration"]),
+                      "seconds": round(dt, 1),
+                      "export_seconds": manifest.get("export_seconds", {})}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
