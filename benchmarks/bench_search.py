@@ -245,8 +245,9 @@ def main(argv=None) -> int:
     lo, hi = lat.min_latency(), float(lat.predict([space.largest()])[0])
     budgets = [round(lo + f * (hi - lo), 2) for f in (0.15, 0.35, 0.6)]
     cfg = EvolutionConfig(population_size=args.population, generations=args.generations)
+    # the official algorithm, vectorised: no parent dedupe, niches, early stop or refinement
     plain = EvolutionConfig(population_size=args.population, generations=args.generations,
-                            dedupe_parents=False, refine_steps=0)
+                            dedupe_parents=False, niche=0, patience=None, refine_steps=0)
     print(f"latency range of the space: {lo:.2f} .. {hi:.2f} ms (synthetic LUT); "
           f"population {cfg.population_size}, generations {cfg.generations}, "
           f"repeats {args.repeats}")
@@ -254,7 +255,7 @@ def main(argv=None) -> int:
     for budget in budgets:
         t_off, t_ours, t_plain, a_off, a_ours, a_plain = [], [], [], [], [], []
         mlp_off, mlp_ours, rows_off, rows_ours, cpu_off, cpu_ours = [], [], [], [], [], []
-        t_offt, a_offt = [], []
+        t_offt, a_offt, gens_ours = [], [], []
         for rep in range(args.repeats):
             if official_torch is not None:
                 dt, _, a, c, _ = run_official(official_torch, eff_adapter, budget, cfg, seed=rep)
@@ -277,6 +278,7 @@ def main(argv=None) -> int:
                 assert res.cost <= budget
                 if conf is cfg:
                     mlp_ours.append(timed.seconds), rows_ours.append(timed.rows)
+                    gens_ours.append(len(res.history))
         med = statistics.median
         row = {
             "budget_ms": budget,
@@ -299,6 +301,9 @@ def main(argv=None) -> int:
             "official_torch_s": med(t_offt) if t_offt else None,
             "speedup_vs_official_torch": med(t_offt) / med(t_ours) if t_offt else None,
             "official_torch_best_acc": med(a_offt) if a_offt else None,
+            "ours_generations": gens_ours,
+            "official_cpu_all": cpu_off,
+            "ours_cpu_all": cpu_ours,
             "official_acc_all": a_off,
             "ours_acc_all": a_ours,
             "ours_plain_acc_all": a_plain,
@@ -313,7 +318,9 @@ def main(argv=None) -> int:
               f"{row['official_mlp_rows']} rows, ours {row['ours_mlp_s']:.2f}s on "
               f"{row['ours_mlp_rows']} rows; everything else: "
               f"{row['speedup_outside_mlp']:.1f}x faster; CPU-time ratio "
-              f"{row['speedup_cpu']:.1f}x")
+              f"{row['speedup_cpu']:.1f}x; ours ran {gens_ours} generations")
+        print(f"    best acc per seed: official {[round(a, 5) for a in a_off]}, ours "
+              f"{[round(a, 5) for a in a_ours]}")
         if t_offt:
             print(f"    official finder + official torch predictor (same weights): "
                   f"{row['official_torch_s']:.2f}s, ours {row['speedup_vs_official_torch']:.1f}x "

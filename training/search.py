@@ -4,10 +4,11 @@ The algorithm is the official package's regularized evolution (top ``parent_rati
 next generation is ``mutation_ratio`` mutants and the rest crossovers; a child over budget is
 redrawn), but the population is one integer matrix of choice indices: mutation, crossover, budget
 checks and accuracy prediction each run once per generation on the whole population with numpy,
-and a subnet seen before is never predicted again. Parents are deduplicated so the population
-keeps its diversity. The search ends with a greedy local refinement of the best subnet (every
-single slot / depth / resolution change, predicted in one call) and returns the Pareto front of
-everything it evaluated.
+and a subnet seen before is never predicted again. Parents are deduplicated and keep the best few
+of every resolution (niches), so the population keeps its diversity; evolution stops early once
+the best has not improved for ``patience`` generations. The search ends with a greedy local
+refinement of the best subnet (every single slot / depth / resolution change, then two-change
+trades that stay within the budget) and returns the Pareto front of everything it evaluated.
 
     python -m training.search --predictor predictor/ --lut luts/cpu.json --budget 3.5
     python -m training.search --predictor predictor/ --macs --budget 20e6 --json
@@ -59,7 +60,13 @@ class SearchError(OfaError, ValueError):
 
 @dataclass(frozen=True)
 class EvolutionConfig:
-    """Hyper-parameters; the defaults are the official ``EvolutionFinder``'s."""
+    """Hyper-parameters.
+
+    Population, generations (an upper bound here), ratios and mutation probabilities default to
+    the official ``EvolutionFinder``'s. ``dedupe_parents``, ``niche``, ``patience`` and the
+    refinement are ours; ``dedupe_parents=False, niche=0, patience=None, refine_steps=0`` is the
+    official algorithm.
+    """
 
     population_size: int = 100
     generations: int = 500
@@ -69,7 +76,11 @@ class EvolutionConfig:
     resolution_mutate_prob: float = 0.5
     max_redraws: int = 100       # rounds of redrawing over-budget children before falling back
     dedupe_parents: bool = True  # keep duplicates out of the parents so diversity survives
+    niche: int = 2               # parents also hold the best `niche` subnets of every resolution
+    patience: int | None = 5     # stop after this many generations without a better best
     refine_steps: int = 50       # greedy local-refinement steps after evolution (0: off)
+    refine_starts: int = 1       # refine the best subnet of this many resolutions
+    pair_moves: int = 32         # two-change trades predicted per refinement step (0: off)
 
     def __post_init__(self) -> None:
         if self.population_size < 2 or self.generations < 0:
@@ -78,6 +89,11 @@ class EvolutionConfig:
                      "resolution_mutate_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SearchError(f"{name} must lie in [0, 1]")
+        for name in ("max_redraws", "niche", "refine_steps", "refine_starts", "pair_moves"):
+            if getattr(self, name) < 0:
+                raise SearchError(f"{name} must be >= 0")
+        if self.patience is not None and self.patience < 1:
+            raise SearchError("patience must be >= 1 (or None: run every generation)")
         if round(self.parent_ratio * self.population_size) < 1:
             raise SearchError("parent_ratio * population_size must round to at least 1")
 
@@ -95,7 +111,8 @@ class SearchResult:
 
     ``pareto`` is sorted by cost (ascending) and holds every evaluated subnet that no other
     evaluated subnet beats on both accuracy and cost. ``history[g]`` is the best predicted
-    accuracy after generation ``g``.
+    accuracy after generation ``g`` (one entry per generation run: fewer than
+    ``config.generations`` when ``patience`` stopped it early).
     """
 
     best: ArchSpec
@@ -123,6 +140,7 @@ class _Genome:
         nr = len(space.resolutions)
         self.s, self.t, self.ne, self.nke = s, t, ne, nk * ne
         self.width = s + t + 1
+        self.n_res = nr
         self.n_choices = np.array([nk * ne] * s + [len(space.depth_choices)] * t + [nr],
                                   dtype=np.float64)
         self.depth_masks = (np.arange(space.max_depth)[None, :]
@@ -280,17 +298,32 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
     scale = gen.n_choices / np.maximum(thresh, 1e-9)
     is_cross = (np.arange(pop_size) >= n_mut)[:, None]
     history = np.empty(cfg.generations)
+    best_seen, last_better = -np.inf, 0
     for g_i in range(cfg.generations):
         order = np.argsort(-pop_acc, kind="stable")
         if cfg.dedupe_parents:
             _, first = np.unique(pop_hash[order], return_index=True)
             order = order[np.sort(first)]
         parents = order[:n_parents]
+        if cfg.niche:
+            # the best few of every resolution survive too: a resolution change moves the cost so
+            # far that the rest of the genome must be re-fitted, which one generation cannot do
+            keep = np.zeros(len(order), dtype=bool)
+            keep[:n_parents] = True
+            r_order = pop[order, -1]
+            for v in range(gen.n_res):
+                keep[np.flatnonzero(r_order == v)[:cfg.niche]] = True
+            parents = order[keep]
         par, par_acc = pop[parents], pop_acc[parents]
         par_cost, par_hash = pop_cost[parents], pop_hash[parents]
         history[g_i] = par_acc[0]
         if progress is not None:
             progress(g_i, float(par_acc[0]))
+        if par_acc[0] > best_seen:
+            best_seen, last_better = par_acc[0], g_i
+        elif cfg.patience is not None and g_i - last_better >= cfg.patience:
+            history = history[:g_i + 1]
+            break
         n_p = len(parents)
         first_parent = par[rng.integers(n_p, size=pop_size)]
         second_parent = par[rng.integers(n_p, size=pop_size)]
@@ -308,20 +341,53 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
         pop_cost = np.concatenate([par_cost, child_cost])
         pop_hash = np.concatenate([par_hash, child_hash])
 
-    # greedy refinement of the best: all single changes, one predictor call per step
-    best_i = int(np.argmax(pop_acc))
-    best, best_acc = pop[best_i], float(pop_acc[best_i])
-    for _ in range(cfg.refine_steps):
-        nb = _neighbours(gen, best)
-        c = costs(nb)
-        nb, c = nb[c <= budget], c[c <= budget]
-        if not len(nb):
-            break
-        a, _ = evaluate(nb, c)
-        j = int(np.argmax(a))
-        if a[j] <= best_acc:
-            break
-        best, best_acc = nb[j], float(a[j])
+    # Greedy refinement: every single-gene change, predicted in one call. When none helps, trades
+    # of two changes: all pairs are ranked by the sum of their two single-change gains (over-budget
+    # singles included) among those whose summed cost change fits, and the `pair_moves` best
+    # pairs are costed exactly and predicted.
+    def refine(best: np.ndarray, best_acc: float, best_cost: float) -> None:
+        for _ in range(cfg.refine_steps):
+            nb, col = _neighbours(gen, best)
+            c = costs(nb)
+            fits = c <= budget
+            a = np.empty(len(nb))
+            if fits.any():
+                a[fits], _ = evaluate(nb[fits], c[fits])
+                j = int(np.argmax(np.where(fits, a, -np.inf)))
+                if a[j] > best_acc:
+                    best, best_acc, best_cost = nb[j], float(a[j]), float(c[j])
+                    continue
+            if not cfg.pair_moves or fits.all():
+                return
+            # over-budget singles are predicted to rank pairs but never logged (the Pareto front
+            # holds in-budget subnets only)
+            a[~fits] = accuracy.predict(gen.features(nb[~fits]))
+            gain = a - best_acc
+            pair_gain = gain[:, None] + gain[None, :]
+            pair_cost = (c - best_cost)[:, None] + (c - best_cost)[None, :] + best_cost
+            ok = (col[:, None] < col[None, :]) & (pair_cost <= budget) & (pair_gain > 0)
+            cand = np.flatnonzero(ok)
+            if not len(cand):
+                return
+            cand = cand[np.argsort(-pair_gain.reshape(-1)[cand], kind="stable")[:cfg.pair_moves]]
+            i, j = np.divmod(cand, len(nb))
+            pairs = nb[i].copy()
+            pairs[np.arange(len(j)), col[j]] = nb[j, col[j]]
+            pc = costs(pairs)
+            pairs, pc = pairs[pc <= budget], pc[pc <= budget]
+            if not len(pairs):
+                return
+            pa, _ = evaluate(pairs, pc)
+            k = int(np.argmax(pa))
+            if pa[k] <= best_acc:
+                return
+            best, best_acc, best_cost = pairs[k], float(pa[k]), float(pc[k])
+
+    # the best subnet of each of the `refine_starts` best resolutions in the final population
+    order = np.argsort(-pop_acc, kind="stable")
+    _, first = np.unique(pop[order, -1], return_index=True)
+    for i in order[np.sort(first)][:cfg.refine_starts]:
+        refine(pop[i], float(pop_acc[i]), float(pop_cost[i]))
 
     all_g = np.concatenate(log_g)
     all_a = np.concatenate(log_a).astype(np.float64)
@@ -340,15 +406,18 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
         history=history, evaluated=len(all_a))
 
 
-def _neighbours(gen: _Genome, g: np.ndarray) -> np.ndarray:
-    """Every genome one gene away: a slot's (kernel, expand) pair, a depth, the resolution."""
-    blocks = []
+def _neighbours(gen: _Genome, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every genome one gene away (a slot's (kernel, expand) pair, a depth, the resolution), and
+    the column each one changes."""
+    blocks, cols = [], []
     for col in range(gen.width):
-        block = np.repeat(g[None], int(gen.n_choices[col]), axis=0)
-        block[:, col] = np.arange(int(gen.n_choices[col]))
-        blocks.append(block)
-    nb = np.concatenate(blocks)
-    return nb[np.any(nb != g[None], axis=1)]
+        n = int(gen.n_choices[col])
+        block = np.repeat(g[None], n, axis=0)
+        block[:, col] = np.arange(n)
+        keep = np.arange(n) != g[col]
+        blocks.append(block[keep])
+        cols.append(np.full(n - 1, col))
+    return np.concatenate(blocks), np.concatenate(cols)
 
 
 def _pareto(acc: np.ndarray, cost: np.ndarray) -> np.ndarray:
@@ -387,7 +456,9 @@ def main(argv: Any = None) -> int:
     p.add_argument("--budget", type=float, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--population", type=int, default=100)
-    p.add_argument("--generations", type=int, default=500)
+    p.add_argument("--generations", type=int, default=500, help="upper bound (see --patience)")
+    p.add_argument("--patience", type=int, default=5,
+                   help="stop after this many generations without improvement (0: never)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -397,7 +468,8 @@ def main(argv: Any = None) -> int:
                 else LatencyPredictor.from_lut(args.lut, acc.space))
         res = evolution_search(acc, cost, args.budget, rng=np.random.default_rng(args.seed),
                                config=EvolutionConfig(population_size=args.population,
-                                                      generations=args.generations))
+                                                      generations=args.generations,
+                                                      patience=args.patience or None))
     except OfaError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -17,6 +17,9 @@ from training.predictors import AccuracyPredictor
 from training.search import EvolutionConfig, evolution_search, result_to_json
 
 FAST = EvolutionConfig(population_size=60, generations=60)
+#: the official algorithm, vectorised: no dedupe, niches, early stop or refinement
+PLAIN = EvolutionConfig(population_size=60, generations=60, dedupe_parents=False, niche=0,
+                        patience=None, refine_steps=0)
 
 
 
@@ -53,7 +56,8 @@ def test_every_result_is_within_the_latency_budget():
     accs = np.array([p.accuracy for p in res.pareto])
     assert np.all(np.diff(costs) >= 0) and np.all(np.diff(accs) > 0)
     assert res.pareto[-1].accuracy == pytest.approx(res.accuracy)
-    assert len(res.history) == FAST.generations and np.all(np.diff(res.history) >= -1e-12)
+    assert 1 <= len(res.history) <= FAST.generations
+    assert np.all(np.diff(res.history) >= -1e-12)
     assert result_to_json(res)["best_str"] == str(res.best)
 
 
@@ -82,6 +86,60 @@ def test_finds_the_exhaustive_optimum_of_a_small_space():
         res = evolution_search(acc, lat, budget, rng=np.random.default_rng(0),
                                config=EvolutionConfig(population_size=60, generations=40))
         assert res.accuracy == pytest.approx(a[cost <= budget].max(), abs=1e-6)
+
+
+def test_early_stop_triggers_and_still_finds_the_micro_optimum():
+    lat = lut_predictor(MICRO)
+    acc = random_predictor(MICRO, seed=3)
+    specs = [ArchSpec(ks, es, ds, r, space=MICRO)
+             for ks in itertools.product((3, 5), repeat=4)
+             for es in itertools.product((3, 6), repeat=4)
+             for ds in itertools.product((1, 2), repeat=2) for r in (16, 20)]
+    cost, a = lat.predict(specs), acc.predict(encode(specs))
+    cfg = EvolutionConfig()                       # the defaults: 500 generations at most
+    assert cfg.patience is not None
+    for frac in (0.2, 0.4, 0.6):
+        budget = cost.min() + frac * (cost.max() - cost.min())
+        res = evolution_search(acc, lat, budget, rng=np.random.default_rng(0), config=cfg)
+        # stopped as soon as the best stood still for `patience` generations
+        h = res.history
+        assert len(h) < 50
+        assert np.all(h[-cfg.patience - 1:] == h[-1]) and (len(h) == cfg.patience + 1
+                                                           or h[-cfg.patience - 2] < h[-1])
+        assert res.accuracy == pytest.approx(a[cost <= budget].max(), abs=1e-6)
+    full = evolution_search(acc, lat, budget, rng=np.random.default_rng(0),
+                            config=EvolutionConfig(population_size=30, generations=40,
+                                                   patience=None))
+    assert len(full.history) == 40
+
+
+def test_trades_in_refinement_beat_single_changes_alone():
+    """Refinement from a population of one generation: trades only start where single changes
+    are stuck, so they never do worse, here reach a better subnet, and stay within budget."""
+    lat = lut_predictor(FMNIST)
+    base = dict(population_size=20, generations=1, patience=None, refine_steps=50)
+    lo, hi = lat.min_latency(), lat.predict(FMNIST.largest())[0]
+    for seed, frac, strictly in ((3, 0.1, True), (1, 0.3, True), (2, 0.3, False)):
+        acc = random_predictor(FMNIST, seed=seed)
+        budget = lo + frac * (hi - lo)
+        singles, trades = (evolution_search(acc, lat, budget, rng=np.random.default_rng(3),
+                                            config=EvolutionConfig(**base, pair_moves=pm))
+                           for pm in (0, 32))
+        assert trades.accuracy > singles.accuracy if strictly else (
+            trades.accuracy >= singles.accuracy)
+        assert trades.cost <= budget
+        assert np.all(lat.predict([p.spec for p in trades.pareto]) <= budget)
+
+
+def test_plain_config_is_the_official_algorithm_and_ours_is_not_worse():
+    lat = lut_predictor(FMNIST)
+    acc = random_predictor(FMNIST, seed=7)
+    budget = lat.min_latency() * 2.5
+    plain = evolution_search(acc, lat, budget, rng=np.random.default_rng(0), config=PLAIN)
+    ours = evolution_search(acc, lat, budget, rng=np.random.default_rng(0),
+                            config=EvolutionConfig(population_size=60))
+    assert len(plain.history) == PLAIN.generations
+    assert ours.accuracy >= plain.accuracy and ours.cost <= budget
 
 
 def test_budget_below_the_minimum_raises_with_the_minimum():
@@ -120,6 +178,10 @@ def test_mismatched_spaces_and_bad_config_raise():
                          rng=np.random.default_rng(0))
     with pytest.raises(OfaError, match="mutation_ratio"):
         EvolutionConfig(mutation_ratio=1.5)
+    with pytest.raises(OfaError, match="patience"):
+        EvolutionConfig(patience=0)
+    with pytest.raises(OfaError, match="pair_moves"):
+        EvolutionConfig(pair_moves=-1)
 
 
 def test_command_line(tmp_path, capsys):
