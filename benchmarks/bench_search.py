@@ -31,7 +31,6 @@ import random  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-import types  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -42,22 +41,8 @@ from ofa_sdk.arch import FMNIST, SearchSpace  # noqa: E402
 from ofa_sdk.encoding import ArchArrays, encode_index  # noqa: E402
 from ofa_sdk.latency import LatencyEntry, LatencyLUT, LatencyPredictor, required_keys  # noqa: E402
 from training.predictors import AccuracyPredictor, TrainConfig, train_predictor  # noqa: E402
+from training.official import import_official  # noqa: E402
 from training.search import EvolutionConfig, evolution_search  # noqa: E402
-
-
-def stub_torchvision() -> None:
-    """``ofa.utils`` imports torchvision at import time; the search code needs none of it."""
-    if "torchvision" in sys.modules:
-        return
-    tv = types.ModuleType("torchvision")
-    for sub in ("transforms", "datasets", "models", "transforms.functional"):
-        sys.modules[f"torchvision.{sub}"] = types.ModuleType(f"torchvision.{sub}")
-    sys.modules["torchvision"] = tv
-    tv.transforms = sys.modules["torchvision.transforms"]
-    tv.datasets = sys.modules["torchvision.datasets"]
-    tv.transforms.functional = sys.modules["torchvision.transforms.functional"]
-    tv.transforms.RandomResizedCrop = type("RandomResizedCrop", (), {})
-    tv.transforms.RandomCrop = type("RandomCrop", (), {})
 
 
 # ---- synthetic predictors (benchmark only) -----------------------------------------------------
@@ -208,8 +193,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    stub_torchvision()
-    from ofa.nas.accuracy_predictor.arch_encoder import MobileNetArchEncoder
+    MobileNetArchEncoder = import_official(
+        "ofa.nas.accuracy_predictor.arch_encoder").MobileNetArchEncoder
 
     space = FMNIST
     rng = np.random.default_rng(0)

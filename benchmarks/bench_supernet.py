@@ -15,7 +15,6 @@ import os
 import statistics
 import sys
 import time
-import types
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -25,23 +24,8 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from ofa_sdk.arch import FMNIST, IMAGENET_W10, ArchSpec, SearchSpace  # noqa: E402
+from training.official import import_official  # noqa: E402
 from training.supernet import OFAMobileNetV3  # noqa: E402
-
-
-def _official_networks():
-    # ofa.utils imports torchvision's data transforms at import time; none are used here.
-    if "torchvision" not in sys.modules:
-        tv = types.ModuleType("torchvision")
-        tr = types.ModuleType("torchvision.transforms")
-        fn = types.ModuleType("torchvision.transforms.functional")
-        tr.RandomResizedCrop = type("RandomResizedCrop", (), {})
-        tr.RandomCrop = type("RandomCrop", (), {})
-        tr.functional, tv.transforms = fn, tr
-        sys.modules.update({"torchvision": tv, "torchvision.transforms": tr,
-                            "torchvision.transforms.functional": fn})
-    from ofa.imagenet_classification.elastic_nn import networks
-
-    return networks
 
 
 def _make_pair(space: SearchSpace):
@@ -61,14 +45,14 @@ def _make_pair(space: SearchSpace):
 
 
 def _official_imagenet(space: SearchSpace):
-    return _official_networks().OFAMobileNetV3(
+    return import_official().OFAMobileNetV3(
         n_classes=space.num_classes, dropout_rate=space.dropout, width_mult=space.width_mult,
         ks_list=list(space.kernel_choices), expand_ratio_list=list(space.expand_choices),
         depth_list=list(space.depth_choices))
 
 
 def _official_fmnist(space: SearchSpace):
-    networks = _official_networks()
+    networks = import_official()
     from ofa.imagenet_classification.elastic_nn.modules.dynamic_layers import DynamicMBConvLayer
     from ofa.utils.layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
 

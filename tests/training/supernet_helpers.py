@@ -3,12 +3,11 @@ weight randomisation, and importing the official ``ofa`` package (torchvision st
 
 from __future__ import annotations
 
-import sys
-import types
 
 import pytest
 
 from ofa_sdk.arch import SearchSpace
+from training.official import import_official
 
 #: Three stages (one without SE, two with SE and h_swish), 8-16 channels, 16-24 px inputs.
 TINY = SearchSpace(
@@ -47,16 +46,4 @@ def randomize_(net, *, seed: int = 0) -> None:
 def import_official_ofa():
     """Import the official ``ofa`` package; its utils import torchvision, which we stub."""
     pytest.importorskip("ofa")
-    if "torchvision" not in sys.modules:
-        tv = types.ModuleType("torchvision")
-        tr = types.ModuleType("torchvision.transforms")
-        fn = types.ModuleType("torchvision.transforms.functional")
-        # Only base classes of the official data-loader helpers, never used here.
-        tr.RandomResizedCrop = type("RandomResizedCrop", (), {})
-        tr.RandomCrop = type("RandomCrop", (), {})
-        tr.functional, tv.transforms = fn, tr
-        sys.modules.update({"torchvision": tv, "torchvision.transforms": tr,
-                            "torchvision.transforms.functional": fn})
-    from ofa.imagenet_classification.elastic_nn import networks
-
-    return networks
+    return import_official()
