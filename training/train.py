@@ -60,7 +60,7 @@ from training.schedule import (
     phase_choices,
 )
 
-__all__ = ["TrainConfig", "train", "main", "state_hash", "kd_loss"]
+__all__ = ["TrainConfig", "train", "main", "state_hash", "kd_loss", "scratch_subnet"]
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,24 @@ def evaluate_subnet(supernet: nn.Module, spec: ArchSpec, *, recal: Iterable[torc
     return 100.0 * correct / max(1, total)
 
 
+def scratch_subnet(space: SearchSpace, spec: ArchSpec) -> nn.Module:
+    """A static `MobileNetV3Subnet` of ``spec`` with fresh PyTorch default init (no supernet).
+
+    Every layer is re-initialised at the subnet's own size (a 3x3 depthwise conv gets the fan-in
+    of 9, not of the supernet's 7x7), so it is the "same architecture trained from scratch"
+    baseline of the OFA paper (table 2); draws from the global torch RNG.
+    """
+    from training.supernet import OFAMobileNetV3
+
+    net = OFAMobileNetV3(space).extract(spec)
+    for m in net.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+    return net
+
+
 def state_hash(state_dict: dict[str, torch.Tensor]) -> str:
     """sha256 over a state dict's keys and raw bytes (replica/resume equality checks)."""
     h = hashlib.sha256()
@@ -349,7 +367,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
           phases: Sequence[str] | None = None, resume: bool = False,
           init: str | os.PathLike[str] | None = None, device: str = "cpu",
           data_dir: str | None = None, stop_after_steps: int | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, fixed_arch: ArchSpec | None = None) -> Path:
     """Run progressive shrinking as configured; returns the run folder.
 
     Args:
@@ -364,6 +382,11 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
         data_dir: overrides the config's ``data_dir``.
         stop_after_steps: test hook: checkpoint and return once the global step reaches this.
         progress: show tqdm bars (rank 0 only).
+        fixed_arch: train this one architecture from scratch instead of the supernet: a
+            static net (`scratch_subnet`), the ``full`` phase's recipe, always at
+            ``fixed_arch.resolution``, one forward per step; only the ``full`` phase may run.
+            ``model.safetensors`` then holds the static net, ``final.json`` its ``val_acc`` /
+            ``test_acc``.
     """
     dist_info = _init_dist(device)
     if device.startswith("cuda"):
@@ -377,6 +400,15 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
     else:
         raise DeviceError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     run = Path(run_dir or cfg.run_dir)
+    if fixed_arch is not None:
+        if not isinstance(fixed_arch, ArchSpec) or fixed_arch.space != cfg.space:
+            raise ArchSpecError("fixed_arch must be an ArchSpec of the config's space "
+                                f"{cfg.space.name!r}", field="space")
+        if phases is None:
+            phases = ["full"]
+        if list(phases) != ["full"]:
+            raise ConfigError(f"fixed_arch trains with the 'full' phase only, got --phases "
+                              f"{list(phases)}")
     selected = [p for p in cfg.phases if phases is None or p.name in phases]
     if phases is not None:
         missing = set(phases) - {p.name for p in cfg.phases}
@@ -398,7 +430,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
     mean, std = train_ds.mean, train_ds.std
 
     torch.manual_seed(cfg.seed)
-    model = OFAMobileNetV3(space).to(dev).to(memory_format=torch.channels_last)
+    base = OFAMobileNetV3(space) if fixed_arch is None else scratch_subnet(space, fixed_arch)
+    model = base.to(dev).to(memory_format=torch.channels_last)
     teacher: nn.Module | None = None
     # Shared by all ranks (same subnets everywhere); per-rank streams for augmentation/dropout.
     arch_rng = np.random.default_rng([cfg.seed, 1])
@@ -435,6 +468,9 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
                 raise CheckpointError(f"{ck.path}: unsupported state version {st.get('version')}")
             teacher = load_weights(ck)
             pos = _Position(**st["position"])
+            if st.get("fixed_arch") != (None if fixed_arch is None else str(fixed_arch)):
+                raise CheckpointError(f"{ck.path} was trained with fixed_arch="
+                                      f"{st.get('fixed_arch')}, this run has {fixed_arch}")
             if pos.phase not in {p.name for p in selected} and pos.phase != "done":
                 raise CheckpointError(f"checkpoint is in phase {pos.phase!r}, not among "
                                       f"--phases {[p.name for p in selected]}")
@@ -489,6 +525,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
             "world_size": dist_info.world,
             "config": cfg.raw,
         }
+        if fixed_arch is not None:
+            state["fixed_arch"] = str(fixed_arch)
         save_checkpoint(run, name=f"step-{pos.global_step:07d}", model=model.state_dict(),
                         teacher=teacher.state_dict() if teacher is not None else None,
                         optimizer=optimizer, state=state, config_text=cfg.text,
@@ -538,7 +576,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
                            warmup_steps=warmup_steps, lr=phase.lr, min_lr=phase.min_lr)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                res = int(arch_rng.choice(space.resolutions))
+                res = (fixed_arch.resolution if fixed_arch is not None
+                       else int(arch_rng.choice(space.resolutions)))
                 inp = to_input(augment(x, aug_gen, pad=cfg.pad, flip=cfg.flip), res, mean, std)
                 soft = None
                 if phase.uses_teacher:
@@ -547,12 +586,13 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
                 optimizer.zero_grad(set_to_none=True)
                 step_loss = 0.0
                 fixed = phase.fixed_subnets
-                for i in range(phase.subnets_per_step):
-                    if i < len(fixed):
-                        spec = extreme_choice(space, choices, res, which=fixed[i])
-                    else:
-                        spec = space.sample(arch_rng, resolutions=(res,), **choices)
-                    model.set_active(spec)
+                for i in range(1 if fixed_arch is not None else phase.subnets_per_step):
+                    if fixed_arch is None:  # a static (fixed_arch) net has nothing to activate
+                        if i < len(fixed):
+                            spec = extreme_choice(space, choices, res, which=fixed[i])
+                        else:
+                            spec = space.sample(arch_rng, resolutions=(res,), **choices)
+                        model.set_active(spec)
                     out = model(inp)
                     loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
                     if soft is not None:
@@ -568,7 +608,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
                 if not math.isfinite(step_loss):
                     raise OfaError(f"loss is {step_loss} at {phase.name} epoch {epoch} "
                                    f"step {pos.step}; lower the learning rate")
-                losses.append(step_loss / phase.subnets_per_step)
+                losses.append(step_loss / (1 if fixed_arch is not None
+                                           else phase.subnets_per_step))
                 pos.step += 1
                 pos.global_step += 1
                 if bar is not None:
@@ -600,12 +641,20 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
                                    / max(epoch_time, 1e-9), 1),
             }
             if dist_info.main:
-                record.update(_eval_min_max(model, cfg, recal_loader, val_loader, mean, std,
-                                            prefix="val"))
-                log.info("%s epoch %d/%d  lr %.4f  loss %.4f  val max %.2f%%  min %.2f%%  "
-                         "%.1fs (%.0f img/s)", phase.name, epoch + 1, phase.epochs, lr,
-                         record["loss"] or float("nan"), record["val_acc_max"],
-                         record["val_acc_min"], epoch_time, record["img_per_s"])
+                if fixed_arch is not None:
+                    record.update(_eval_fixed(model, fixed_arch, cfg, recal_loader, val_loader,
+                                              mean, std, prefix="val"))
+                    log.info("%s epoch %d/%d  lr %.4f  loss %.4f  val %.2f%%  %.1fs "
+                             "(%.0f img/s)", phase.name, epoch + 1, phase.epochs, lr,
+                             record["loss"] or float("nan"), record["val_acc"], epoch_time,
+                             record["img_per_s"])
+                else:
+                    record.update(_eval_min_max(model, cfg, recal_loader, val_loader, mean,
+                                                std, prefix="val"))
+                    log.info("%s epoch %d/%d  lr %.4f  loss %.4f  val max %.2f%%  min %.2f%%  "
+                             "%.1fs (%.0f img/s)", phase.name, epoch + 1, phase.epochs, lr,
+                             record["loss"] or float("nan"), record["val_acc_max"],
+                             record["val_acc_min"], epoch_time, record["img_per_s"])
                 jsonl.write(record)
             pos.epoch, pos.step = epoch + 1, 0
             if pos.epoch == phase.epochs:  # the phase is done: point at the next one
@@ -618,17 +667,27 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
         pos = _Position(pos.phase, 0, 0, pos.global_step, pos.started)
 
     if dist_info.main:
-        save_tensors(run / "model.safetensors", model.state_dict(),
-                     {"space": json.dumps(space.to_json()), "format": "ofa_mbv3"})
+        meta = {"space": json.dumps(space.to_json()), "format": "ofa_mbv3"}
+        if fixed_arch is not None:
+            meta.update(format="ofa_mbv3_subnet", arch=json.dumps(fixed_arch.to_json()))
+        save_tensors(run / "model.safetensors", model.state_dict(), meta)
         final: dict[str, Any] = {"global_step": pos.global_step, "space": space.name,
                                  "phases": [p.name for p in selected]}
-        final.update(_eval_min_max(model, cfg, recal_loader, val_loader, mean, std, prefix="val",
-                                   whole=True))
+        if fixed_arch is not None:
+            final["fixed_arch"] = str(fixed_arch)
+
+        def evaluate(loader: BatchLoader, prefix: str) -> dict[str, float]:
+            if fixed_arch is not None:
+                return _eval_fixed(model, fixed_arch, cfg, recal_loader, loader, mean, std,
+                                   prefix=prefix, whole=True)
+            return _eval_min_max(model, cfg, recal_loader, loader, mean, std, prefix=prefix,
+                                 whole=True)
+
+        final.update(evaluate(val_loader, "val"))
         if test_ds is not None:
             test_loader = BatchLoader(test_ds, batch_size=min(256, len(test_ds)), seed=cfg.seed,
                                       device=dev, shuffle=False)
-            final.update(_eval_min_max(model, cfg, recal_loader, test_loader, mean, std,
-                                       prefix="test", whole=True))
+            final.update(evaluate(test_loader, "test"))
         from training.checkpoint import atomic_write_bytes
 
         atomic_write_bytes(run / "final.json", json.dumps(final, indent=1).encode())
@@ -672,6 +731,26 @@ def _eval_min_max(model: nn.Module, cfg: TrainConfig, recal_loader: BatchLoader,
     return out
 
 
+def _eval_fixed(model: nn.Module, spec: ArchSpec, cfg: TrainConfig, recal_loader: BatchLoader,
+                val_loader: BatchLoader, mean: Sequence[float], std: Sequence[float], *,
+                prefix: str, whole: bool = False) -> dict[str, float]:
+    """`_eval_min_max` for a ``fixed_arch`` run: the static net, BN-recalibrated the same way."""
+    from training.bn import recalibrate_bn
+
+    raw_recal = recal_loader.fixed_batches(cfg.bn_recal_batches, seed=cfg.seed + 1)
+    raw_val = val_loader.fixed_batches(None if whole else (cfg.eval_batches or None))
+    r = spec.resolution
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        net = copy.deepcopy(model)
+        recalibrate_bn(net, [to_input(x, r, mean, std) for x, _ in raw_recal])
+        net.eval()
+        correct = total = 0
+        for x, y in raw_val:
+            correct += int((net(to_input(x, r, mean, std)).argmax(1) == y).sum())
+            total += len(y)
+    return {f"{prefix}_acc": round(100.0 * correct / max(1, total), 3)}
+
+
 # ---- command line ------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
@@ -685,6 +764,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--data-dir", help="dataset folder (overrides the config)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    p.add_argument("--fixed-arch", help="train this one subnet (short form k..-e..-d..-r..) from "
+                   "scratch with the full phase's recipe (the PS-vs-scratch baseline)")
     p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # test hook
     return p
 
@@ -699,9 +780,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = TrainConfig.from_file(args.config)
         phases = [s.strip() for s in args.phases.split(",") if s.strip()] if args.phases else None
+        fixed = (ArchSpec.from_str(args.fixed_arch, space=cfg.space) if args.fixed_arch
+                 else None)
         train(cfg, run_dir=args.run_dir, phases=phases, resume=args.resume, init=args.init,
               device=args.device, data_dir=args.data_dir, stop_after_steps=args.stop_after_steps,
-              progress=not args.no_progress and sys.stderr.isatty())
+              progress=not args.no_progress and sys.stderr.isatty(), fixed_arch=fixed)
     except OfaError as e:
         log.error("%s", e)
         return e.exit_code

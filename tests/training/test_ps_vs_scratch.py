@@ -1,0 +1,146 @@
+"""PS-vs-scratch baseline: `train(fixed_arch=...)` and benchmarks/bench_ps_vs_scratch.py (tiny)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ofa_sdk.arch import FMNIST, ArchSpec
+from ofa_sdk.errors import ArchSpecError
+from training.checkpoint import CheckpointError, load_tensors
+from training.schedule import ConfigError
+from training.train import TrainConfig, scratch_subnet, state_hash, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TrainConfig:
+    return TrainConfig.from_file(ROOT / "configs" / "tiny.toml")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_ps_vs_scratch", ROOT / "benchmarks" / "bench_ps_vs_scratch.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---- the fixed_arch trainer --------------------------------------------------------------------
+
+def test_scratch_subnet_is_initialised_at_its_own_size():
+    torch.manual_seed(0)
+    net = scratch_subnet(FMNIST, FMNIST.smallest())
+    dw = net.blocks[1].conv.depth_conv.conv.weight  # a 3x3 depthwise conv: fan-in 9
+    assert dw.shape[-1] == 3
+    # PyTorch's default init is uniform(+-1/sqrt(fan_in)); a slice of the supernet's 7x7 init
+    # would stay within 1/7.
+    assert 1 / 7 < float(dw.detach().abs().max()) <= 1 / 3 + 1e-6
+    assert all(not torch.equal(bn.running_var, torch.zeros_like(bn.running_var))
+               for bn in net.modules() if isinstance(bn, torch.nn.BatchNorm2d))
+
+
+def test_fixed_arch_trains_one_static_net(tiny, tmp_path):
+    spec = tiny.space.smallest()
+    torch.manual_seed(tiny.seed)
+    init = state_hash(scratch_subnet(tiny.space, spec).state_dict())
+    run = train(tiny, run_dir=tmp_path, fixed_arch=spec, progress=False)
+    state, meta = load_tensors(run / "model.safetensors")
+    assert meta["format"] == "ofa_mbv3_subnet"
+    assert ArchSpec.from_json(json.loads(meta["arch"]), space=tiny.space) == spec
+    net = scratch_subnet(tiny.space, spec)
+    net.load_state_dict(state)  # strict: exactly the static net's keys and shapes
+    assert state_hash(state) != init  # it trained
+    assert not any("matrix" in k for k in state)  # no kernel transforms: not a supernet
+    final = json.loads((run / "final.json").read_text())
+    assert final["fixed_arch"] == str(spec) and final["phases"] == ["full"]
+    assert 0 <= final["val_acc"] <= 100
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert len(records) == tiny.phases[0].epochs
+    assert all(math.isfinite(r["loss"]) and "val_acc" in r for r in records)
+
+
+def test_fixed_arch_resume_matches_uninterrupted(tiny, tmp_path):
+    spec = tiny.space.largest()
+    a = train(tiny, run_dir=tmp_path / "a", fixed_arch=spec, progress=False)
+    b = tmp_path / "b"
+    train(tiny, run_dir=b, fixed_arch=spec, progress=False, stop_after_steps=4)
+    assert not (b / "model.safetensors").exists()
+    train(tiny, run_dir=b, fixed_arch=spec, progress=False, resume=True)
+    sa, _ = load_tensors(a / "model.safetensors")
+    sb, _ = load_tensors(b / "model.safetensors")
+    assert state_hash(sa) == state_hash(sb)
+    with pytest.raises(CheckpointError, match="fixed_arch"):
+        train(tiny, run_dir=b, fixed_arch=tiny.space.smallest(), progress=False, resume=True)
+
+
+def test_fixed_arch_rejects_bad_options(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="full"):
+        train(tiny, run_dir=tmp_path, fixed_arch=tiny.space.smallest(), phases=["kernel"],
+              progress=False)
+    with pytest.raises(ArchSpecError):
+        train(tiny, run_dir=tmp_path, fixed_arch=FMNIST.smallest(), progress=False)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+# ---- the benchmark script ----------------------------------------------------------------------
+
+def test_middle_spec_is_the_median_choice(bench):
+    spec = bench.middle_spec(FMNIST)
+    assert str(spec) == "k" + "5" * 16 + "-e" + "4" * 16 + "-d3333-r28"
+    assert FMNIST.smallest().macs() < spec.macs() < FMNIST.largest().macs()
+    with pytest.raises(ConfigError, match="huge"):
+        bench.named_specs(FMNIST, ["smallest", "huge"])
+
+
+def test_bench_end_to_end_and_resumable(bench, tiny, tmp_path, capsys):
+    supernet = train(tiny, run_dir=tmp_path / "super", phases=["full", "kernel"], progress=False)
+    out, js = tmp_path / "scratch", tmp_path / "r.json"
+    argv = ["--config", str(ROOT / "configs" / "tiny.toml"), "--supernet", str(supernet),
+            "--out", str(out), "--json", str(js)]
+    assert bench.main(argv) == 0
+    first = json.loads(js.read_text())
+    assert "| smallest |" in capsys.readouterr().out
+    rows = {r["name"]: r for r in first["rows"]}
+    assert list(rows) == ["smallest", "middle", "largest"]
+    assert first["eval_split"] == "val"  # synthetic data has no test split
+    # Same recal batches and split as the trainer's final report, so the numbers agree exactly.
+    final = json.loads((supernet / "final.json").read_text())
+    assert rows["largest"]["ofa_acc"] == pytest.approx(final["val_acc_max"], abs=1e-3)
+    assert rows["smallest"]["ofa_acc"] == pytest.approx(final["val_acc_min"], abs=1e-3)
+    for r in rows.values():
+        scratch_final = json.loads((Path(r["run_dir"]) / "final.json").read_text())
+        assert r["scratch_acc"] == pytest.approx(scratch_final["val_acc"], abs=1e-3)
+        assert r["gap_pp"] == pytest.approx(r["ofa_acc"] - r["scratch_acc"], abs=1e-3)
+        assert r["skipped"] is False
+    # A rerun skips the finished scratch runs and reports the same numbers.
+    mtime = (Path(rows["middle"]["run_dir"]) / "model.safetensors").stat().st_mtime_ns
+    assert bench.main(argv) == 0
+    second = json.loads(js.read_text())
+    assert all(r["skipped"] for r in second["rows"])
+    assert [r["scratch_acc"] for r in second["rows"]] == [r["scratch_acc"] for r in first["rows"]]
+    assert (Path(rows["middle"]["run_dir"]) / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_bench_estimate_and_errors(bench, tmp_path):
+    js = tmp_path / "e.json"
+    cfg = str(ROOT / "configs" / "tiny.toml")
+    assert bench.main(["--config", cfg, "--estimate-steps", "3", "--specs", "smallest,largest",
+                       "--json", str(js)]) == 0
+    est = json.loads(js.read_text())
+    assert set(est["specs"]) == {"smallest", "largest"}
+    assert all(s["s_per_step"] > 0 and s["estimated_train_min"] >= 0
+               for s in est["specs"].values())
+    assert est["supernet_full_s_per_step"] > 0
+    assert bench.main(["--config", cfg, "--specs", "nope", "--supernet", str(tmp_path)]) \
+        == ConfigError.exit_code
+    # An empty folder is not a supernet run: a clear CheckpointError, not a traceback.
+    assert bench.main(["--config", cfg, "--supernet", str(tmp_path), "--no-scratch"]) \
+        == CheckpointError.exit_code
