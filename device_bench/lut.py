@@ -153,7 +153,8 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
     """Time every probe and calibration model, fit the overhead, write the LUT to ``out``.
 
     Args:
-        probes: a `ProbeSet` or the probes folder.
+        probes: a `ProbeSet` or the probes folder (loose files, or the manifest and
+            ``<fmt>.zip`` as a zoo ships them).
         out: the LUT JSON to write (``luts/<device_class>.json``).
         runtime: ``tflite`` or ``onnx``.
         threads: runtime threads (the LUT is only valid at this count).
@@ -184,6 +185,7 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
     space = probes.space
     fmt = format_for(runtime, precision)
     probes.check_format(fmt)
+    probes = probes.unpacked(fmt)  # a shipped folder holds <fmt>.zip: verify, unpack to cache
     needed = required_keys(space)
     missing = [layer.key for layer in needed if layer.key not in probes.probes]
     if missing:

@@ -2,22 +2,26 @@
 
 ``manifest.json`` maps each `LayerInfo.key` to its probe files (per format, with sha256 and size),
 names a null probe (a runtime's fixed cost per invoke) and lists whole calibration subnets.
-Every problem with the folder raises `ZooError`; a file whose hash differs, `IntegrityError`.
+A shipped folder holds only the manifest and one ``<fmt>.zip`` per format; `ProbeSet.unpacked`
+verifies the archive and unpacks it safely into the cache. Every problem with the folder raises
+`ZooError`; a file whose hash differs, `IntegrityError`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import shutil
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
-from ofa_sdk.cache import sha256_file
+from ofa_sdk.cache import cache_dir, sha256_file
 from ofa_sdk.errors import ArchSpecError, IntegrityError, ZooError
 
-__all__ = ["MANIFEST", "NULL_KEY", "ProbeFile", "ProbeSet", "format_for"]
+__all__ = ["MANIFEST", "NULL_KEY", "ProbeArchive", "ProbeFile", "ProbeSet", "format_for"]
 
 MANIFEST = "manifest.json"
 NULL_KEY = "null"
@@ -74,6 +78,66 @@ def _files(folder: Path, rec: Any, where: str) -> dict[str, ProbeFile]:
 
 
 @dataclass(frozen=True)
+class ProbeArchive:
+    """One format's ``<fmt>.zip``, with the sha256 and size of the archive and of each member."""
+
+    file: ProbeFile
+    members: Mapping[str, tuple[str, int]]
+
+
+def _archive(folder: Path, rec: Any, where: str) -> ProbeArchive:
+    file = _file(folder, rec, where)
+    members = rec.get("members")
+    if not isinstance(members, Mapping) or not members:
+        raise ZooError(f"{where}: 'members' must be a non-empty object")
+    out = {}
+    for name, m in members.items():
+        f = _file(folder, {**m, "path": name} if isinstance(m, Mapping) else m,
+                  f"{where} member {name!r}")
+        out[str(name)] = (f.sha256, f.size)
+    return ProbeArchive(file, out)
+
+
+def _unpack(archive: ProbeArchive, dest: Path) -> None:
+    """Unpack the listed members of ``archive`` into a fresh ``dest``; verify every byte."""
+    src = archive.file.verified()
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(src) as zf:
+            names = {i.filename: i for i in zf.infolist() if not i.is_dir()}
+            extra = sorted(set(names) - set(archive.members))
+            if extra:
+                raise IntegrityError(f"probe archive {src} holds files its manifest does not "
+                                     f"list, e.g. {extra[0]!r}")
+            for name, (sha, size) in archive.members.items():
+                info = names.get(name)
+                if info is None:
+                    raise IntegrityError(f"probe archive {src} lacks {name!r}")
+                if info.file_size != size:
+                    raise IntegrityError(f"probe archive {src}: {name!r} has the wrong size")
+                # `_file` already refused absolute paths and '..'; resolve once more to be sure.
+                target = (tmp / name).resolve()
+                if not target.is_relative_to(tmp.resolve()):
+                    raise ZooError(f"probe archive {src}: member {name!r} escapes the folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as fin, open(target, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+                if sha256_file(target) != sha:
+                    raise IntegrityError(f"probe archive {src}: {name!r} does not match its "
+                                         "sha256 in the manifest")
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not dest.is_dir():  # else another process unpacked the same archive first
+                raise
+    except zipfile.BadZipFile as e:
+        raise IntegrityError(f"probe archive {src} is not a valid zip: {e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
 class ProbeSet:
     """A parsed probe folder: per-key files, the null probe, and calibration subnets."""
 
@@ -83,16 +147,22 @@ class ProbeSet:
     probes: Mapping[str, Mapping[str, ProbeFile]]
     null: Mapping[str, ProbeFile]
     calibration: tuple[tuple[ArchSpec, Mapping[str, ProbeFile]], ...]
+    #: Per format, the archive that holds its files (empty for a folder of loose files).
+    archives: Mapping[str, ProbeArchive] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> ProbeSet:
+    def load(cls, folder: str | os.PathLike, *, root: str | os.PathLike | None = None
+             ) -> ProbeSet:
         """Parse ``folder/manifest.json``; raises `ZooError` naming what is wrong.
 
         >>> probes = ProbeSet.load("zoo/probes")     # doctest: +SKIP
         >>> probes.space.name                         # doctest: +SKIP
         'ofa_mbv3_fmnist_d234_e346_k357'
+
+        ``root`` is where the model files live (default ``folder``): an unpacked archive.
         """
         folder = Path(folder)
+        files_at = Path(root) if root is not None else folder
         path = folder / MANIFEST
         if not folder.is_dir():
             raise ZooError(f"probes folder {str(folder)!r} does not exist; export one with "
@@ -120,17 +190,39 @@ class ProbeSet:
         probes_raw = data.get("probes")
         if not isinstance(probes_raw, Mapping):
             raise ZooError(f"probe manifest {path}: 'probes' must be an object")
-        probes = {str(k): _files(folder, v, f"probe {k!r}") for k, v in probes_raw.items()}
-        null = _files(folder, data["null"], "null probe") if "null" in data else {}
+        probes = {str(k): _files(files_at, v, f"probe {k!r}") for k, v in probes_raw.items()}
+        null = _files(files_at, data["null"], "null probe") if "null" in data else {}
         calibration = []
         for i, rec in enumerate(data.get("calibration", [])):
             try:
                 spec = ArchSpec.from_json(rec["arch"], space=space)
             except (KeyError, TypeError, ArchSpecError) as e:
                 raise ZooError(f"calibration model {i}: invalid arch ({e})") from None
-            calibration.append((spec, _files(folder, rec, f"calibration model {i}")))
+            calibration.append((spec, _files(files_at, rec, f"calibration model {i}")))
         formats = tuple(str(f) for f in data.get("formats", ()))
-        return cls(folder, space, formats, probes, null, tuple(calibration))
+        archives_raw = data.get("archives", {})
+        if not isinstance(archives_raw, Mapping):
+            raise ZooError(f"probe manifest {path}: 'archives' must be an object")
+        archives = {str(f): _archive(folder, a, f"archive [{f}]") for f, a in archives_raw.items()}
+        return cls(folder, space, formats, probes, null, tuple(calibration), archives)
+
+    def unpacked(self, fmt: str) -> ProbeSet:
+        """This probe set with ``fmt``'s files on disk: itself, or its archive unpacked to the cache.
+
+        Loose files are used when every one of them is present (the folder an export wrote).
+        Otherwise ``<fmt>.zip`` is checked against its sha256, and its members (only those the
+        manifest lists, each checked against its sha256, none outside the target folder) go to
+        ``cache_dir("probes", <archive sha256>)``, once. Raises `ZooError` / `IntegrityError`.
+        """
+        files = [f[fmt] for f in (self.null, *self.probes.values(),
+                                  *(c for _, c in self.calibration)) if fmt in f]
+        if all(f.path.is_file() for f in files) or fmt not in self.archives:
+            return self
+        archive = self.archives[fmt]
+        dest = cache_dir("probes") / archive.file.sha256
+        if not dest.is_dir():
+            _unpack(archive, dest)
+        return ProbeSet.load(self.folder, root=dest)
 
     def check_format(self, fmt: str) -> None:
         """Raise `ZooError` unless every probe and calibration model exists in ``fmt``."""

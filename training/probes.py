@@ -1,12 +1,15 @@
 """Probe models for building a device's latency lookup table (Cai et al., ICLR 2020, section 3.3).
 
 One small model per distinct layer of a search space (`ofa_sdk.latency.required_keys`): the stem
-conv, each MBConv block configuration at each input shape, and the head pieces, with random
-weights, exported to TFLite fp32 (NHWC, depthwise kernels > 5 split as in `training.export`) and
-ONNX fp32. A few whole random subnets ("calibration" models) are exported next to them so that
-``device_bench`` can fit the per-device overhead term. ``probes/manifest.json`` maps each
-`LayerInfo.key` to its files with their sha256; ``device_bench`` reads it with numpy and a runtime
-only.
+conv, each MBConv block configuration at each input shape, and the head pieces, exported to
+TFLite fp32 (NHWC, depthwise kernels > 5 split as in `training.export`) and ONNX fp32. A few whole
+random subnets ("calibration" models) are exported next to them so that ``device_bench`` can fit
+the per-device overhead term. ``probes/manifest.json`` maps each `LayerInfo.key` to its files with
+their sha256; ``device_bench`` reads it with numpy and a runtime only.
+
+Weights are a short repeating pattern, not random: fp32 latency does not depend on weight values
+(measured in ``benchmarks/results/device_bench.md``), and the pattern lets each format's probes
+ship as one small ``<fmt>.zip`` (`pack_probes`) instead of ~100 MB of incompressible floats.
 
     python -m training.probes --space ofa_mbv3_fmnist_d234_e346_k357 --out zoo_dir/probes
 """
@@ -45,6 +48,7 @@ __all__ = [
     "calibration_specs",
     "export_subnet",
     "export_probes",
+    "pack_probes",
     "main",
 ]
 
@@ -52,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+#: A format's archive in the probes folder: ``onnx_fp32.zip`` holds every ONNX model and sidecar.
+ARCHIVE_SUFFIX = ".zip"
+_ZIP_DATE = (2020, 4, 26, 0, 0, 0)  # fixed member timestamps: the same probes, the same bytes
 #: Formats a probe can be exported to (int8 probes are not built: int8 calibration per layer
 #: would need realistic activations, and the whole-model int8 path goes through TensorFlow).
 PROBE_FORMATS = ("tflite_fp32", "onnx_fp32")
@@ -126,12 +133,38 @@ def build_probe(layer: LayerInfo) -> nn.Module:
     return net.eval()
 
 
-def _randomize_bn_(net: nn.Module, generator: torch.Generator) -> None:
-    # Non-trivial BN statistics keep folded weights realistic (latency does not depend on them).
+#: Period (floats) of the repeating weight pattern. Prime, so the rows of a weight matrix are
+#: distinct cyclic shifts (activations keep a sane scale, channels do not collapse to one value),
+#: and short, so DEFLATE packs a 1.2 MB probe into ~6 kB (251 floats: ~15 kB; random: no gain).
+_PATTERN_PERIOD = 31
+_PATTERN = np.random.default_rng(_CALIBRATION_SEED).uniform(-1.0, 1.0, _PATTERN_PERIOD)
+
+
+@torch.no_grad()
+def _fill_pattern_(net: nn.Module) -> None:
+    """Give ``net`` deterministic, highly compressible weights (fp32 latency ignores values).
+
+    Weight tensors repeat `_PATTERN` scaled by ``1/sqrt(fan_in)`` (no denormals, no blow-up in
+    whole calibration subnets); biases and BN means repeat it scaled by 0.1 (non-zero, so the
+    converters keep the same bias ops as for trained weights), BN scale and variance are 1.
+    """
+    def pattern(t: torch.Tensor, scale: float) -> torch.Tensor:
+        vals = np.resize(_PATTERN, t.numel()).reshape(t.shape) * scale
+        return torch.from_numpy(vals.astype(np.float32))
+
+    bn_weights = set()
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0.0, 0.1, generator=generator)
-            m.running_var.uniform_(0.5, 1.5, generator=generator)
+            m.running_mean.copy_(pattern(m.running_mean, 0.1))
+            m.running_var.fill_(1.0)
+            bn_weights.add(id(m.weight))
+    for p in net.parameters():
+        if p.ndim >= 2:
+            p.copy_(pattern(p, 1.0 / np.sqrt(max(p[0].numel(), 1))))
+        elif id(p) in bn_weights:
+            p.fill_(1.0)
+        else:
+            p.copy_(pattern(p, 0.1))
 
 
 def probe_filename(key: str) -> str:
@@ -298,7 +331,7 @@ def _read_manifest(folder: Path, space: SearchSpace) -> dict[str, Any] | None:
 
 def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
                   formats: Sequence[str] = PROBE_FORMATS, calibration: int = NUM_RANDOM_CALIBRATION,
-                  limit: int | None = None, seed: int = 0,
+                  limit: int | None = None, seed: int = 0, pack: bool = True,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export a probe per `required_keys` entry plus calibration subnets; return the manifest.
 
@@ -312,7 +345,9 @@ def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
         formats: a subset of `PROBE_FORMATS`.
         calibration: number of random calibration subnets (plus the smallest and the largest).
         limit: stop after exporting this many new models (probes or calibration); resume later.
-        seed: seeds the random weights.
+        seed: seeds the random inputs of the export check (weights are a fixed pattern).
+        pack: when every model is exported, pack each format into ``<fmt>.zip``
+            (`pack_probes`): what a zoo ships.
         progress: called with each probe key (or ``calibration:<spec>``) before it is exported.
     """
     from training.export import tool_versions
@@ -365,11 +400,8 @@ def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
         if todo:
             if progress is not None:
                 progress(key)
-            torch_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-            with torch.random.fork_rng():
-                torch.manual_seed(torch_seed)
-                net = build_probe(layer)
-                _randomize_bn_(net, gen)
+            net = build_probe(layer)
+            _fill_pattern_(net)
             x = torch.randn(1, layer.in_channels, layer.in_hw, layer.in_hw, generator=gen)
             with torch.no_grad():
                 out_shape = tuple(net(x).shape)
@@ -407,15 +439,14 @@ def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
                  if f in prev and _valid_record(folder, prev[f])}
         todo = [f for f in formats if f not in files]
         if todo and out_of_budget():
-            break
+            save()
+            return manifest
         if todo:
             if progress is not None:
                 progress(f"calibration:{spec}")
             if supernet is None:
-                with torch.random.fork_rng():
-                    torch.manual_seed(seed)
-                    supernet = OFAMobileNetV3(space).eval()
-                    _randomize_bn_(supernet, gen)
+                supernet = OFAMobileNetV3(space).eval()
+                _fill_pattern_(supernet)
             net = supernet.extract(spec).eval()
             for fmt in todo:
                 path = folder / "calibration" / f"{spec}{_SUFFIX[fmt]}"
@@ -428,9 +459,58 @@ def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
         if todo:
             save()
     save()
+    if pack:
+        pack_probes(folder, manifest)
     logger.info("probes for %s in %s: %d layers, %d calibration models, %.1f s", space.name,
                 folder, len(manifest["probes"]), len(manifest["calibration"]),
                 time.perf_counter() - t_start)
+    return manifest
+
+
+def pack_probes(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Pack each complete format of a probe folder into ``<fmt>.zip``; record it in the manifest.
+
+    One ZIP_DEFLATED archive per format holds that format's probe and calibration files with
+    their sidecars, under the manifest's relative paths. ``manifest["archives"][fmt]`` gets the
+    archive's path, sha256 and size and each member's sha256 and size, so the device checks the
+    download and every file it unpacks (``device_bench.probes``). Writes are atomic; the
+    manifest is saved too. Formats with a missing file are skipped (the export is unfinished).
+    """
+    import zipfile
+
+    folder = Path(folder)
+    records = [manifest.get("null", {}), *manifest.get("probes", {}).values(),
+               *manifest.get("calibration", [])]
+    archives: dict[str, Any] = {}
+    for fmt in manifest.get("formats", []):
+        rels = [r["files"][fmt]["path"] for r in records if fmt in r.get("files", {})]
+        if len(rels) != len(records):
+            continue
+        members: dict[str, Any] = {}
+        path = folder / f"{fmt}{ARCHIVE_SUFFIX}"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
+                                 compresslevel=9) as zf:
+                for rel in rels:
+                    for name in (rel, rel + ".json"):
+                        src = folder / name
+                        info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+                        info.compress_type = zipfile.ZIP_DEFLATED
+                        info.external_attr = 0o644 << 16
+                        data = src.read_bytes()
+                        zf.writestr(info, data, compresslevel=9)
+                        members[name] = {"sha256": sha256_file(src), "size": len(data)}
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        archives[fmt] = {"path": path.name, "sha256": sha256_file(path),
+                         "size": path.stat().st_size, "members": members}
+        logger.info("packed %d %s files (%.1f MB) into %s (%.2f MB)", len(members), fmt,
+                    sum(m["size"] for m in members.values()) / 1e6, path,
+                    path.stat().st_size / 1e6)
+    manifest["archives"] = archives
+    atomic_write_json(folder / MANIFEST, manifest)
     return manifest
 
 

@@ -417,6 +417,28 @@ def _copy_tree(src: Path, dst: Path) -> None:
             shutil.copyfile(s, dst / rel / name)
 
 
+def _copy_probes(src: Path, dst: Path) -> None:
+    """Ship a probes folder: its manifest and one ``<fmt>.zip`` per format when it has them.
+
+    The loose model files are what the archives hold (``training.probes.pack_probes``); copying
+    them too would ship every probe twice. A folder without archives is copied whole.
+    """
+    try:
+        data = json.loads((src / "manifest.json").read_text())
+        archives = data.get("archives") or {}
+        formats = set(data.get("formats") or ())
+        names = [a["path"] for a in archives.values()]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        archives, formats, names = {}, set(), []
+    if not archives or not formats <= set(archives) or not all(
+            isinstance(n, str) and "/" not in n and (src / n).is_file() for n in names):
+        _copy_tree(src, dst)
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("manifest.json", *names):
+        shutil.copyfile(src / name, dst / name)
+
+
 def _old_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.publish-old")
 
@@ -655,7 +677,7 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
         src = Path(probes)
         if not src.is_dir():
             raise InputError(f"--probes {src} is not a folder")
-        _copy_tree(src, tmp / "probes")
+        _copy_probes(src, tmp / "probes")
     from ofa_sdk.device import detect_device
 
     here_fp = detect_device().fingerprint

@@ -6,8 +6,10 @@ The CLI runs in a subprocess where torch and tensorflow cannot be imported, as o
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +203,77 @@ def test_manifest_paths_may_not_escape(onnx_probes, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(ZooError, match="unsafe"):
         ProbeSet.load(folder)
+
+
+def _shipped(onnx_probes: Path, folder: Path) -> Path:
+    """The probes as a zoo ships them: the manifest and ``onnx_fp32.zip``, no loose files."""
+    folder.mkdir(parents=True)
+    for name in ("manifest.json", "onnx_fp32.zip"):
+        shutil.copyfile(onnx_probes / name, folder / name)
+    return folder
+
+
+def test_shipped_archive_is_verified_unpacked_and_timed(onnx_probes, tmp_path):
+    folder = _shipped(onnx_probes, tmp_path / "probes")
+    out = tmp_path / "luts" / "cpu.json"
+    res = run_cli(*lut_args(folder, out, "--limit", "3", "--json"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads(partial_path(out).read_text())["probes"].keys() >= {NULL_KEY}
+    probes = ProbeSet.load(folder)
+    sha = probes.archives["onnx_fp32"].file.sha256
+    unpacked = probes.unpacked("onnx_fp32")
+    assert unpacked.folder == folder
+    cache = Path(os.environ["OFA_SDK_CACHE"]) / "probes" / sha
+    for files in (unpacked.null, *unpacked.probes.values()):
+        f = files["onnx_fp32"]
+        assert f.path.is_relative_to(cache) and f.verified() == f.path
+    assert not list(folder.glob("onnx_fp32/*"))          # nothing unpacked next to the manifest
+    # The loose export folder is used as is.
+    assert ProbeSet.load(onnx_probes).unpacked("onnx_fp32").null["onnx_fp32"].path.parent == \
+        onnx_probes / "onnx_fp32"
+
+
+def _rezip(path: Path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+@pytest.mark.parametrize("case", ["tampered", "extra", "escape", "member_hash"])
+def test_bad_probe_archive_is_refused(case, onnx_probes, tmp_path):
+    from ofa_sdk.cache import sha256_file
+
+    folder = _shipped(onnx_probes, tmp_path / "probes")
+    zpath = folder / "onnx_fp32.zip"
+    data = json.loads((folder / "manifest.json").read_text())
+    arc = data["archives"]["onnx_fp32"]
+    with zipfile.ZipFile(zpath) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    first = next(iter(arc["members"]))
+    if case == "tampered":
+        raw = bytearray(zpath.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        zpath.write_bytes(bytes(raw))
+        want = pytest.raises(IntegrityError, match="sha256")
+    else:
+        if case == "extra":
+            members["onnx_fp32/evil.onnx"] = b"x"
+            want = pytest.raises(IntegrityError, match="does not list")
+        elif case == "escape":
+            members["../evil.onnx"] = b"x"
+            arc["members"]["../evil.onnx"] = {"sha256": "0" * 64, "size": 1}
+            want = pytest.raises(ZooError, match="unsafe")
+        else:
+            members[first] = members[first][:-1] + b"\1"
+            want = pytest.raises(IntegrityError, match=r"does not match its sha256")
+        _rezip(zpath, members)
+        arc["sha256"], arc["size"] = sha256_file(zpath), zpath.stat().st_size
+        (folder / "manifest.json").write_text(json.dumps(data))
+    with want:
+        ProbeSet.load(folder).unpacked("onnx_fp32")
+    assert not (tmp_path / "evil.onnx").exists()
+    cache = Path(os.environ["OFA_SDK_CACHE"]) / "probes"
+    assert not cache.is_dir() or not any(cache.iterdir())  # nothing half-unpacked is kept
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -13,8 +15,8 @@ from ofa_sdk.arch import SearchSpace
 from ofa_sdk.cache import sha256_file
 from ofa_sdk.latency import required_keys
 from ofa_sdk.runtime import load_model
-from training.probes import (NULL_KEY, build_probe, calibration_specs, export_probes, main,
-                             probe_filename)
+from training.probes import (NULL_KEY, _fill_pattern_, build_probe, calibration_specs,
+                             export_probes, main, pack_probes, probe_filename)
 
 #: One stage, two resolutions, k7 only (split for XNNPACK) and two expand ratios.
 PROBE_SPACE = SearchSpace(
@@ -97,6 +99,20 @@ def test_onnx_probes_manifest_dedupe_and_resume(tmp_path):
     assert cal == [s.to_json() for s in calibration_specs(PROBE_SPACE, count=1)]
     assert cal[0] == PROBE_SPACE.smallest().to_json()
 
+    # One archive per format holds every model and sidecar, hashed, and it is small.
+    arc = full["archives"]["onnx_fp32"]
+    assert arc["path"] == "onnx_fp32.zip" and sha256_file(folder / arc["path"]) == arc["sha256"]
+    with zipfile.ZipFile(folder / arc["path"]) as zf:
+        assert sorted(zf.namelist()) == sorted(arc["members"])
+        for name, m in arc["members"].items():
+            assert hashlib.sha256(zf.read(name)).hexdigest() == m["sha256"], name
+        biggest = max(zf.infolist(), key=lambda i: i.file_size)
+        assert biggest.compress_size * 10 < biggest.file_size   # random weights: about 1.1x
+    assert len(arc["members"]) == 2 * (len(keys) + 1 + len(cal))
+    loose = sum(m["size"] for m in arc["members"].values())
+    assert arc["size"] * 4 < loose, (arc["size"], loose)      # fixed per-file overhead dominates
+    assert pack_probes(folder, full)["archives"]["onnx_fp32"]["sha256"] == arc["sha256"]
+
     # Every probe loads in the SDK runtime and runs on its own random input.
     for key in keys[:4]:
         m = load_model(folder / full["probes"][key]["files"]["onnx_fp32"]["path"], num_threads=1)
@@ -142,3 +158,25 @@ def test_export_refuses_a_folder_of_another_space(tmp_path):
 
     with pytest.raises(InputError, match="another search space"):
         export_probes(FMNIST, folder, formats=("onnx_fp32",), limit=0)
+
+
+def test_pattern_weights_keep_a_whole_subnet_numerically_sane():
+    from training.supernet import OFAMobileNetV3
+
+    supernet = OFAMobileNetV3(PROBE_SPACE).eval()
+    _fill_pattern_(supernet)
+    tiny = np.finfo(np.float32).tiny
+    for spec in (PROBE_SPACE.smallest(), PROBE_SPACE.largest()):
+        net = supernet.extract(spec).eval()
+        acts = []
+        hooks = [m.register_forward_hook(lambda m, i, o: acts.append(o.detach().numpy()))
+                 for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        with torch.no_grad():
+            out = net(torch.randn(2, PROBE_SPACE.in_channels, spec.resolution,
+                                  spec.resolution)).numpy()
+        for h in hooks:
+            h.remove()
+        assert np.isfinite(out).all() and out.std() > 1e-3       # no NaN/inf, not collapsed
+        for a in acts:                                            # no denormals anywhere
+            assert np.isfinite(a).all() and not ((a != 0) & (np.abs(a) < tiny)).any()
+            assert np.abs(a).max() < 1e4

@@ -135,6 +135,15 @@ def test_zoo_reads_back_verified_and_every_model_runs(zoo_dir):
     for rel in ("README.md", f"plots/{HERE}.png", f"plots/{OTHER}.png", "specialization.json",
                 "probes/manifest.json"):
         assert zoo.index.expected(rel) is not None, rel
+    # Probes ship packed: the manifest and one archive per format, never the loose models too.
+    shipped = sorted(p for p in zoo.index.checksums if p.startswith("probes/"))
+    assert shipped == ["probes/manifest.json", "probes/onnx_fp32.zip"], shipped
+    from device_bench.lut import BenchSettings, build_lut
+
+    fast = BenchSettings(min_runs=2, min_time_s=0.0, warmup_min_time_s=0.0)
+    res = build_lut(folder / "probes", folder.parent / "new-device.json", runtime="onnx",
+                    settings=fast, limit=2)        # a new device times the shipped probes
+    assert res.measured == 2 and res.remaining > 0
     assert "python" in zoo.index.producer.command
 
 
