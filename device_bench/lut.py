@@ -10,7 +10,6 @@ stopped. Needs numpy and one runtime; never torch.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import os
@@ -261,12 +260,6 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
                      runtime_version=runtime_version, precision=precision, threads=threads)
     pairs = [(spec, combined("calibration", str(spec))["ms"]) for spec, _ in probes.calibration]
     lut = fit_overhead(lut, pairs)
-    if lut.overhead[0] < 0:
-        # A negative fixed cost is noise in a handful of calibration timings, and it sinks the
-        # prediction for small subnets: refit the scale alone, through the origin.
-        x = np.array([lut.raw_sum(spec) for spec, _ in pairs])
-        y = np.array([ms for _, ms in pairs])
-        lut = dataclasses.replace(lut, overhead=(0.0, float(x @ y / (x @ x))))
     lut.save(out)
     # Keep every timing next to the LUT (for refits and audits); the partial file is done.
     os.replace(part_path, raw_path(out))

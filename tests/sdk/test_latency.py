@@ -192,6 +192,19 @@ def test_fit_overhead_recovers_a_and_b():
                                                                        / lut.raw_sum(specs[0]))
 
 
+def test_fit_overhead_never_fits_a_negative_cost_or_scale():
+    """Noisy timings of a few calibration models must not yield a < 0 or b <= 0."""
+    lut = make_lut(FMNIST, overhead=(0.0, 1.0))
+    rng = np.random.default_rng(5)
+    specs = sorted((FMNIST.sample(rng) for _ in range(4)), key=lut.raw_sum)
+    sums = np.array([lut.raw_sum(s) for s in specs])
+    for measured in (2.0 * sums - 0.5 * sums.min(),    # least squares: a < 0
+                     sums[::-1].copy()):                # shrinks as the sums grow: b < 0
+        fitted = fit_overhead(lut, list(zip(specs, measured)))
+        a, b = fitted.overhead
+        assert a == 0.0 and b == pytest.approx(float(sums @ measured / (sums @ sums)))
+
+
 def test_fit_overhead_rejects_bad_measurements():
     lut = make_lut(MICRO)
     with pytest.raises(LatencyTableError, match="at least one"):
