@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import re
 import subprocess
@@ -11,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from spaces import MICRO
+from spaces import MICRO, all_specs
 
 from ofa_sdk.arch import FMNIST, IMAGENET_W10, ArchSpec, SearchSpace
 from ofa_sdk.encoding import ArchArrays
@@ -40,16 +39,6 @@ def make_lut(space: SearchSpace, *, seed: int = 0, overhead=(0.3, 1.2)) -> Laten
 def slow_latency(lut: LatencyLUT, spec: ArchSpec) -> float:
     a, b = lut.overhead
     return b * sum(lut.entries[layer.key].ms for layer in spec.layers()) + a
-
-
-def all_specs(space: SearchSpace) -> list[ArchSpec]:
-    out = []
-    for ks in itertools.product(space.kernel_choices, repeat=space.num_slots):
-        for es in itertools.product(space.expand_choices, repeat=space.num_slots):
-            for ds in itertools.product(space.depth_choices, repeat=space.num_stages):
-                for r in space.resolutions:
-                    out.append(ArchSpec(ks, es, ds, r, space=space))
-    return out
 
 
 # ---- LUT file ----------------------------------------------------------------------------------

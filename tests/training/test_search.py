@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 
 import numpy as np
 import pytest
-from spaces import MICRO
+from spaces import MICRO, all_specs
 
-from ofa_sdk.arch import FMNIST, ArchSpec, SearchSpace
+from ofa_sdk.arch import FMNIST, SearchSpace
 from ofa_sdk.encoding import encode, num_features
 from ofa_sdk.errors import NoModelFitsBudget, OfaError
 from ofa_sdk.latency import LatencyEntry, LatencyLUT, LatencyPredictor, MacsPredictor, required_keys
@@ -76,10 +75,7 @@ def test_macs_budget_and_search_beats_random_sampling():
 def test_finds_the_exhaustive_optimum_of_a_small_space():
     lat = lut_predictor(MICRO)
     acc = random_predictor(MICRO, seed=3)
-    specs = [ArchSpec(ks, es, ds, r, space=MICRO)
-             for ks in itertools.product((3, 5), repeat=4)
-             for es in itertools.product((3, 6), repeat=4)
-             for ds in itertools.product((1, 2), repeat=2) for r in (16, 20)]
+    specs = all_specs(MICRO)
     cost, a = lat.predict(specs), acc.predict(encode(specs))
     for frac in (0.2, 0.6):
         budget = cost.min() + frac * (cost.max() - cost.min())
@@ -91,10 +87,7 @@ def test_finds_the_exhaustive_optimum_of_a_small_space():
 def test_early_stop_triggers_and_still_finds_the_micro_optimum():
     lat = lut_predictor(MICRO)
     acc = random_predictor(MICRO, seed=3)
-    specs = [ArchSpec(ks, es, ds, r, space=MICRO)
-             for ks in itertools.product((3, 5), repeat=4)
-             for es in itertools.product((3, 6), repeat=4)
-             for ds in itertools.product((1, 2), repeat=2) for r in (16, 20)]
+    specs = all_specs(MICRO)
     cost, a = lat.predict(specs), acc.predict(encode(specs))
     cfg = EvolutionConfig()                       # the defaults: 500 generations at most
     assert cfg.patience is not None
