@@ -205,8 +205,28 @@ def estimate(cfg: TrainConfig, specs: dict[str, ArchSpec], *, steps: int, data_d
     return out
 
 
+def full_phase_largest(cfg: TrainConfig, checkpoint: Path) -> torch.nn.Module:
+    """The largest subnet of a supernet checkpoint taken at the end of the ``full`` phase.
+
+    That phase trains exactly the largest architecture, alone, from random init, for the
+    ``full`` epochs (per-batch resolution, no KD): it is the largest subnet's scratch run.
+    """
+    from training.supernet import OFAMobileNetV3
+
+    ck = load_checkpoint(checkpoint)
+    pos, phases = ck.state.get("position") or {}, list(ck.state.get("phases") or [])
+    i = phases.index("full") if "full" in phases else None
+    after = None if i is None else (phases[i + 1] if i + 1 < len(phases) else "done")
+    if after is None or pos.get("phase") != after or pos.get("started"):
+        raise CheckpointError(f"{ck.path} is not the end of the full phase (position {pos})")
+    net = OFAMobileNetV3(cfg.space)
+    net.load_state_dict(ck.model)
+    return net.extract(cfg.space.largest()).eval()
+
+
 def compare(cfg: TrainConfig, *, supernet: Path, names: list[str], out: Path,
-            data_dir: str | None, progress: bool, scratch: bool = True) -> dict[str, Any]:
+            data_dir: str | None, progress: bool, scratch: bool = True,
+            largest_scratch: Path | None = None) -> dict[str, Any]:
     specs = named_specs(cfg.space, names)
     ev = _Eval(cfg, data_dir)
     net = load_supernet(cfg, supernet)
@@ -219,7 +239,12 @@ def compare(cfg: TrainConfig, *, supernet: Path, names: list[str], out: Path,
                                "macs_m": round(spec.macs() / 1e6, 2),
                                "params_m": round(spec.params() / 1e6, 3)}
         row["ofa_acc"] = round(ev.accuracy(net.extract(spec), spec), 3)
-        if scratch:
+        if scratch and name == "largest" and largest_scratch is not None:
+            row["scratch_source"] = f"end of the supernet's full phase: {largest_scratch}"
+            row["scratch_acc"] = round(ev.accuracy(full_phase_largest(cfg, largest_scratch),
+                                                   spec), 3)
+            row["gap_pp"] = round(row["ofa_acc"] - row["scratch_acc"], 3)
+        elif scratch:
             info = run_scratch(cfg, spec, out / f"{name}-{spec}", data_dir=data_dir,
                                progress=progress)
             row.update(info)
@@ -255,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="dataset folder (overrides the config)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--no-scratch", action="store_true", help="only the OFA column")
+    p.add_argument("--largest-scratch", metavar="CHECKPOINT",
+                   help="take the largest subnet's scratch run from the supernet's end-of-full "
+                        "checkpoint (the full phase IS that run) instead of training it again")
     p.add_argument("--estimate-steps", type=int, default=0,
                    help="only time this many steps per net and project the scratch runs' time")
     args = p.parse_args(argv)
@@ -273,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--supernet RUN_DIR is required (unless --estimate-steps)")
             result = compare(cfg, supernet=Path(args.supernet), names=names, out=Path(args.out),
                              data_dir=args.data_dir, progress=sys.stderr.isatty(),
-                             scratch=not args.no_scratch)
+                             scratch=not args.no_scratch,
+                             largest_scratch=Path(args.largest_scratch)
+                             if args.largest_scratch else None)
             print(_table(result))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

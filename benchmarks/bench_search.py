@@ -185,6 +185,9 @@ def main(argv=None) -> int:
     ap.add_argument("--generations", type=int, default=500)
     ap.add_argument("--population", type=int, default=100)
     ap.add_argument("--pairs", type=int, default=2000)
+    ap.add_argument("--predictor", help="a trained accuracy predictor folder (default: one "
+                    "trained here on synthetic pairs)")
+    ap.add_argument("--lut", help="a device_bench LUT of the FMNIST space (default: synthetic)")
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--no-official-torch", action="store_true",
                     help="skip the official finder + official torch predictor variant")
@@ -198,13 +201,22 @@ def main(argv=None) -> int:
 
     space = FMNIST
     rng = np.random.default_rng(0)
-    lat = LatencyPredictor.from_lut(synthetic_lut(space), space)
-    pop, acc = synthetic_pairs(space, args.pairs, rng)
-    t0 = time.perf_counter()
-    predictor = train_predictor(pop, acc, config=TrainConfig(max_epochs=150, patience=20))
-    print(f"synthetic accuracy predictor: {time.perf_counter() - t0:.1f}s, val RMSE "
-          f"{predictor.metrics['val_rmse_pp']:.2f} pp, Kendall tau "
-          f"{predictor.metrics['val_kendall_tau']:.3f}")
+    if args.lut:
+        lat = LatencyPredictor.from_lut(LatencyLUT.from_json(
+            json.loads(Path(args.lut).read_text())), space)
+        print(f"latency predictor: {args.lut}")
+    else:
+        lat = LatencyPredictor.from_lut(synthetic_lut(space), space)
+    if args.predictor:
+        predictor = AccuracyPredictor.load(args.predictor, space=space)
+        print(f"accuracy predictor: {args.predictor} ({predictor.metrics.get('holdout', {})})")
+    else:
+        pop, acc = synthetic_pairs(space, args.pairs, rng)
+        t0 = time.perf_counter()
+        predictor = train_predictor(pop, acc, config=TrainConfig(max_epochs=150, patience=20))
+        print(f"synthetic accuracy predictor: {time.perf_counter() - t0:.1f}s, val RMSE "
+              f"{predictor.metrics['val_rmse_pp']:.2f} pp, Kendall tau "
+              f"{predictor.metrics['val_kendall_tau']:.3f}")
 
     encoder = MobileNetArchEncoder(image_size_list=list(space.resolutions),
                                    ks_list=list(space.kernel_choices),
@@ -233,7 +245,8 @@ def main(argv=None) -> int:
     # the official algorithm, vectorised: no parent dedupe, niches, early stop or refinement
     plain = EvolutionConfig(population_size=args.population, generations=args.generations,
                             dedupe_parents=False, niche=0, patience=None, refine_steps=0)
-    print(f"latency range of the space: {lo:.2f} .. {hi:.2f} ms (synthetic LUT); "
+    print(f"latency range of the space: {lo:.2f} .. {hi:.2f} ms "
+          f"({'LUT ' + args.lut if args.lut else 'synthetic LUT'}); "
           f"population {cfg.population_size}, generations {cfg.generations}, "
           f"repeats {args.repeats}")
     rows = []

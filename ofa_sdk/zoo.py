@@ -280,6 +280,8 @@ class FileEntry:
     metadata: str | None = None
     metadata_sha256: str | None = None
     metadata_size: int | None = None
+    #: int8 files: fraction of test images whose top-1 equals the same format's fp32 file's
+    agreement: float | None = None
 
     def __post_init__(self) -> None:
         if self.metadata is None:
@@ -288,7 +290,8 @@ class FileEntry:
     @classmethod
     def from_json(cls, data: Any, where: str, *, require_hashes: bool = True) -> FileEntry:
         d = _obj(data, where, required=("path", "format", "precision", "accuracy"),
-                 optional=("sha256", "size", "metadata", "metadata_sha256", "metadata_size"))
+                 optional=("sha256", "size", "metadata", "metadata_sha256", "metadata_size",
+                           "agreement"))
         path = check_relpath(d["path"], f"{where}.path")
         fmt = _str(d["format"], f"{where}.format", choices=RUNTIMES)
         if not path.endswith(_SUFFIX[fmt]):
@@ -297,6 +300,9 @@ class FileEntry:
         if meta != path + ".json":
             # the runtime finds the sidecar next to the model (ofa_sdk.metadata.sidecar_path)
             raise ZooError(f"{where}.metadata: must be {path + '.json'!r}, got {meta!r}")
+        agreement = d.get("agreement")
+        if agreement is not None:
+            agreement = _float(agreement, f"{where}.agreement", lo=0.0, hi=1.0)
         hashed = {}
         for key, check in (("sha256", _sha), ("size", _int), ("metadata_sha256", _sha),
                            ("metadata_size", _int)):
@@ -309,7 +315,7 @@ class FileEntry:
         return cls(path=path, format=fmt,
                    precision=_str(d["precision"], f"{where}.precision", choices=PRECISIONS),
                    accuracy=_float(d["accuracy"], f"{where}.accuracy", lo=0.0, hi=1.0),
-                   metadata=meta, **hashed)
+                   metadata=meta, agreement=agreement, **hashed)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

@@ -61,13 +61,18 @@ def evaluate_spec(supernet: Any, spec: ArchSpec, data: EvalData) -> float:
     from training.data import to_input
 
     r = spec.resolution
+    cl = torch.channels_last  # ~1.7x faster than NCHW for these depthwise nets on CPU
+
+    def inputs(x: Any) -> Any:
+        return to_input(x, r, data.mean, data.std).contiguous(memory_format=cl)
+
     with torch.no_grad():
-        net = supernet.extract(spec)
-        recalibrate_bn(net, [to_input(x, r, data.mean, data.std) for x, _ in data.calib])
+        net = supernet.extract(spec).to(memory_format=cl)
+        recalibrate_bn(net, [inputs(x) for x, _ in data.calib])
         net.eval()
         correct = total = 0
         for x, y in data.val:
-            correct += int((net(to_input(x, r, data.mean, data.std)).argmax(1) == y).sum())
+            correct += int((net(inputs(x)).argmax(1) == y).sum())
             total += len(y)
     return correct / max(1, total)
 

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -348,6 +349,25 @@ def train_predictor(specs: Sequence[ArchSpec] | ArchArrays, accuracies: Sequence
     return AccuracyPredictor(space, pred.hidden, pred.out_weight, base_acc, metrics)
 
 
+def holdout_split(n: int, n_holdout: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ``(train, holdout)`` index arrays over ``n`` pairs; the holdout is never trained on
+    nor used for early stopping, so its RMSE and Kendall tau are honest test figures."""
+    if not 0 <= n_holdout <= n - 10:
+        raise PredictorError(f"cannot hold out {n_holdout} of {n} pairs (training needs >= 10)")
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    return np.sort(order[n_holdout:]), np.sort(order[:n_holdout])
+
+
+def evaluate(pred: AccuracyPredictor, specs: Sequence[ArchSpec] | ArchArrays,
+             accuracies: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """RMSE (percentage points), mean absolute error (pp) and Kendall tau against measurements."""
+    y = np.asarray(accuracies, dtype=np.float64)
+    p = (pred.predict_arrays(specs) if isinstance(specs, ArchArrays)
+         else pred.predict_specs(specs)).astype(np.float64)
+    return {"n": int(len(y)), "rmse_pp": float(np.sqrt(np.mean((p - y) ** 2)) * 100),
+            "mae_pp": float(np.mean(np.abs(p - y)) * 100), "kendall_tau": kendall_tau(p, y)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -359,15 +379,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout", type=int, default=0,
+                        help="pairs held out of training and early stopping, for the reported "
+                             "test RMSE and Kendall tau (metrics['holdout'])")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
     torch.set_num_threads(1)
     space = get_space(args.space) if args.space else None
-    specs, accs = load_pairs(args.pairs, space=space)
-    pred = train_predictor(specs, accs, space=space, config=TrainConfig(
-        hidden_size=args.hidden, n_layers=args.layers, max_epochs=args.epochs, seed=args.seed))
+    try:
+        specs, accs = load_pairs(args.pairs, space=space)
+        train_idx, hold_idx = holdout_split(len(specs), args.holdout, seed=args.seed)
+        pred = train_predictor([specs[i] for i in train_idx], accs[train_idx], space=space,
+                               config=TrainConfig(hidden_size=args.hidden, n_layers=args.layers,
+                                                  max_epochs=args.epochs, seed=args.seed))
+    except (PredictorError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(hold_idx):
+        pred.metrics["holdout"] = {**evaluate(pred, [specs[i] for i in hold_idx],
+                                              accs[hold_idx]), "seed": args.seed}
+        log.info("held-out test (%d subnets): RMSE %.3f pp, Kendall tau %.3f", len(hold_idx),
+                 pred.metrics["holdout"]["rmse_pp"], pred.metrics["holdout"]["kendall_tau"])
     pred.save(args.out)
     print(json.dumps({k: v for k, v in pred.metrics.items() if k != "config"}, indent=1))
     return 0

@@ -25,6 +25,7 @@ if __name__ == "__main__" and not __package__:  # ``python training/publish.py``
     _sys.path.insert(0, str(_Path(__file__).resolve().parent.parent))
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -56,6 +57,7 @@ __all__ = [
     "budget_ladder",
     "specialize",
     "load_data",
+    "file_predictions",
     "file_accuracy",
     "EntrySettings",
     "prepare_entry",
@@ -191,9 +193,15 @@ def entry_id(spec: ArchSpec) -> str:
 
 
 def specialize(accuracy: Any, classes: Sequence[DeviceClassLUT], *, budgets: int = 8,
-               seed: int = 0, config: Any = None,
+               seed: int = 0, config: Any = None, share_tolerance: float = 0.0,
                progress: Progress | None = None) -> tuple[list[Choice], dict[str, Any]]:
     """Search every class's budget ladder; dedupe the chosen subnets across classes.
+
+    With ``share_tolerance`` > 0 (an accuracy fraction: 0.001 = 0.1 pp), rungs then share
+    subnets: a rung takes another rung's subnet when it fits the rung's budget on the rung's
+    class and its predicted accuracy is at most ``share_tolerance`` below the rung's own best
+    (greedily, the subnet that serves the most rungs first). Fewer distinct subnets make a
+    smaller zoo; every rung still gets a subnet within its budget.
 
     Returns the choices (sorted by MACs) and a report ``{class: [{budget_ms, entry, predicted
     accuracy, predicted latency}, ...]}`` that is written into the zoo as ``specialization.json``.
@@ -201,27 +209,56 @@ def specialize(accuracy: Any, classes: Sequence[DeviceClassLUT], *, budgets: int
     from training.search import EvolutionConfig, evolution_search
 
     config = config or EvolutionConfig()
-    found: dict[ArchSpec, dict[str, Any]] = {}
-    report: dict[str, Any] = {}
+    if not 0 <= share_tolerance <= 1:
+        raise InputError(f"share tolerance must be an accuracy fraction in [0, 1], got "
+                         f"{share_tolerance!r}")
+    rungs: list[tuple[DeviceClassLUT, float, ArchSpec, float]] = []
+    acc_of: dict[ArchSpec, float] = {}
     for dc in classes:
-        rows = []
         for i, budget in enumerate(budget_ladder(dc.predictor, budgets)):
             if progress is not None:
                 progress("search", f"{dc.id} budget {budget:.4g} ms")
             res = evolution_search(accuracy, dc.predictor, budget,
                                    rng=np.random.default_rng([seed, i]), config=config)
             spec = res.best.canonical()
-            slot = found.setdefault(spec, {"acc": float(res.accuracy), "for": []})
-            slot["for"].append((dc.id, float(budget)))
-            rows.append({"budget_ms": float(budget), "entry": entry_id(spec),
-                         "predicted_accuracy": float(res.accuracy),
-                         "predicted_latency_ms": float(res.cost)})
+            acc_of.setdefault(spec, float(res.accuracy))
+            rungs.append((dc, float(budget), spec, float(res.accuracy)))
             logger.info("%s @ %.4g ms: %s (predicted acc %.4f, %.4g ms)", dc.id, budget, spec,
                         res.accuracy, res.cost)
-        report[dc.id] = rows
-    choices = [Choice(s, v["acc"], tuple(v["for"])) for s, v in found.items()]
+    assigned = _share(rungs, acc_of, share_tolerance) if share_tolerance > 0 else [
+        r[2] for r in rungs]
+
+    found: dict[ArchSpec, list[tuple[str, float]]] = {}
+    report: dict[str, Any] = {dc.id: [] for dc in classes}
+    for (dc, budget, own, own_acc), spec in zip(rungs, assigned):
+        found.setdefault(spec, []).append((dc.id, budget))
+        row = {"budget_ms": budget, "entry": entry_id(spec),
+               "predicted_accuracy": acc_of[spec],
+               "predicted_latency_ms": float(dc.predictor.predict([spec])[0])}
+        if spec != own:
+            row["searched"] = {"entry": entry_id(own), "predicted_accuracy": own_acc}
+        report[dc.id].append(row)
+    choices = [Choice(s, acc_of[s], tuple(v)) for s, v in found.items()]
     choices.sort(key=lambda c: (c.spec.macs(), str(c.spec)))
     return choices, report
+
+
+def _share(rungs: Sequence[tuple[DeviceClassLUT, float, ArchSpec, float]],
+           acc_of: Mapping[ArchSpec, float], tolerance: float) -> list[ArchSpec]:
+    """Greedy set cover of the rungs by the searched subnets (see `specialize`)."""
+    specs = sorted(acc_of, key=str)
+    lat = {dc.id: dc.predictor.predict(specs) for dc in {r[0].id: r[0] for r in rungs}.values()}
+    covers = [{j for j, (dc, budget, _, own_acc) in enumerate(rungs)
+               if lat[dc.id][k] <= budget and acc_of[s] >= own_acc - tolerance - 1e-12}
+              for k, s in enumerate(specs)]
+    out: list[ArchSpec | None] = [None] * len(rungs)
+    left = set(range(len(rungs)))
+    while left:
+        k = max(range(len(specs)), key=lambda k: (len(covers[k] & left), acc_of[specs[k]]))
+        for j in covers[k] & left:
+            out[j] = specs[k]
+        left -= covers[k]
+    return out  # type: ignore[return-value]
 
 
 # ---- data --------------------------------------------------------------------------------------
@@ -276,9 +313,10 @@ def load_data(dataset: str, space: SearchSpace, *, data_dir: str | None = None,
     return PublishData(name, train, test, labels, tuple(train.mean), tuple(train.std))
 
 
-def file_accuracy(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray, *,
-                  batch: int = 500) -> float:
-    """Top-1 accuracy of a model file through `ofa_sdk.runtime.load_model` and its preprocessing.
+def file_predictions(path: str | os.PathLike, images: np.ndarray, *, batch: int = 500
+                     ) -> np.ndarray:
+    """Top-1 class per image of a model file, through `ofa_sdk.runtime.load_model` and its
+    preprocessing.
 
     ``images`` are uint8 ``(N, C, H, W)`` as stored in the dataset; they go through
     ``model.preprocess`` exactly as a user's images do.
@@ -287,11 +325,16 @@ def file_accuracy(path: str | os.PathLike, images: np.ndarray, labels: np.ndarra
 
     model = load_model(path, num_threads=1)
     nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
-    correct = 0
+    out = np.empty(len(nhwc), dtype=np.int64)
     for i in range(0, len(nhwc), batch):
-        logits = model.predict(model.preprocess(nhwc[i:i + batch]))
-        correct += int((logits.argmax(1) == labels[i:i + batch]).sum())
-    return correct / len(nhwc)
+        out[i:i + batch] = model.predict(model.preprocess(nhwc[i:i + batch])).argmax(1)
+    return out
+
+
+def file_accuracy(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray, *,
+                  batch: int = 500) -> float:
+    """Top-1 accuracy of a model file (see `file_predictions`)."""
+    return float((file_predictions(path, images, batch=batch) == labels).mean())
 
 
 # ---- one entry: export, score, measure (cached) --------------------------------------------------
@@ -333,6 +376,29 @@ def _measure_key(dc: DeviceClassLUT) -> str:
     return f"{detect_device().fingerprint}:{dc.format}:t{dc.lut.threads}"
 
 
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _top1(folder: Path, fmt: str, data: PublishData) -> np.ndarray:
+    """The test-set top-1 of an exported file: cached next to it, or computed again."""
+    from training.export import FILENAMES
+
+    path = folder / f"{fmt}.top1.npy"
+    try:
+        top1 = np.load(path, allow_pickle=False)
+        if top1.shape == (len(data.test),):
+            return top1
+    except (OSError, ValueError):
+        pass
+    top1 = file_predictions(folder / FILENAMES[fmt], data.test.images)
+    _atomic_save_npy(path, top1)
+    return top1
+
+
 def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str | os.PathLike,
                   *, classes: Sequence[DeviceClassLUT], settings: EntrySettings,
                   progress: Progress | None = None) -> dict[str, Any]:
@@ -355,6 +421,9 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
     files = {f: r for f, r in result["files"].items() if _cached_file_ok(folder, f, r)}
     result["files"] = files
     todo = [f for f in settings.formats if f not in files]
+    for fmt, rec in files.items():  # an agreement is with the fp32 twin that is cached now
+        if fmt.replace("int8", "fp32") in todo:
+            rec.pop("agreement", None)
     # a measurement belongs to the file it timed: drop those of files exported again
     result["latency"] = {k: v for k, v in result["latency"].items()
                          if k.split(":")[1] in files}
@@ -380,10 +449,19 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
             std=data.std, formats=todo)
         for fmt in todo:
             path = folder / FILENAMES[fmt]
-            acc = file_accuracy(path, data.test.images, data.test.labels)
+            top1 = file_predictions(path, data.test.images)
+            _atomic_save_npy(folder / f"{fmt}.top1.npy", top1)
+            acc = float((top1 == data.test.labels).mean())
             files[fmt] = {"sha256": sha256_file(path), "accuracy": acc}
             logger.info("%s %s: test accuracy %.4f", spec, fmt, acc)
             atomic_write_json(folder / _RESULT, result)
+    for fmt in files:
+        twin = fmt.replace("int8", "fp32")
+        if fmt.endswith("int8") and twin in files and "agreement" not in files[fmt]:
+            a, b = (_top1(folder, f, data) for f in (fmt, twin))
+            files[fmt]["agreement"] = float((a == b).mean())
+            logger.info("%s %s: top-1 agreement with %s %.4f", spec, fmt, twin,
+                        files[fmt]["agreement"])
     if settings.measure:
         from ofa_sdk.bench import benchmark
 
@@ -492,6 +570,7 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
             population: int = 100, generations: int = 500, recal_batches: int = 20,
             num_calib: int = 300, bench_min_runs: int = 50, bench_min_time_s: float = 1.0,
             endpoint: str | None = None, token: str | None = None, command: str | None = None,
+            share_tolerance_pp: float = 0.0, entry_formats: str = "all",
             progress: Progress | None = None) -> PublishResult:
     """Specialize, export, score, measure and write the zoo; optionally publish it to the Hub.
 
@@ -511,6 +590,11 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
         cache_dir: exports and measurements per entry, keyed by supernet/data hash and subnet;
             default ``$OFA_SDK_CACHE/publish`` (``~/.cache/ofa_sdk/publish``).
         dataset, data_dir, test_limit, synthetic_size: see `load_data`.
+        share_tolerance_pp: let budget rungs share subnets that are at most this many
+            percentage points (predicted) below their own best (`specialize`): a smaller zoo.
+        entry_formats: ``all`` (every entry in every format of ``formats``) or ``classes``
+            (an entry only in the formats of ``formats`` whose runtime is that of a device
+            class it was chosen for: a smaller zoo, e.g. the bundled one).
         progress: called as ``progress(stage, detail)`` (``search``, ``export``, ``measure``,
             ``entry``, ``write``, ``publish``).
     """
@@ -530,6 +614,8 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
     fmts = tuple(FORMAT_NAMES[f] for f in dict.fromkeys(formats))
     if not luts:
         raise InputError("give at least one --lut (one per device class)")
+    if entry_formats not in ("all", "classes"):
+        raise InputError(f"entry formats must be 'all' or 'classes', got {entry_formats!r}")
 
     acc = AccuracyPredictor.load(predictor)
     space = acc.space
@@ -567,7 +653,11 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
                      synthetic_size=synthetic_size, seed=seed)
     config = EvolutionConfig(population_size=population, generations=generations)
     choices, report = specialize(acc, classes, budgets=budgets, seed=seed, config=config,
-                                 progress=progress)
+                                 share_tolerance=share_tolerance_pp / 100, progress=progress)
+    by_id = {dc.id: dc for dc in classes}
+    entry_fmts = [fmts if entry_formats == "all" else tuple(
+        f for f in fmts if f.split("_")[0] in {by_id[d].lut.runtime for d, _ in c.chosen_for})
+        for c in choices]
 
     settings = EntrySettings(fmts, recal_batches, num_calib,
                          {"min_runs": bench_min_runs, "min_time_s": bench_min_time_s,
@@ -576,9 +666,10 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
                                      num_calib]).encode()).hexdigest()[:16]
     entry_root = cache / key
     results = []
-    for c in choices:
+    for c, efmts in zip(choices, entry_fmts):
         res = prepare_entry(net, c.spec, data, entry_root / c.id, classes=classes,
-                            settings=settings, progress=progress)
+                            settings=dataclasses.replace(settings, formats=efmts),
+                            progress=progress)
         results.append(res)
         if progress is not None:
             progress("entry", c.id)
@@ -590,7 +681,7 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
     try:
         if progress is not None:
             progress("write", str(target))
-        index = _write_zoo(tmp, space, data, classes, choices, results, entry_root, fmts,
+        index = _write_zoo(tmp, space, data, classes, choices, results, entry_root, entry_fmts,
                            report, previous=_read_json(target / "index.json"),
                            measure=measure_here, probes=probes,
                            repo_id=repo_id, seed=seed,
@@ -661,7 +752,8 @@ def _read_json(path: Path) -> Any:
 
 def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
                classes: Sequence[DeviceClassLUT], choices: Sequence[Choice],
-               results: Sequence[dict[str, Any]], entry_root: Path, fmts: Sequence[str],
+               results: Sequence[dict[str, Any]], entry_root: Path,
+               entry_fmts: Sequence[Sequence[str]],
                report: Mapping[str, Any], *, previous: Any, measure: bool, probes: Any,
                repo_id: str | None, seed: int,
                name: str, command: str, created: str, producer: Any, write_index: Any,
@@ -682,7 +774,7 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
 
     here_fp = detect_device().fingerprint
     entries = []
-    for c, res in zip(choices, results):
+    for c, res, fmts in zip(choices, results, entry_fmts):
         files = []
         for fmt in fmts:
             kind, precision = fmt.split("_")
@@ -691,10 +783,15 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
             src = entry_root / c.id / FILENAMES[fmt]
             shutil.copyfile(src, tmp / rel)
             shutil.copyfile(str(src) + ".json", str(tmp / rel) + ".json")
+            rec = res["files"][fmt]
             files.append({"path": rel, "format": kind, "precision": precision,
-                          "accuracy": round(float(res["files"][fmt]["accuracy"]), 6)})
+                          "accuracy": round(float(rec["accuracy"]), 6)})
+            if rec.get("agreement") is not None:
+                files[-1]["agreement"] = round(float(rec["agreement"]), 6)
         latency = {}
         for dc in classes:
+            if dc.format not in fmts:
+                continue  # no file for this class: no latency either
             m = res["latency"].get(_measure_key(dc)) if dc.here and measure else None
             if m is not None and _measure_key(dc).startswith(here_fp):
                 latency[dc.id] = {"value": float(m["value"]), "kind": "measured",
@@ -752,6 +849,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tag", help="revision tag for the Hub commit, e.g. v1")
     p.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
                    help="comma-separated subset of " + ",".join(DEFAULT_FORMATS))
+    p.add_argument("--share-tolerance", type=float, default=0.0, metavar="PP",
+                   help="budget rungs share a subnet that fits them and is at most PP "
+                        "percentage points (predicted) below their own best: fewer entries")
+    p.add_argument("--entry-formats", choices=("all", "classes"), default="all",
+                   help="all: every entry in every --formats; classes: only in the formats "
+                        "whose runtime is that of a device class the entry was chosen for")
     p.add_argument("--measure-here", action=argparse.BooleanOptionalAction, default=True,
                    help="measure latency for device classes that are this machine (default); "
                         "--no-measure-here records LUT predictions only")
@@ -805,13 +908,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       num_calib=args.num_calib, bench_min_runs=args.bench_min_runs,
                       bench_min_time_s=args.bench_min_time, endpoint=args.endpoint,
                       command=shlex.join(["python", "training/publish.py", *argv_list]),
+                      share_tolerance_pp=args.share_tolerance, entry_formats=args.entry_formats,
                       progress=progress)
     except OfaError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     summary = {"folder": str(res.folder), "entries": [e.id for e in res.index.entries],
                "device_classes": {k: {"latency": sorted({e.latency_ms[k].kind
-                                                         for e in res.index.entries})}
+                                                         for e in res.index.entries
+                                                         if k in e.latency_ms})}
                                   for k in res.index.device_classes}}
     if res.hub is not None:
         summary["hub"] = res.hub.to_json()

@@ -96,6 +96,29 @@ def _device_table(index: ZooIndex, dc: DeviceClass) -> list[str]:
     return out
 
 
+def _int8_table(index: ZooIndex) -> list[str]:
+    """fp32 vs int8 test accuracy (and top-1 agreement) per entry and format; [] without int8."""
+    out = []
+    for e in index.entries:
+        for q in e.files:
+            if q.precision != "int8":
+                continue
+            f = next((x for x in e.files if x.format == q.format and x.precision == "fp32"), None)
+            ref = f"{_pct(f.accuracy):.2f}%" if f else "—"
+            drop = f"{_pct(f.accuracy) - _pct(q.accuracy):+.2f}" if f else "—"
+            agree = f"{_pct(q.agreement):.2f}%" if q.agreement is not None else "—"
+            out.append(f"| `{e.id}` | {q.format} | {ref} | {_pct(q.accuracy):.2f}% | {drop} "
+                       f"| {agree} |")
+    if not out:
+        return []
+    return ["## int8 quantization", "",
+            "Full-integer int8 files against the fp32 file of the same format, on the whole test "
+            "set: the accuracy drop in percentage points, and top-1 agreement (the fraction of "
+            "images on which both predict the same class).", "",
+            "| Entry | Format | fp32 top-1 | int8 top-1 | Drop (pp) | Agreement |",
+            "|---|---|---:|---:|---:|---:|", *out, ""]
+
+
 def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
                       plots: bool = True) -> str:
     """Render ``README.md`` for a zoo: front matter, quick start, per-device tables, files.
@@ -143,6 +166,7 @@ def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
         if plots:
             lines += [f"![Accuracy vs latency on {dc.id}](plots/{dc.id}.png)", ""]
         lines += _device_table(index, dc) + [""]
+    lines += _int8_table(index)
     lines += [
         "## Files", "",
         "- `index.json`: the machine-readable index (format: `docs/zoo-format.md` in ofa-sdk); "

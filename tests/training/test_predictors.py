@@ -142,3 +142,25 @@ def test_encoding_matches_the_official_arch_encoder():
                                                "d": list(s.depths),
                                                "image_size": s.resolution}) for s in specs])
         np.testing.assert_array_equal(encode(specs), official.astype(np.float32))
+
+
+def test_cli_holds_out_pairs_and_reports_their_test_metrics(tmp_path):
+    from training.predictors import holdout_split, main
+
+    pop, acc = synthetic_pairs(150, seed=3)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"arch": s.to_json(), "val_acc": float(a)}) + "\n"
+                             for s, a in zip(pop.to_specs(), acc)))
+    assert main(["--pairs", str(pairs), "--out", str(tmp_path / "p"), "--holdout", "50",
+                 "--hidden", "32", "--epochs", "40", "--seed", "1"]) == 0
+    pred = AccuracyPredictor.load(tmp_path / "p")
+    train_idx, hold_idx = holdout_split(150, 50, seed=1)
+    assert len(set(train_idx) | set(hold_idx)) == 150 and not set(train_idx) & set(hold_idx)
+    assert pred.metrics["n_train"] + pred.metrics["n_val"] == 100
+    h = pred.metrics["holdout"]
+    p = pred.predict_specs([pop.to_specs()[i] for i in hold_idx]).astype(np.float64)
+    assert h["n"] == 50
+    assert h["rmse_pp"] == pytest.approx(float(np.sqrt(np.mean((p - acc[hold_idx]) ** 2))) * 100,
+                                         rel=1e-4)
+    assert h["kendall_tau"] == pytest.approx(kendall_tau(p, acc[hold_idx]))
+    assert main(["--pairs", str(pairs), "--out", str(tmp_path / "q"), "--holdout", "145"]) == 2

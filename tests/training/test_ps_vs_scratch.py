@@ -144,3 +144,44 @@ def test_bench_estimate_and_errors(bench, tmp_path):
     # An empty folder is not a supernet run: a clear CheckpointError, not a traceback.
     assert bench.main(["--config", cfg, "--supernet", str(tmp_path), "--no-scratch"]) \
         == CheckpointError.exit_code
+
+
+def test_largest_scratch_can_come_from_the_end_of_the_full_phase(bench, tiny, tmp_path):
+    """The full phase trains the largest subnet alone from scratch: its end checkpoint is the
+    largest subnet's scratch run (and a later checkpoint is refused)."""
+    full = train(tiny, run_dir=tmp_path / "full", phases=["full"], progress=False)
+    ck = sorted((full / "checkpoints").glob("step-*"))[-1]
+    later = train(tiny, run_dir=tmp_path / "later", phases=["full", "kernel"], progress=False)
+    res = bench.compare(tiny, supernet=later, names=["largest"], out=tmp_path / "s",
+                        data_dir=None, progress=False, largest_scratch=ck)
+    row = res["rows"][0]
+    ev = bench._Eval(tiny, None)
+    want = ev.accuracy(bench.load_supernet(tiny, full).extract(tiny.space.largest()),
+                       tiny.space.largest())
+    assert row["scratch_acc"] == pytest.approx(want, abs=1e-3)
+    assert row["gap_pp"] == pytest.approx(row["ofa_acc"] - row["scratch_acc"], abs=1e-3)
+    assert not (tmp_path / "s").exists()  # nothing trained
+    with pytest.raises(CheckpointError, match="not the end of the full phase"):
+        bench.compare(tiny, supernet=later, names=["largest"], out=tmp_path / "s",
+                      data_dir=None, progress=False, largest_scratch=later)
+
+
+def test_subnet_table_spans_the_space_and_matches_final_json(tiny, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "bench_subnet_table", ROOT / "benchmarks" / "bench_subnet_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    named = mod.spanning_specs(FMNIST, 4, 0)
+    assert len(named) >= 8 and len({str(s.canonical()) for _, s in named}) == len(named)
+    assert dict(named)["smallest"] == FMNIST.smallest()
+    assert dict(named)["largest"] == FMNIST.largest()
+
+    run = train(tiny, run_dir=tmp_path / "super", phases=["full", "kernel"], progress=False)
+    js = tmp_path / "t.json"
+    assert mod.main(["--config", str(ROOT / "configs" / "tiny.toml"), "--supernet", str(run),
+                     "--random", "1", "--json", str(js)]) == 0
+    rows = {r["name"]: r for r in json.loads(js.read_text())["rows"]}
+    final = json.loads((run / "final.json").read_text())
+    assert rows["largest"]["acc"] == pytest.approx(final["val_acc_max"], abs=1e-3)
+    assert rows["smallest"]["acc"] == pytest.approx(final["val_acc_min"], abs=1e-3)
+    assert "| largest |" in capsys.readouterr().out

@@ -171,6 +171,22 @@ def test_accuracy_per_file_is_the_sdk_accuracy_on_the_test_set(zoo_dir):
                                        abs=1e-6)
 
 
+def test_int8_files_carry_their_top1_agreement_with_fp32(zoo_dir):
+    from ofa_sdk.zoo import open_zoo
+    from training.data import synthetic_dataset
+    from training.publish import file_predictions
+
+    zoo = open_zoo(zoo_dir[0])
+    test = synthetic_dataset(50, num_classes=4, size=16, channels=1, seed=1)
+    for e in zoo.entries:
+        q, f = (e.file(format="onnx", precision=p) for p in ("int8", "fp32"))
+        a, b = (file_predictions(zoo.file_path(x), test.images) for x in (q, f))
+        assert q.agreement == pytest.approx(float((a == b).mean()), abs=1e-6)
+        assert f.agreement is None and e.file(format="tflite", precision="fp32").agreement is None
+    card = (Path(zoo_dir[0]) / "README.md").read_text()
+    assert "## int8 quantization" in card and f"`{zoo.entries[0].id}` | onnx |" in card
+
+
 def test_search_ladder_and_dedupe(zoo_dir, inputs):
     from training.publish import budget_ladder
 
@@ -411,3 +427,48 @@ def test_int8_tflite_through_the_tensorflow_venv(inputs, tmp_path):
         assert 0 <= f.accuracy <= 1
         model = load_model(zoo.file_path(f))
         assert model.input_dtype == np.int8
+
+
+def test_shared_rungs_stay_within_budget_and_tolerance(inputs):
+    from training.predictors import AccuracyPredictor
+    from training.publish import load_device_class, specialize
+    from training.search import EvolutionConfig
+
+    acc = AccuracyPredictor.load(inputs / "predictor")
+    classes = [load_device_class(f"{HERE}={inputs / 'here.json'}", acc.space),
+               load_device_class(str(inputs / "other.json"), acc.space)]
+    cfg = EvolutionConfig(population_size=16, generations=5)
+    own, _ = specialize(acc, classes, budgets=4, config=cfg)
+    for tol in (0.002, 1.0):
+        shared, report = specialize(acc, classes, budgets=4, config=cfg, share_tolerance=tol)
+        assert len(shared) <= len(own)
+        by_id = {c.id: c for c in shared}
+        for dc in classes:
+            for row in report[dc.id]:
+                spec = by_id[row["entry"]].spec
+                assert float(dc.predictor.predict([spec])[0]) <= row["budget_ms"]
+                best = row.get("searched", {}).get("predicted_accuracy",
+                                                   row["predicted_accuracy"])
+                assert row["predicted_accuracy"] >= best - tol - 1e-9
+    assert len(shared) == 1  # 100 pp: the subnet that fits every rung serves them all
+    with pytest.raises(InputError, match="share tolerance"):
+        specialize(acc, classes, budgets=2, config=cfg, share_tolerance=-0.1)
+
+
+def test_entry_formats_classes_ships_only_what_its_classes_run(zoo_dir, inputs):
+    from ofa_sdk.zoo import open_zoo
+
+    res = _publish(inputs, zoo_dir[0].parent / "slim", entry_formats="classes",
+                   share_tolerance_pp=0.5)
+    zoo = open_zoo(res.folder)
+    spec = json.loads((res.folder / "specialization.json").read_text())
+    for e in zoo.entries:
+        served = {d["device_class"] for d in spec["entries"][e.id]["chosen_for"]}
+        want = ({("onnx", "fp32"), ("onnx", "int8")} if HERE in served else set()) | (
+            {("tflite", "fp32")} if OTHER in served else set())
+        assert {(f.format, f.precision) for f in e.files} == want
+        assert set(e.latency_ms) == served  # no latency for a class without its file
+        for f in e.files:
+            assert zoo.file_path(f).is_file()
+    with pytest.raises(InputError, match="entry formats"):
+        _publish(inputs, zoo_dir[0].parent / "bad", entry_formats="some")
