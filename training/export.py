@@ -370,7 +370,8 @@ def export_onnx_int8(fp32_path: str | os.PathLike, path: str | os.PathLike, *,
     if activations not in act_types:
         raise InputError(f"activations must be one of {sorted(act_types)}, got {activations!r}")
     data = _check_representative(representative, spec)
-    path = Path(path)
+    # absolute: quantize_static runs in a temporary cwd (below), where relative paths break
+    path, fp32_path = Path(path).absolute(), Path(fp32_path).absolute()
     tmp = _tmp_for(path)
     reader = _calibration_reader("input", data)
     with tempfile.TemporaryDirectory(prefix="ofa-export-") as work:

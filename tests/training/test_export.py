@@ -321,3 +321,16 @@ def test_split_depthwise_is_exact_and_xnnpack_sized(supernet, tmp_path):
         y = torch.randn(1, 4, hw, hw)
         with torch.no_grad():
             assert (export._SplitDepthwise(conv)(y) - conv(y)).abs().max() < 1e-5
+
+
+def test_onnx_int8_takes_relative_paths(supernet, tmp_path, monkeypatch):
+    """quantize_static runs in a temporary cwd; relative paths must still name the caller's files
+    (a zoo publish with a relative --cache-dir failed this way)."""
+    spec = SPECS["smallest"]
+    sub = _subnet(supernet, spec)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel").mkdir()
+    export.export_onnx(sub, spec, "rel/m.onnx")
+    out = export.export_onnx_int8("rel/m.onnx", "rel/q.onnx",
+                                  representative=_inputs(spec, 8, seed=3).numpy(), spec=spec)
+    assert (tmp_path / "rel" / "q.onnx").is_file() and out.is_absolute()
