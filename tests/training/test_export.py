@@ -334,3 +334,34 @@ def test_onnx_int8_takes_relative_paths(supernet, tmp_path, monkeypatch):
     out = export.export_onnx_int8("rel/m.onnx", "rel/q.onnx",
                                   representative=_inputs(spec, 8, seed=3).numpy(), spec=spec)
     assert (tmp_path / "rel" / "q.onnx").is_file() and out.is_absolute()
+
+
+BUNDLED = Path(__file__).resolve().parents[2] / "runs" / "fmnist" / "model.safetensors"
+
+
+@pytest.mark.skipif(not BUNDLED.is_file(), reason="the trained supernet is not in this checkout")
+def test_bundled_supernet_subnets_export_within_1e4_of_torch(tmp_path):
+    """The committed, trained supernet (not random weights): fp32 ONNX and TFLite logits of
+    extracted subnets within 1e-4 of torch eager, on Fashion-MNIST test images."""
+    from training.collect_accuracy import load_supernet
+    from training.data import DatasetError, load_fashion_mnist, to_input
+
+    net = load_supernet(BUNDLED, FMNIST)
+    try:
+        test = load_fashion_mnist("test")
+        images = torch.from_numpy(test.images[:4])
+    except DatasetError:  # no Debian package: normalised noise exercises the same graph
+        images = None
+    for name, spec in (("smallest", FMNIST.smallest()),
+                       ("middle", FMNIST.spec(5, 4, 3, 28))):
+        sub = net.extract(spec).eval()
+        x = (_inputs(spec, 4, seed=20) if images is None
+             else to_input(images, spec.resolution, test.mean, test.std))
+        with torch.no_grad():
+            ref = sub(x).numpy()
+        onnx_path = export.export_onnx(sub, spec, tmp_path / f"{name}.onnx")
+        assert np.abs(_ort(onnx_path, x.numpy()) - ref).max() < 1e-4, name
+        tfl_path = export.export_tflite(sub, spec, tmp_path / f"{name}.tflite")
+        out, _ = _litert(tfl_path, x.permute(0, 2, 3, 1).numpy())
+        assert np.abs(out - ref).max() < 1e-4, name
+        assert op_counts(tfl_path).get("TRANSPOSE", 0) == 0
