@@ -308,7 +308,7 @@ def pick_command(budget: float, device: str, runtime: str, precision: str, threa
            if p.measured_ms is not None else f"{p.predicted_ms:.3f} ms (zoo, not measured here)")
     rows = [
         ("entry", p.entry_id), ("arch", p.arch), ("file", p.path or p.file),
-        ("runtime", f"{p.runtime} {p.precision}, {p.threads} threads"),
+        ("runtime", f"{p.runtime} {p.precision}, {p.threads} thread{'s' if p.threads != 1 else ''}"),
         ("accuracy", f"{p.accuracy * 100:.2f}% {p.metric}"),
         ("latency", lat), ("predicted", f"{p.predicted_ms:.3f} ms"),
         ("budget", f"{p.budget_ms:g} ms"),

@@ -166,7 +166,7 @@ def test_equally_accurate_candidates_the_measured_fastest_wins(tflite_zoo):
     assert p.new_measurements == 0 and p.latency_source == "cache"
     p = pick(2.5, zoo=z, precision="fp32", threads=1, runtime="onnx")
     assert (p.entry_id, p.runtime, p.measured_ms) == ("e00", "onnx", 1.5)
-    with pytest.raises(NoModelFitsBudget, match=r"fastest is e00 \(tflite fp32, 1 threads\) at "
+    with pytest.raises(NoModelFitsBudget, match=r"fastest is e00 \(tflite fp32, 1 thread\) at "
                                                 r"1\.000 ms"):
         pick(0.5, zoo=z, precision="fp32", threads=1)
 
