@@ -53,6 +53,8 @@ def plot_pareto(index: ZooIndex, device_class: str, out_png: str | os.PathLike, 
     if unknown:
         raise ZooError(f"highlight names unknown entries {sorted(unknown)}")
     pts: dict[str, list[tuple[float, float, str]]] = {"measured": [], "predicted": []}
+    # short point labels (ids are ~45 characters): MMACs, which the model card's table lists too
+    short = {e.id: f"{e.macs / 1e6:.1f}M" for e in index.entries}
     for e in index.entries:
         lat, f = e.latency_ms.get(dc.id), e.file_for(dc)
         if lat is not None and f is not None:
@@ -82,13 +84,16 @@ def plot_pareto(index: ZooIndex, device_class: str, out_png: str | os.PathLike, 
             ax.annotate(name, (lat, acc), xytext=(6, 6), textcoords="offset points",
                         fontsize=9, color="tab:red", weight="bold")
         elif len(everything) <= 25:
-            ax.annotate(name, (lat, acc), xytext=(4, -10), textcoords="offset points",
+            ax.annotate(short[name], (lat, acc), xytext=(4, -10), textcoords="offset points",
                         fontsize=7, color="0.35")
     lats = [p[0] for p in everything]
     if max(lats) / min(lats) > 20:
         ax.set_xscale("log")
     ax.set_xlabel(f"Latency (ms, median, {dc.threads} thread{'s' if dc.threads > 1 else ''})")
     ax.set_ylabel(f"Top-1 accuracy (%) on {index.dataset.name}")
+    if len(everything) <= 25 and len(everything) > len(marked):
+        ax.text(0.01, 0.99, "point labels: MMACs", transform=ax.transAxes, fontsize=7,
+                color="0.35", va="top")
     ax.set_title(f"{index.name} on {dc.id}\n{dc.cpu} · {dc.runtime} {dc.precision}",
                  fontsize=10)
     ax.grid(True, alpha=0.3)
