@@ -1,0 +1,102 @@
+"""How noisy is one [subnet, validation accuracy] pair, as a measure of the subnet's accuracy?
+
+Each subnet (taken from a pairs file of ``training.collect_accuracy``, so the same subnets the
+predictor saw) is evaluated exactly as there (extracted, BN recalibrated on the same 10 training
+batches) but on the two disjoint halves of the 5,000-image validation split. From the two scores:
+
+- the noise of one 5,000-image score, sigma = sd(A - B) / 2 (A and B are independent samples of
+  2,500 images, so var(A - B) = 2 sigma_2500^2 = 4 sigma_5000^2);
+- the spread of the true accuracies, var(true) = var(full score) - sigma^2;
+- the reliability rho = var(true) / var(full score): the share of the scores' spread that is the
+  subnets' and not the sample of images;
+- the measured Kendall tau between the two halves (each 2,500 images).
+
+The image-sampling part is fixed once the split is fixed (the predictor is trained on and scored
+against the same 5,000 images), so this is not a hard ceiling on the predictor's tau against that
+split; it says how much of that tau is about the subnets rather than about the split.
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_pair_noise.py --checkpoint runs/fmnist \\
+        --pairs runs/fmnist/pairs.jsonl -n 120 --workers 2 --json benchmarks/results/pair_noise.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+_W: dict = {}
+
+
+def _init(checkpoint: str) -> None:
+    import torch
+
+    from ofa_sdk.arch import FMNIST
+    from training.collect_accuracy import EvalData, load_supernet
+    from training.data import BatchLoader, load_fashion_mnist, train_val_split
+
+    torch.set_num_threads(1)
+    train, val = train_val_split(load_fashion_mnist("train"), val_size=5000, seed=0)
+    calib = BatchLoader(train, batch_size=128, seed=0).fixed_batches(10, seed=1)
+    halves = []
+    for idx in (np.arange(0, 2500), np.arange(2500, 5000)):
+        part = val.subset(idx)
+        batches = BatchLoader(part, batch_size=500, seed=0, shuffle=False).fixed_batches()
+        halves.append(EvalData(calib, batches, tuple(train.mean), tuple(train.std)))
+    _W.update(net=load_supernet(checkpoint, FMNIST), halves=halves)
+
+
+def _eval(spec_json: dict) -> tuple[float, float]:
+    from ofa_sdk.arch import FMNIST, ArchSpec
+    from training.collect_accuracy import evaluate_spec
+
+    spec = ArchSpec.from_json(spec_json, space=FMNIST)
+    return tuple(evaluate_spec(_W["net"], spec, h) for h in _W["halves"])  # type: ignore
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--pairs", required=True)
+    p.add_argument("-n", type=int, default=120)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json")
+    args = p.parse_args(argv)
+    from training.predictors import kendall_tau
+
+    rows = [json.loads(line) for line in Path(args.pairs).read_text().splitlines() if line][:args.n]
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init, initargs=(args.checkpoint,)) as pool:
+        ab = np.array(list(pool.map(_eval, [r["arch"] for r in rows])))
+    full = np.array([r["val_acc"] for r in rows])
+    a, b = ab[:, 0], ab[:, 1]
+    sigma = float(np.std(a - b, ddof=1) / 2)
+    var_full = float(np.var(full, ddof=1))
+    rho = max(0.0, (var_full - sigma ** 2) / var_full)
+    out = {
+        "n": len(rows),
+        "full_score_sd_pp": 100 * math.sqrt(var_full),
+        "noise_sd_pp_5000": 100 * sigma,
+        "reliability": rho,
+        "tau_between_halves": kendall_tau(a, b),
+        "half_means_pp": [100 * float(a.mean()), 100 * float(b.mean())],
+        "max_abs_half_avg_vs_full_pp": float(np.abs((a + b) / 2 - full).max() * 100),
+    }
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
