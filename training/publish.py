@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
-from ofa_sdk.cache import atomic_write_json, sha256_file
+from ofa_sdk.cache import atomic_path, atomic_write_json, sha256_file
 from ofa_sdk.errors import InputError, ModelLoadError, OfaError
 from ofa_sdk.latency import LatencyLUT, LatencyPredictor
 
@@ -376,26 +376,23 @@ def _measure_key(dc: DeviceClassLUT) -> str:
     return f"{detect_device().fingerprint}:{dc.format}:t{dc.lut.threads}"
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
+def _save_top1(folder: Path, fmt: str, top1: np.ndarray) -> None:
+    with atomic_path(folder / f"{fmt}.top1.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, top1, allow_pickle=False)
 
 
 def _top1(folder: Path, fmt: str, data: PublishData) -> np.ndarray:
     """The test-set top-1 of an exported file: cached next to it, or computed again."""
     from training.export import FILENAMES
 
-    path = folder / f"{fmt}.top1.npy"
     try:
-        top1 = np.load(path, allow_pickle=False)
+        top1 = np.load(folder / f"{fmt}.top1.npy", allow_pickle=False)
         if top1.shape == (len(data.test),):
             return top1
     except (OSError, ValueError):
         pass
     top1 = file_predictions(folder / FILENAMES[fmt], data.test.images)
-    _atomic_save_npy(path, top1)
+    _save_top1(folder, fmt, top1)
     return top1
 
 
@@ -450,7 +447,7 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
         for fmt in todo:
             path = folder / FILENAMES[fmt]
             top1 = file_predictions(path, data.test.images)
-            _atomic_save_npy(folder / f"{fmt}.top1.npy", top1)
+            _save_top1(folder, fmt, top1)
             acc = float((top1 == data.test.labels).mean())
             files[fmt] = {"sha256": sha256_file(path), "accuracy": acc}
             logger.info("%s %s: test accuracy %.4f", spec, fmt, acc)
