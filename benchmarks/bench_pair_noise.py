@@ -9,7 +9,10 @@ batches) but on the two disjoint halves of the 5,000-image validation split. Fro
 - the spread of the true accuracies, var(true) = var(full score) - sigma^2;
 - the reliability rho = var(true) / var(full score): the share of the scores' spread that is the
   subnets' and not the sample of images;
-- the measured Kendall tau between the two halves (each 2,500 images).
+- the measured Kendall tau between the two halves (each 2,500 images);
+- what an oracle that knew every subnet's true accuracy would score against the 5,000-image
+  scores if the sampling noise were independent between subnets: RMSE sigma and Kendall
+  tau = (2 / pi) arcsin(sqrt(rho)) (Greiner's relation for a bivariate normal).
 
 The image-sampling part is fixed once the split is fixed (the predictor is trained on and scored
 against the same 5,000 images), so this is not a hard ceiling on the predictor's tau against that
@@ -61,14 +64,32 @@ def _eval(spec_json: dict) -> tuple[float, float]:
     return tuple(evaluate_spec(_W["net"], spec, h) for h in _W["halves"])  # type: ignore
 
 
+def oracle_ceilings(reliability: float, noise_pp: float) -> dict[str, float]:
+    """RMSE (pp) and Kendall tau of the true accuracies against the noisy scores (see above)."""
+    return {"oracle_rmse_pp": noise_pp,
+            "oracle_kendall_tau": 2 / math.pi * math.asin(math.sqrt(reliability))}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--pairs", required=True)
+    p.add_argument("--checkpoint")
+    p.add_argument("--pairs")
+    p.add_argument("--rederive", metavar="JSON",
+                   help="recompute the derived fields (oracle ceilings) of a saved result in "
+                        "place, without evaluating anything")
     p.add_argument("-n", type=int, default=120)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args(argv)
+    if args.rederive:
+        out = json.loads(Path(args.rederive).read_text())
+        out.update(oracle_ceilings(out["reliability"], out["noise_sd_pp_5000"]))
+        text = json.dumps(out, indent=1)
+        print(text)
+        Path(args.rederive).write_text(text + "\n")
+        return 0
+    if not (args.checkpoint and args.pairs):
+        p.error("--checkpoint and --pairs are required (or --rederive JSON)")
     from training.predictors import kendall_tau
 
     rows = [json.loads(line) for line in Path(args.pairs).read_text().splitlines() if line][:args.n]
@@ -90,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "tau_between_halves": kendall_tau(a, b),
         "half_means_pp": [100 * float(a.mean()), 100 * float(b.mean())],
         "max_abs_half_avg_vs_full_pp": float(np.abs((a + b) / 2 - full).max() * 100),
+        **oracle_ceilings(rho, 100 * sigma),
     }
     text = json.dumps(out, indent=1)
     print(text)

@@ -184,6 +184,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--generations", type=int, default=500)
     ap.add_argument("--population", type=int, default=100)
+    ap.add_argument("--restarts", type=int, default=EvolutionConfig().restarts,
+                    help="our search's restarts (EvolutionConfig.restarts)")
     ap.add_argument("--pairs", type=int, default=2000)
     ap.add_argument("--predictor", help="a trained accuracy predictor folder (default: one "
                     "trained here on synthetic pairs)")
@@ -241,14 +243,15 @@ def main(argv=None) -> int:
 
     lo, hi = lat.min_latency(), float(lat.predict([space.largest()])[0])
     budgets = [round(lo + f * (hi - lo), 2) for f in (0.15, 0.35, 0.6)]
-    cfg = EvolutionConfig(population_size=args.population, generations=args.generations)
+    cfg = EvolutionConfig(population_size=args.population, generations=args.generations,
+                          restarts=args.restarts)
     # the official algorithm, vectorised: no parent dedupe, niches, early stop or refinement
     plain = EvolutionConfig(population_size=args.population, generations=args.generations,
                             dedupe_parents=False, niche=0, patience=None, refine_steps=0)
     print(f"latency range of the space: {lo:.2f} .. {hi:.2f} ms "
           f"({'LUT ' + args.lut if args.lut else 'synthetic LUT'}); "
           f"population {cfg.population_size}, generations {cfg.generations}, "
-          f"repeats {args.repeats}")
+          f"our restarts {cfg.restarts}, repeats {args.repeats}")
     rows = []
     for budget in budgets:
         t_off, t_ours, t_plain, a_off, a_ours, a_plain = [], [], [], [], [], []

@@ -32,6 +32,8 @@ __all__ = [
     "AccuracyPredictor",
     "TrainConfig",
     "train_predictor",
+    "train_ensemble",
+    "fold_ensemble",
     "kendall_tau",
     "load_pairs",
     "PREDICTOR_WEIGHTS",
@@ -349,6 +351,67 @@ def train_predictor(specs: Sequence[ArchSpec] | ArchArrays, accuracies: Sequence
     return AccuracyPredictor(space, pred.hidden, pred.out_weight, base_acc, metrics)
 
 
+def fold_ensemble(members: Sequence[AccuracyPredictor]) -> AccuracyPredictor:
+    """One MLP that predicts exactly the mean of one-hidden-layer ``members``.
+
+    The members' hidden units are stacked into one wider layer and their output weights scaled by
+    ``1 / K``, so the ensemble is saved, loaded and evaluated as a plain `AccuracyPredictor`
+    (one ``(K * H) x F`` matrix product instead of K small ones).
+    """
+    if not members:
+        raise PredictorError("an ensemble needs at least one member")
+    space = members[0].space
+    if any(m.space != space for m in members):
+        raise PredictorError("ensemble members were trained on different search spaces")
+    if any(len(m.hidden) != 1 for m in members):
+        raise PredictorError("only one-hidden-layer MLPs fold into one ensemble MLP")
+    k = len(members)
+    w = np.concatenate([m.hidden[0][0] for m in members])
+    b = np.concatenate([m.hidden[0][1] for m in members])
+    out = np.concatenate([m.out_weight for m in members]) / np.float32(k)
+    return AccuracyPredictor(space, ((w, b),), out, float(np.mean([m.base_acc for m in members])))
+
+
+def train_ensemble(specs: Sequence[ArchSpec] | ArchArrays, accuracies: Sequence[float], *,
+                   members: int, space: SearchSpace | None = None,
+                   config: TrainConfig = TrainConfig(n_layers=1)) -> AccuracyPredictor:
+    """Train ``members`` one-hidden-layer MLPs (seeds ``config.seed + i``: each its own weights
+    and early-stopping split) and fold them into one (`fold_ensemble`).
+
+    Averaging independently trained members lowers the variance part of the error, which is
+    most of it with a few hundred noisy pairs (see benchmarks/results/search.md).
+    """
+    if members < 1:
+        raise PredictorError(f"members must be >= 1, got {members}")
+    if config.n_layers != 1:
+        raise PredictorError("an ensemble folds into one MLP only with n_layers = 1")
+    from dataclasses import replace
+
+    trained = [train_predictor(specs, accuracies, space=space,
+                               config=replace(config, seed=config.seed + i))
+               for i in range(members)]
+    folded = fold_ensemble(trained)
+    pop = specs if isinstance(specs, ArchArrays) else ArchArrays.from_specs(specs, space=space)
+    y = np.asarray(accuracies, dtype=np.float64)
+    p = folded.predict_arrays(pop).astype(np.float64)
+    metrics = {
+        "members": members,
+        "n_pairs": int(len(y)),
+        "member_val_rmse_pp": [m.metrics["val_rmse_pp"] for m in trained],
+        "member_val_kendall_tau": [m.metrics["val_kendall_tau"] for m in trained],
+        "member_best_epoch": [m.metrics["best_epoch"] for m in trained],
+        "train_rmse_pp": float(np.sqrt(np.mean((p - y) ** 2)) * 100),
+        "train_kendall_tau": kendall_tau(p, y),
+        "train_seconds": round(sum(m.metrics["train_seconds"] for m in trained), 2),
+        "config": {**trained[0].metrics["config"], "seed": config.seed},
+    }
+    log.info("ensemble of %d: member val RMSE %.3f pp (mean), Kendall tau %.3f (mean)", members,
+             float(np.mean(metrics["member_val_rmse_pp"])),
+             float(np.mean(metrics["member_val_kendall_tau"])))
+    return AccuracyPredictor(folded.space, folded.hidden, folded.out_weight, folded.base_acc,
+                             metrics)
+
+
 def holdout_split(n: int, n_holdout: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded ``(train, holdout)`` index arrays over ``n`` pairs; the holdout is never trained on
     nor used for early stopping, so its RMSE and Kendall tau are honest test figures."""
@@ -378,6 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, default=400)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--patience", type=int, default=30,
+                        help="stop a member after this many epochs without a better val RMSE")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--ensemble", type=int, default=1, metavar="K",
+                        help="train K one-hidden-layer MLPs (needs --layers 1) and fold them into "
+                             "one that predicts their mean")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--holdout", type=int, default=0,
                         help="pairs held out of training and early stopping, for the reported "
@@ -391,9 +460,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         specs, accs = load_pairs(args.pairs, space=space)
         train_idx, hold_idx = holdout_split(len(specs), args.holdout, seed=args.seed)
-        pred = train_predictor([specs[i] for i in train_idx], accs[train_idx], space=space,
-                               config=TrainConfig(hidden_size=args.hidden, n_layers=args.layers,
-                                                  max_epochs=args.epochs, seed=args.seed))
+        config = TrainConfig(hidden_size=args.hidden, n_layers=args.layers, lr=args.lr,
+                             max_epochs=args.epochs, patience=args.patience, seed=args.seed)
+        train_specs = [specs[i] for i in train_idx]
+        if args.ensemble > 1:
+            pred = train_ensemble(train_specs, accs[train_idx], members=args.ensemble,
+                                  space=space, config=config)
+        else:
+            pred = train_predictor(train_specs, accs[train_idx], space=space, config=config)
     except (PredictorError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

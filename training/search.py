@@ -64,8 +64,9 @@ class EvolutionConfig:
 
     Population, generations (an upper bound here), ratios and mutation probabilities default to
     the official ``EvolutionFinder``'s. ``dedupe_parents``, ``niche``, ``patience`` and the
-    refinement are ours; ``dedupe_parents=False, niche=0, patience=None, refine_steps=0`` is the
-    official algorithm.
+    refinement and restarts are ours; ``dedupe_parents=False, niche=0, patience=None,
+    refine_steps=0`` is the official algorithm. Restarts share the prediction cache, and the
+    first one draws exactly the random numbers a single run draws.
     """
 
     population_size: int = 100
@@ -81,6 +82,7 @@ class EvolutionConfig:
     refine_steps: int = 50       # greedy local-refinement steps after evolution (0: off)
     refine_starts: int = 1       # refine the best subnet of this many resolutions
     pair_moves: int = 32         # two-change trades predicted per refinement step (0: off)
+    restarts: int = 1            # independent evolutions + refinements; the best over all wins
 
     def __post_init__(self) -> None:
         if self.population_size < 2 or self.generations < 0:
@@ -89,6 +91,8 @@ class EvolutionConfig:
                      "resolution_mutate_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise SearchError(f"{name} must lie in [0, 1]")
+        if self.restarts < 1:
+            raise SearchError("restarts must be >= 1")
         for name in ("max_redraws", "niche", "refine_steps", "refine_starts", "pair_moves"):
             if getattr(self, name) < 0:
                 raise SearchError(f"{name} must be >= 0")
@@ -111,8 +115,9 @@ class SearchResult:
 
     ``pareto`` is sorted by cost (ascending) and holds every evaluated subnet that no other
     evaluated subnet beats on both accuracy and cost. ``history[g]`` is the best predicted
-    accuracy after generation ``g`` (one entry per generation run: fewer than
-    ``config.generations`` when ``patience`` stopped it early).
+    accuracy of the parents in generation ``g`` (one entry per generation run: fewer than
+    ``config.generations`` when ``patience`` stopped it early; with ``restarts`` > 1 the
+    restarts' histories follow one another).
     """
 
     best: ArchSpec
@@ -283,64 +288,6 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
             acc[new] = [cache[keys[i]] for i in new.tolist()]
         return acc, h
 
-    pop, pop_cost = draw_valid(pop_size, lambda rows: gen.random(len(rows), rng),
-                               np.broadcast_to(fallback, (pop_size, gen.width)))
-    pop_acc, pop_hash = evaluate(pop, pop_cost)
-
-    # One draw makes the whole next generation: rows [0, n_mut) are mutants of one parent (each
-    # gene replaced by a fresh uniform choice with the mutation probability), the rest crossovers
-    # (each gene from the second parent with probability 1/2). A single uniform u per gene decides
-    # both: the gene changes if u < p, and then u / p is a fresh uniform that picks the new value.
-    thresh = np.repeat(gen.gene_prob(cfg.arch_mutate_prob, cfg.resolution_mutate_prob)[None],
-                       pop_size, axis=0)
-    thresh[n_mut:] = 0.5
-    # u * scale = floor-able fresh choice where u < p; junk (but finite) where p = 0: never taken
-    scale = gen.n_choices / np.maximum(thresh, 1e-9)
-    is_cross = (np.arange(pop_size) >= n_mut)[:, None]
-    history = np.empty(cfg.generations)
-    best_seen, last_better = -np.inf, 0
-    for g_i in range(cfg.generations):
-        order = np.argsort(-pop_acc, kind="stable")
-        if cfg.dedupe_parents:
-            _, first = np.unique(pop_hash[order], return_index=True)
-            order = order[np.sort(first)]
-        parents = order[:n_parents]
-        if cfg.niche:
-            # the best few of every resolution survive too: a resolution change moves the cost so
-            # far that the rest of the genome must be re-fitted, which one generation cannot do
-            keep = np.zeros(len(order), dtype=bool)
-            keep[:n_parents] = True
-            r_order = pop[order, -1]
-            for v in range(gen.n_res):
-                keep[np.flatnonzero(r_order == v)[:cfg.niche]] = True
-            parents = order[keep]
-        par, par_acc = pop[parents], pop_acc[parents]
-        par_cost, par_hash = pop_cost[parents], pop_hash[parents]
-        history[g_i] = par_acc[0]
-        if progress is not None:
-            progress(g_i, float(par_acc[0]))
-        if par_acc[0] > best_seen:
-            best_seen, last_better = par_acc[0], g_i
-        elif cfg.patience is not None and g_i - last_better >= cfg.patience:
-            history = history[:g_i + 1]
-            break
-        n_p = len(parents)
-        first_parent = par[rng.integers(n_p, size=pop_size)]
-        second_parent = par[rng.integers(n_p, size=pop_size)]
-
-        def make(rows: np.ndarray) -> np.ndarray:
-            u = rng.random((len(rows), gen.width))
-            fresh = (u * scale[rows]).astype(np.int64)
-            other = np.where(is_cross[rows], second_parent[rows], fresh)
-            return np.where(u < thresh[rows], other, first_parent[rows])
-
-        children, child_cost = draw_valid(pop_size, make, first_parent)
-        child_acc, child_hash = evaluate(children, child_cost)
-        pop = np.concatenate([par, children])
-        pop_acc = np.concatenate([par_acc, child_acc])
-        pop_cost = np.concatenate([par_cost, child_cost])
-        pop_hash = np.concatenate([par_hash, child_hash])
-
     # Greedy refinement: every single-gene change, predicted in one call. When none helps, trades
     # of two changes: all pairs are ranked by the sum of their two single-change gains (over-budget
     # singles included) among those whose summed cost change fits, and the `pair_moves` best
@@ -383,12 +330,75 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
                 return
             best, best_acc, best_cost = pairs[k], float(pa[k]), float(pc[k])
 
-    # the best subnet of each of the `refine_starts` best resolutions in the final population
-    order = np.argsort(-pop_acc, kind="stable")
-    _, first = np.unique(pop[order, -1], return_index=True)
-    for i in order[np.sort(first)][:cfg.refine_starts]:
-        refine(pop[i], float(pop_acc[i]), float(pop_cost[i]))
+    # One draw makes the whole next generation: rows [0, n_mut) are mutants of one parent (each
+    # gene replaced by a fresh uniform choice with the mutation probability), the rest crossovers
+    # (each gene from the second parent with probability 1/2). A single uniform u per gene decides
+    # both: the gene changes if u < p, and then u / p is a fresh uniform that picks the new value.
+    thresh = np.repeat(gen.gene_prob(cfg.arch_mutate_prob, cfg.resolution_mutate_prob)[None],
+                       pop_size, axis=0)
+    thresh[n_mut:] = 0.5
+    # u * scale = floor-able fresh choice where u < p; junk (but finite) where p = 0: never taken
+    scale = gen.n_choices / np.maximum(thresh, 1e-9)
+    is_cross = (np.arange(pop_size) >= n_mut)[:, None]
+    histories = []
+    for _ in range(cfg.restarts):
+        pop, pop_cost = draw_valid(pop_size, lambda rows: gen.random(len(rows), rng),
+                                   np.broadcast_to(fallback, (pop_size, gen.width)))
+        pop_acc, pop_hash = evaluate(pop, pop_cost)
 
+        history = np.empty(cfg.generations)
+        best_seen, last_better = -np.inf, 0
+        for g_i in range(cfg.generations):
+            order = np.argsort(-pop_acc, kind="stable")
+            if cfg.dedupe_parents:
+                _, first = np.unique(pop_hash[order], return_index=True)
+                order = order[np.sort(first)]
+            parents = order[:n_parents]
+            if cfg.niche:
+                # the best few of every resolution survive too: a resolution change moves the
+                # cost so far that the rest of the genome must be re-fitted, which one generation
+                # cannot do
+                keep = np.zeros(len(order), dtype=bool)
+                keep[:n_parents] = True
+                r_order = pop[order, -1]
+                for v in range(gen.n_res):
+                    keep[np.flatnonzero(r_order == v)[:cfg.niche]] = True
+                parents = order[keep]
+            par, par_acc = pop[parents], pop_acc[parents]
+            par_cost, par_hash = pop_cost[parents], pop_hash[parents]
+            history[g_i] = par_acc[0]
+            if progress is not None:
+                progress(g_i, float(par_acc[0]))
+            if par_acc[0] > best_seen:
+                best_seen, last_better = par_acc[0], g_i
+            elif cfg.patience is not None and g_i - last_better >= cfg.patience:
+                history = history[:g_i + 1]
+                break
+            n_p = len(parents)
+            first_parent = par[rng.integers(n_p, size=pop_size)]
+            second_parent = par[rng.integers(n_p, size=pop_size)]
+
+            def make(rows: np.ndarray) -> np.ndarray:
+                u = rng.random((len(rows), gen.width))
+                fresh = (u * scale[rows]).astype(np.int64)
+                other = np.where(is_cross[rows], second_parent[rows], fresh)
+                return np.where(u < thresh[rows], other, first_parent[rows])
+
+            children, child_cost = draw_valid(pop_size, make, first_parent)
+            child_acc, child_hash = evaluate(children, child_cost)
+            pop = np.concatenate([par, children])
+            pop_acc = np.concatenate([par_acc, child_acc])
+            pop_cost = np.concatenate([par_cost, child_cost])
+            pop_hash = np.concatenate([par_hash, child_hash])
+
+        histories.append(history)
+        # the best subnet of each of the `refine_starts` best resolutions in the final population
+        order = np.argsort(-pop_acc, kind="stable")
+        _, first = np.unique(pop[order, -1], return_index=True)
+        for i in order[np.sort(first)][:cfg.refine_starts]:
+            refine(pop[i], float(pop_acc[i]), float(pop_cost[i]))
+
+    history = np.concatenate(histories)
     all_g = np.concatenate(log_g)
     all_a = np.concatenate(log_a).astype(np.float64)
     all_c = np.concatenate(log_c)
@@ -455,10 +465,14 @@ def main(argv: Any = None) -> int:
     group.add_argument("--macs", action="store_true", help="--budget is in MACs")
     p.add_argument("--budget", type=float, required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--population", type=int, default=100)
-    p.add_argument("--generations", type=int, default=500, help="upper bound (see --patience)")
-    p.add_argument("--patience", type=int, default=5,
+    d = EvolutionConfig()
+    p.add_argument("--population", type=int, default=d.population_size)
+    p.add_argument("--generations", type=int, default=d.generations,
+                   help="upper bound (see --patience)")
+    p.add_argument("--patience", type=int, default=d.patience or 0,
                    help="stop after this many generations without improvement (0: never)")
+    p.add_argument("--restarts", type=int, default=d.restarts,
+                   help="independent evolutions (each refined); the best over all wins")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -469,7 +483,8 @@ def main(argv: Any = None) -> int:
         res = evolution_search(acc, cost, args.budget, rng=np.random.default_rng(args.seed),
                                config=EvolutionConfig(population_size=args.population,
                                                       generations=args.generations,
-                                                      patience=args.patience or None))
+                                                      patience=args.patience or None,
+                                                      restarts=args.restarts))
     except OfaError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -36,6 +36,13 @@ def synthetic_pairs(n: int, seed: int = 0):
     return pop, acc
 
 
+def write_pairs(path, pop, acc):
+    """A pairs file as `training.collect_accuracy` writes it."""
+    path.write_text("".join(json.dumps({"arch": s.to_json(), "val_acc": float(a)}) + "\n"
+                            for s, a in zip(pop.to_specs(), acc)))
+    return path
+
+
 @pytest.fixture(scope="module")
 def trained():
     pop, acc = synthetic_pairs(400)
@@ -148,9 +155,7 @@ def test_cli_holds_out_pairs_and_reports_their_test_metrics(tmp_path):
     from training.predictors import holdout_split, main
 
     pop, acc = synthetic_pairs(150, seed=3)
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"arch": s.to_json(), "val_acc": float(a)}) + "\n"
-                             for s, a in zip(pop.to_specs(), acc)))
+    pairs = write_pairs(tmp_path / "pairs.jsonl", pop, acc)
     assert main(["--pairs", str(pairs), "--out", str(tmp_path / "p"), "--holdout", "50",
                  "--hidden", "32", "--epochs", "40", "--seed", "1"]) == 0
     pred = AccuracyPredictor.load(tmp_path / "p")
@@ -164,3 +169,64 @@ def test_cli_holds_out_pairs_and_reports_their_test_metrics(tmp_path):
                                          rel=1e-4)
     assert h["kendall_tau"] == pytest.approx(kendall_tau(p, acc[hold_idx]))
     assert main(["--pairs", str(pairs), "--out", str(tmp_path / "q"), "--holdout", "145"]) == 2
+
+
+def test_folded_ensemble_predicts_the_members_mean_and_round_trips(tmp_path):
+    from dataclasses import replace
+
+    from training.predictors import fold_ensemble, train_ensemble
+
+    pop, acc = synthetic_pairs(200, seed=5)
+    cfg = replace(SMALL, n_layers=1, max_epochs=30)
+    members = [train_predictor(pop, acc, config=replace(cfg, seed=i)) for i in range(3)]
+    assert len({float(m.predict_arrays(pop)[0]) for m in members}) == 3   # really different
+    folded = fold_ensemble(members)
+    mean = np.mean([m.predict_arrays(pop) for m in members], axis=0)
+    np.testing.assert_allclose(folded.predict_arrays(pop), mean, atol=2e-6)
+    assert folded.hidden[0][0].shape == (3 * cfg.hidden_size, folded.num_features)
+
+    ens = train_ensemble(pop, acc, members=3, config=cfg)
+    np.testing.assert_allclose(ens.predict_arrays(pop), folded.predict_arrays(pop), atol=2e-6)
+    assert ens.metrics["members"] == 3 and len(ens.metrics["member_val_rmse_pp"]) == 3
+    ens.save(tmp_path / "e")
+    back = AccuracyPredictor.load(tmp_path / "e")
+    np.testing.assert_array_equal(back.predict_arrays(pop), ens.predict_arrays(pop))
+
+    with pytest.raises(OfaError, match="one-hidden-layer"):
+        fold_ensemble([train_predictor(pop, acc, config=replace(SMALL, max_epochs=2))])
+    with pytest.raises(OfaError, match="n_layers = 1"):
+        train_ensemble(pop, acc, members=2, config=SMALL)
+
+
+def test_cli_ensemble(tmp_path):
+    from training.predictors import main
+
+    pop, acc = synthetic_pairs(120, seed=6)
+    pairs = write_pairs(tmp_path / "pairs.jsonl", pop, acc)
+    assert main(["--pairs", str(pairs), "--out", str(tmp_path / "p"), "--holdout", "20",
+                 "--hidden", "16", "--layers", "1", "--ensemble", "4", "--epochs", "20"]) == 0
+    pred = AccuracyPredictor.load(tmp_path / "p")
+    assert pred.hidden[0][0].shape[0] == 64 and pred.metrics["members"] == 4
+    assert pred.metrics["holdout"]["n"] == 20
+    assert main(["--pairs", str(pairs), "--out", str(tmp_path / "q"), "--layers", "2",
+                 "--ensemble", "3", "--epochs", "5"]) == 2
+
+
+def test_pair_noise_oracle_ceilings_match_a_simulation():
+    """benchmarks/bench_pair_noise.py: what a predictor that knew the true accuracies would
+    score against noisy measurements (the figure BENCHMARKS.md compares the predictor with)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pair_noise.py"
+    spec = importlib.util.spec_from_file_location("bench_pair_noise", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    true_sd, noise = 0.3, 0.25
+    true = rng.normal(0, true_sd, 3000)
+    measured = true + rng.normal(0, noise, 3000)
+    c = mod.oracle_ceilings(true_sd ** 2 / (true_sd ** 2 + noise ** 2), noise)
+    assert c["oracle_rmse_pp"] == noise
+    assert c["oracle_kendall_tau"] == pytest.approx(kendall_tau(true, measured), abs=0.03)
+    assert mod.oracle_ceilings(1.0, 0.0)["oracle_kendall_tau"] == pytest.approx(1.0)

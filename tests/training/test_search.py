@@ -175,6 +175,24 @@ def test_mismatched_spaces_and_bad_config_raise():
         EvolutionConfig(patience=0)
     with pytest.raises(OfaError, match="pair_moves"):
         EvolutionConfig(pair_moves=-1)
+    with pytest.raises(OfaError, match="restarts"):
+        EvolutionConfig(restarts=0)
+
+
+def test_restarts_continue_the_first_runs_stream_and_never_do_worse():
+    from dataclasses import replace
+
+    lat = lut_predictor(FMNIST)
+    acc = random_predictor(FMNIST, seed=6)
+    budget = lat.min_latency() * 3
+    one = evolution_search(acc, lat, budget, rng=np.random.default_rng(7), config=FAST)
+    three = evolution_search(acc, lat, budget, rng=np.random.default_rng(7),
+                             config=replace(FAST, restarts=3))
+    # the first restart is exactly the single run (same random stream), then two more follow
+    np.testing.assert_array_equal(three.history[:len(one.history)], one.history)
+    assert len(three.history) > len(one.history) and three.evaluated > one.evaluated
+    assert three.accuracy >= one.accuracy and three.cost <= budget
+    assert all(p.cost <= budget for p in three.pareto)
 
 
 def test_command_line(tmp_path, capsys):
