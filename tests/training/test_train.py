@@ -40,6 +40,12 @@ def test_bundled_configs_parse():
     assert cfg.space == FMNIST and cfg.dataset == "fmnist"
     assert [p.name for p in cfg.phases] == list(PHASE_NAMES)
     assert all(p.epochs > 0 for p in cfg.phases)
+    # the committed experiment (benchmarks/results/training.md): the same run, `full` only
+    exp = TrainConfig.from_file(CONFIGS / "experiments" / "fmnist_full_plus6.toml")
+    assert [p.name for p in exp.phases] == ["full"] and exp.space == cfg.space
+    from dataclasses import replace
+
+    assert replace(exp, phases=cfg.phases, run_dir=cfg.run_dir) == cfg
 
 
 @pytest.mark.parametrize("text, match", [
