@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -385,8 +385,6 @@ def train_ensemble(specs: Sequence[ArchSpec] | ArchArrays, accuracies: Sequence[
         raise PredictorError(f"members must be >= 1, got {members}")
     if config.n_layers != 1:
         raise PredictorError("an ensemble folds into one MLP only with n_layers = 1")
-    from dataclasses import replace
-
     trained = [train_predictor(specs, accuracies, space=space,
                                config=replace(config, seed=config.seed + i))
                for i in range(members)]
@@ -463,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = TrainConfig(hidden_size=args.hidden, n_layers=args.layers, lr=args.lr,
                              max_epochs=args.epochs, patience=args.patience, seed=args.seed)
         train_specs = [specs[i] for i in train_idx]
-        if args.ensemble > 1:
+        if args.ensemble != 1:
             pred = train_ensemble(train_specs, accs[train_idx], members=args.ensemble,
                                   space=space, config=config)
         else:

@@ -210,6 +210,9 @@ def test_cli_ensemble(tmp_path):
     assert pred.metrics["holdout"]["n"] == 20
     assert main(["--pairs", str(pairs), "--out", str(tmp_path / "q"), "--layers", "2",
                  "--ensemble", "3", "--epochs", "5"]) == 2
+    assert main(["--pairs", str(pairs), "--out", str(tmp_path / "q"), "--layers", "1",
+                 "--ensemble", "0"]) == 2
+    assert not (tmp_path / "q").exists()
 
 
 def test_pair_noise_oracle_ceilings_match_a_simulation():
