@@ -304,11 +304,13 @@ def pick_command(budget: float, device: str, runtime: str, precision: str, threa
     if as_json:
         emit_json(p.to_json())
         return
+    from ofa_sdk.device import threads_text
+
     lat = (f"{p.measured_ms:.3f} ms (p90 {p.measured_p90_ms:.3f} ms, {p.latency_source})"
            if p.measured_ms is not None else f"{p.predicted_ms:.3f} ms (zoo, not measured here)")
     rows = [
         ("entry", p.entry_id), ("arch", p.arch), ("file", p.path or p.file),
-        ("runtime", f"{p.runtime} {p.precision}, {p.threads} thread{'s' if p.threads != 1 else ''}"),
+        ("runtime", f"{p.runtime} {p.precision}, {threads_text(p.threads)}"),
         ("accuracy", f"{p.accuracy * 100:.2f}% {p.metric}"),
         ("latency", lat), ("predicted", f"{p.predicted_ms:.3f} ms"),
         ("budget", f"{p.budget_ms:g} ms"),

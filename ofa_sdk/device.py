@@ -18,13 +18,19 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["DeviceInfo", "detect_device", "normalize_arch", "match_score", "RUNTIME_PACKAGES"]
+__all__ = ["DeviceInfo", "detect_device", "normalize_arch", "match_score", "threads_text",
+           "RUNTIME_PACKAGES"]
 
 #: Runtime -> (module, distribution) pairs that provide it, in the order `load_model` tries them.
 RUNTIME_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "tflite": (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")),
     "onnx": (("onnxruntime", "onnxruntime"),),
 }
+
+def threads_text(n: int) -> str:
+    """``"1 thread"``, ``"2 threads"``: how every table and message words a thread count."""
+    return f"{n} thread{'' if n == 1 else 's'}"
+
 
 # CPU features that change which kernels a runtime uses (and so its latency); others are noise.
 _FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",

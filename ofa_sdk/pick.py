@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from ofa_sdk.budget import parse_budget
 from ofa_sdk.cache import atomic_write_json, cache_dir, file_lock
-from ofa_sdk.device import DeviceInfo, detect_device, match_score
+from ofa_sdk.device import DeviceInfo, detect_device, match_score, threads_text
 from ofa_sdk.errors import (
     BackendNotInstalled,
     DeviceError,
@@ -174,7 +174,7 @@ class Candidate:
     @property
     def label(self) -> str:
         c = self.config
-        return f"{self.entry.id} ({c.runtime} {c.precision}, {c.threads} thread{'s' if c.threads != 1 else ''})"
+        return f"{self.entry.id} ({c.runtime} {c.precision}, {threads_text(c.threads)})"
 
     def to_json(self) -> dict[str, Any]:
         return {"entry": self.entry.id, "file": self.file.path, "runtime": self.config.runtime,
@@ -216,7 +216,7 @@ class Pick:
     def __str__(self) -> str:
         lat = (f"{self.measured_ms:.3f} ms measured (p90 {self.measured_p90_ms:.3f})"
                if self.measured_ms is not None else f"{self.predicted_ms:.3f} ms predicted")
-        return (f"{self.entry_id}: {self.runtime} {self.precision}, {self.threads} thread{'s' if self.threads != 1 else ''}, "
+        return (f"{self.entry_id}: {self.runtime} {self.precision}, {threads_text(self.threads)}, "
                 f"{self.metric} {self.accuracy * 100:.2f}%, {lat}, budget {self.budget_ms:g} ms")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ofa_sdk.device import threads_text
 from ofa_sdk.zoo import DeviceClass, Entry, ZooIndex
 from zoo.plots import pareto_front
 
@@ -160,9 +161,8 @@ def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
               "lookup table.", ""]
     for dc in index.device_classes.values():
         lines += [f"## Performance on `{dc.id}`", "",
-                  f"{dc.cpu}, {dc.runtime} {dc.precision}, {dc.threads} "
-                  f"thread{'s' if dc.threads > 1 else ''}. ★ marks the Pareto front (no entry "
-                  "is both faster and more accurate).", ""]
+                  f"{dc.cpu}, {dc.runtime} {dc.precision}, {threads_text(dc.threads)}. "
+                  "★ marks the Pareto front (no entry is both faster and more accurate).", ""]
         if plots:
             lines += [f"![Accuracy vs latency on {dc.id}](plots/{dc.id}.png)", ""]
         lines += _device_table(index, dc) + [""]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ofa_sdk.cache import atomic_path
+from ofa_sdk.device import threads_text
 from ofa_sdk.errors import DeviceError, ZooError
 from ofa_sdk.zoo import ZooIndex
 
@@ -89,7 +90,7 @@ def plot_pareto(index: ZooIndex, device_class: str, out_png: str | os.PathLike, 
     lats = [p[0] for p in everything]
     if max(lats) / min(lats) > 20:
         ax.set_xscale("log")
-    ax.set_xlabel(f"Latency (ms, median, {dc.threads} thread{'s' if dc.threads > 1 else ''})")
+    ax.set_xlabel(f"Latency (ms, median, {threads_text(dc.threads)})")
     ax.set_ylabel(f"Top-1 accuracy (%) on {index.dataset.name}")
     if len(everything) <= 25 and len(everything) > len(marked):
         ax.text(0.01, 0.99, "point labels: MMACs", transform=ax.transAxes, fontsize=7,
