@@ -43,7 +43,7 @@ RECIPES: dict[str, tuple[dict, int]] = {
 
 def ridge_cv(x: np.ndarray, y: np.ndarray, folds: list[np.ndarray], lam: float
              ) -> list[tuple[float, float]]:
-    from training.predictors import kendall_tau
+    from training.predictors import prediction_metrics
 
     out = []
     for f, test in enumerate(folds):
@@ -51,7 +51,8 @@ def ridge_cv(x: np.ndarray, y: np.ndarray, folds: list[np.ndarray], lam: float
         a = np.c_[x[train], np.ones(len(train))]
         w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ y[train])
         p = np.c_[x[test], np.ones(len(test))] @ w
-        out.append((float(np.sqrt(np.mean((p - y[test]) ** 2)) * 100), kendall_tau(p, y[test])))
+        m = prediction_metrics(p, y[test])
+        out.append((m["rmse_pp"], m["kendall_tau"]))
     return out
 
 
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.disable(logging.INFO)
     from ofa_sdk.encoding import ArchArrays, encode
-    from training.predictors import TrainConfig, holdout_split, kendall_tau, load_pairs, \
-        train_predictor
+    from training.predictors import TrainConfig, holdout_split, load_pairs, \
+        prediction_metrics, train_predictor
 
     specs, accs = load_pairs(args.pairs)
     train_idx, _ = holdout_split(len(specs), args.holdout, seed=args.seed)
@@ -90,9 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                                      config=replace(cfg, seed=m)
                                      ).predict_specs([specs[i] for i in test])
                      for m in range(members)]
-            p = np.mean(preds, axis=0).astype(np.float64)
-            y = accs[test]
-            res.append((float(np.sqrt(np.mean((p - y) ** 2)) * 100), kendall_tau(p, y)))
+            m = prediction_metrics(np.mean(preds, axis=0), accs[test])
+            res.append((m["rmse_pp"], m["kendall_tau"]))
         r = np.array(res)
         rows.append({"recipe": name, "cv_rmse_pp": float(r[:, 0].mean()),
                      "cv_kendall_tau": float(r[:, 1].mean()),

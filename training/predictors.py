@@ -35,6 +35,7 @@ __all__ = [
     "train_ensemble",
     "fold_ensemble",
     "kendall_tau",
+    "prediction_metrics",
     "load_pairs",
     "PREDICTOR_WEIGHTS",
     "PREDICTOR_CONFIG",
@@ -214,6 +215,16 @@ def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
     return concord / denom if denom > 0 else float("nan")
 
 
+def prediction_metrics(predicted: Sequence[float] | np.ndarray,
+                       measured: Sequence[float] | np.ndarray) -> dict[str, float]:
+    """RMSE and mean absolute error in percentage points, and Kendall tau, of predicted against
+    measured accuracies (both fractions)."""
+    p = np.asarray(predicted, dtype=np.float64)
+    y = np.asarray(measured, dtype=np.float64)
+    return {"n": int(len(y)), "rmse_pp": float(np.sqrt(np.mean((p - y) ** 2)) * 100),
+            "mae_pp": float(np.mean(np.abs(p - y)) * 100), "kendall_tau": kendall_tau(p, y)}
+
+
 # ---- data --------------------------------------------------------------------------------------
 
 def load_pairs(path: str | os.PathLike, *, space: SearchSpace | None = None
@@ -334,13 +345,15 @@ def train_predictor(specs: Sequence[ArchSpec] | ArchArrays, accuracies: Sequence
         tuple((sd[f"{2 * i}.weight"], sd[f"{2 * i}.bias"]) for i in range(config.n_layers)),
         sd[f"{2 * config.n_layers}.weight"], base_acc)
     p = pred.predict(x).astype(np.float64)
+    tr = prediction_metrics(p[train_idx], y[train_idx])
+    va = prediction_metrics(p[val_idx], y[val_idx])
     metrics = {
         "n_train": int(len(train_idx)),
         "n_val": int(len(val_idx)),
-        "train_rmse_pp": float(np.sqrt(np.mean((p[train_idx] - y[train_idx]) ** 2)) * 100),
-        "val_rmse_pp": float(np.sqrt(np.mean((p[val_idx] - y[val_idx]) ** 2)) * 100),
-        "val_kendall_tau": kendall_tau(p[val_idx], y[val_idx]),
-        "train_kendall_tau": kendall_tau(p[train_idx], y[train_idx]),
+        "train_rmse_pp": tr["rmse_pp"],
+        "val_rmse_pp": va["rmse_pp"],
+        "val_kendall_tau": va["kendall_tau"],
+        "train_kendall_tau": tr["kendall_tau"],
         "best_epoch": best[2],
         "epochs_run": epoch,
         "train_seconds": round(time.perf_counter() - t0, 2),
@@ -391,15 +404,15 @@ def train_ensemble(specs: Sequence[ArchSpec] | ArchArrays, accuracies: Sequence[
     folded = fold_ensemble(trained)
     pop = specs if isinstance(specs, ArchArrays) else ArchArrays.from_specs(specs, space=space)
     y = np.asarray(accuracies, dtype=np.float64)
-    p = folded.predict_arrays(pop).astype(np.float64)
+    fit = prediction_metrics(folded.predict_arrays(pop), y)
     metrics = {
         "members": members,
         "n_pairs": int(len(y)),
         "member_val_rmse_pp": [m.metrics["val_rmse_pp"] for m in trained],
         "member_val_kendall_tau": [m.metrics["val_kendall_tau"] for m in trained],
         "member_best_epoch": [m.metrics["best_epoch"] for m in trained],
-        "train_rmse_pp": float(np.sqrt(np.mean((p - y) ** 2)) * 100),
-        "train_kendall_tau": kendall_tau(p, y),
+        "train_rmse_pp": fit["rmse_pp"],
+        "train_kendall_tau": fit["kendall_tau"],
         "train_seconds": round(sum(m.metrics["train_seconds"] for m in trained), 2),
         "config": {**trained[0].metrics["config"], "seed": config.seed},
     }
@@ -422,11 +435,8 @@ def holdout_split(n: int, n_holdout: int, *, seed: int = 0) -> tuple[np.ndarray,
 def evaluate(pred: AccuracyPredictor, specs: Sequence[ArchSpec] | ArchArrays,
              accuracies: Sequence[float] | np.ndarray) -> dict[str, float]:
     """RMSE (percentage points), mean absolute error (pp) and Kendall tau against measurements."""
-    y = np.asarray(accuracies, dtype=np.float64)
-    p = (pred.predict_arrays(specs) if isinstance(specs, ArchArrays)
-         else pred.predict_specs(specs)).astype(np.float64)
-    return {"n": int(len(y)), "rmse_pp": float(np.sqrt(np.mean((p - y) ** 2)) * 100),
-            "mae_pp": float(np.mean(np.abs(p - y)) * 100), "kendall_tau": kendall_tau(p, y)}
+    return prediction_metrics(pred.predict_arrays(specs) if isinstance(specs, ArchArrays)
+                              else pred.predict_specs(specs), accuracies)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
