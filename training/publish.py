@@ -381,10 +381,14 @@ def _save_top1(folder: Path, fmt: str, top1: np.ndarray) -> None:
         np.save(f, top1, allow_pickle=False)
 
 
-def _top1(folder: Path, fmt: str, data: PublishData) -> np.ndarray:
-    """The test-set top-1 of an exported file: cached next to it, or computed again."""
+def _top1(folder: Path, fmt: str, data: PublishData, fresh: Mapping[str, np.ndarray]
+          ) -> np.ndarray:
+    """The test-set top-1 of an exported file: computed in this run (``fresh``), cached next to
+    it, or computed again."""
     from training.export import FILENAMES
 
+    if fmt in fresh:
+        return fresh[fmt]
     try:
         top1 = np.load(folder / f"{fmt}.top1.npy", allow_pickle=False)
         if top1.shape == (len(data.test),):
@@ -418,6 +422,7 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
     files = {f: r for f, r in result["files"].items() if _cached_file_ok(folder, f, r)}
     result["files"] = files
     todo = [f for f in settings.formats if f not in files]
+    fresh: dict[str, np.ndarray] = {}  # test-set top-1 of the files exported in this call
     for fmt, rec in files.items():  # an agreement is with the fp32 twin that is cached now
         if fmt.replace("int8", "fp32") in todo:
             rec.pop("agreement", None)
@@ -446,7 +451,7 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
             std=data.std, formats=todo)
         for fmt in todo:
             path = folder / FILENAMES[fmt]
-            top1 = file_predictions(path, data.test.images)
+            fresh[fmt] = top1 = file_predictions(path, data.test.images)
             _save_top1(folder, fmt, top1)
             acc = float((top1 == data.test.labels).mean())
             files[fmt] = {"sha256": sha256_file(path), "accuracy": acc}
@@ -455,7 +460,7 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
     for fmt in files:
         twin = fmt.replace("int8", "fp32")
         if fmt.endswith("int8") and twin in files and "agreement" not in files[fmt]:
-            a, b = (_top1(folder, f, data) for f in (fmt, twin))
+            a, b = (_top1(folder, f, data, fresh) for f in (fmt, twin))
             files[fmt]["agreement"] = float((a == b).mean())
             logger.info("%s %s: top-1 agreement with %s %.4f", spec, fmt, twin,
                         files[fmt]["agreement"])
