@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -56,11 +55,10 @@ def test_every_file_scores_its_claimed_accuracy_on_the_test_set():
     """Each file through the SDK's own loader and preprocessing, on all 10,000 test images, gives
     exactly the accuracy its index entry claims."""
     from ofa_sdk.runtime import load_model
+    from training.data import load_fashion_mnist
 
-    with gzip.open(FMNIST_TEST / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)
-    with gzip.open(FMNIST_TEST / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    test = load_fashion_mnist("test", data_dir=FMNIST_TEST)
+    images, labels = test.images.transpose(0, 2, 3, 1), test.labels
     zoo = open_zoo()
     for e in zoo.entries:
         for fe in e.files:
