@@ -10,6 +10,10 @@ writes JSON. Scratch runs live in ``--out/<name>-<spec>`` and are resumed / skip
         --config configs/fmnist.toml --supernet runs/fmnist --threads 2 \\
         --out runs/ps_vs_scratch --json benchmarks/results/ps_vs_scratch.json
 
+``--then CONFIG`` (repeatable) continues every scratch run with that config's ``full`` phase from
+the previous stage's final weights (a warm restart: fresh optimizer and LR schedule), for a
+supernet whose ``full`` training was itself several such stages; the scratch epochs are the sum.
+
 ``--estimate-steps N`` only times N training steps of each scratch net (and of the supernet's
 ``full`` phase, the baseline) and prints the projected CPU time of the scratch runs.
 """
@@ -127,23 +131,37 @@ class _Eval:
         return 100.0 * correct / sum(len(y) for _, y in val)
 
 
-def run_scratch(cfg: TrainConfig, spec: ArchSpec, run_dir: Path, *, data_dir: str | None,
-                progress: bool) -> dict[str, Any]:
-    """Train ``spec`` from scratch in ``run_dir`` (resuming; skipped when already finished)."""
-    final = run_dir / "final.json"
-    done = final.is_file() and json.loads(final.read_text()).get("fixed_arch") == str(spec)
-    if done:
-        log.info("%s: finished earlier, skipping training", run_dir)
-    else:
-        log.info("training %s from scratch in %s", spec, run_dir)
-        train(cfg, run_dir=run_dir, phases=["full"], resume=True, fixed_arch=spec,
-              data_dir=data_dir, progress=progress)
-    seconds = 0.0
+def _full_seconds(run_dir: Path) -> float:
     log_path = run_dir / "log.jsonl"
-    if log_path.is_file():
-        records = [json.loads(line) for line in log_path.read_text().splitlines() if line]
-        seconds = sum(r.get("epoch_time_s", 0.0) for r in records if r.get("phase") == "full")
-    return {"run_dir": str(run_dir), "train_minutes": round(seconds / 60, 2), "skipped": done}
+    if not log_path.is_file():
+        return 0.0
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line]
+    return sum(r.get("epoch_time_s", 0.0) for r in records if r.get("phase") == "full")
+
+
+def run_scratch(cfg: TrainConfig, spec: ArchSpec, run_dir: Path, *, data_dir: str | None,
+                progress: bool, then: tuple[TrainConfig, ...] = ()) -> dict[str, Any]:
+    """Train ``spec`` from scratch in ``run_dir`` (resuming; skipped when already finished),
+    then continue it with each of ``then``'s ``full`` phase in ``run_dir-stage2``, ... from the
+    previous stage's weights. ``run_dir`` in the result is the last stage's folder."""
+    stages = [(cfg, run_dir)] + [(c, run_dir.with_name(f"{run_dir.name}-stage{i}"))
+                                 for i, c in enumerate(then, start=2)]
+    skipped, seconds, previous = True, 0.0, None
+    for stage_cfg, folder in stages:
+        final = folder / "final.json"
+        done = final.is_file() and json.loads(final.read_text()).get("fixed_arch") == str(spec)
+        if done:
+            log.info("%s: finished earlier, skipping training", folder)
+        else:
+            log.info("training %s %s in %s", spec,
+                     "from scratch" if previous is None else f"on from {previous}", folder)
+            train(stage_cfg, run_dir=folder, phases=["full"], resume=True, fixed_arch=spec,
+                  init=previous, data_dir=data_dir, progress=progress)
+        skipped = skipped and done
+        seconds += _full_seconds(folder)
+        previous = folder
+    return {"run_dir": str(stages[-1][1]), "train_minutes": round(seconds / 60, 2),
+            "skipped": skipped}
 
 
 def load_scratch(cfg: TrainConfig, spec: ArchSpec, run_dir: Path) -> torch.nn.Module:
@@ -226,13 +244,19 @@ def full_phase_largest(cfg: TrainConfig, checkpoint: Path) -> torch.nn.Module:
 
 def compare(cfg: TrainConfig, *, supernet: Path, names: list[str], out: Path,
             data_dir: str | None, progress: bool, scratch: bool = True,
-            largest_scratch: Path | None = None) -> dict[str, Any]:
+            largest_scratch: Path | None = None, then: tuple[TrainConfig, ...] = ()
+            ) -> dict[str, Any]:
+    """OFA vs scratch for ``names``. ``then``: further warm-restart stages of the scratch runs
+    (each config's ``full`` phase), mirroring a supernet whose ``full`` training had them."""
+    fulls = [next((p for p in c.phases if p.name == "full"), None) for c in (cfg, *then)]
+    if any(f is None for f in fulls):
+        raise ConfigError("every config (--config, --then) needs a [phases.full]: the recipe "
+                          "the scratch runs train with")
+    if any(c.space != cfg.space for c in then):
+        raise ConfigError(f"--then configs must use the space {cfg.space.name!r} of --config")
     specs = named_specs(cfg.space, names)
     ev = _Eval(cfg, data_dir)
     net = load_supernet(cfg, supernet)
-    full = next((p for p in cfg.phases if p.name == "full"), None)
-    if full is None:
-        raise ConfigError("the config has no [phases.full]: nothing to train from scratch with")
     rows = []
     for name, spec in specs.items():
         row: dict[str, Any] = {"name": name, "arch": str(spec), "spec": spec.to_json(),
@@ -246,7 +270,7 @@ def compare(cfg: TrainConfig, *, supernet: Path, names: list[str], out: Path,
             row["gap_pp"] = round(row["ofa_acc"] - row["scratch_acc"], 3)
         elif scratch:
             info = run_scratch(cfg, spec, out / f"{name}-{spec}", data_dir=data_dir,
-                               progress=progress)
+                               progress=progress, then=then)
             row.update(info)
             row["scratch_acc"] = round(ev.accuracy(load_scratch(cfg, spec, Path(info["run_dir"])),
                                                  spec), 3)
@@ -254,7 +278,8 @@ def compare(cfg: TrainConfig, *, supernet: Path, names: list[str], out: Path,
         rows.append(row)
         log.info("%s", row)
     return {"config": cfg.space.name, "supernet": getattr(net, "source", str(supernet)),
-            "eval_split": ev.split, "scratch_epochs": full.epochs,
+            "eval_split": ev.split, "scratch_epochs": sum(f.epochs for f in fulls),
+            "scratch_stages": [f"{f.epochs} epochs, peak lr {f.lr:g}" for f in fulls],
             "bn_recal_batches": cfg.bn_recal_batches, "rows": rows}
 
 
@@ -283,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--largest-scratch", metavar="CHECKPOINT",
                    help="take the largest subnet's scratch run from the supernet's end-of-full "
                         "checkpoint (the full phase IS that run) instead of training it again")
+    p.add_argument("--then", action="append", default=[], metavar="CONFIG",
+                   help="continue each scratch run with this config's full phase (a warm "
+                        "restart from the previous stage's weights); repeatable")
     p.add_argument("--estimate-steps", type=int, default=0,
                    help="only time this many steps per net and project the scratch runs' time")
     args = p.parse_args(argv)
@@ -303,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                              data_dir=args.data_dir, progress=sys.stderr.isatty(),
                              scratch=not args.no_scratch,
                              largest_scratch=Path(args.largest_scratch)
-                             if args.largest_scratch else None)
+                             if args.largest_scratch else None,
+                             then=tuple(TrainConfig.from_file(c) for c in args.then))
             print(_table(result))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,11 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ofa_sdk.arch import ArchSpec, SearchSpace, get_space
+from ofa_sdk.cache import sha256_file
 from ofa_sdk.errors import OfaError
 
-__all__ = ["EvalData", "evaluate_spec", "sample_specs", "done_specs", "collect", "main"]
+__all__ = ["EvalData", "evaluate_spec", "sample_specs", "done_specs", "collect", "weights_file",
+           "main"]
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,12 @@ def sample_specs(space: SearchSpace, n: int, *, seed: int) -> list[ArchSpec]:
     return out
 
 
-def done_specs(path: Path, space: SearchSpace) -> set[str]:
-    """Canonical short strings of the subnets already in ``path``; repairs a torn last line."""
+def done_specs(path: Path, space: SearchSpace, *, supernet_sha256: str | None = None) -> set[str]:
+    """Canonical short strings of the subnets already in ``path``; repairs a torn last line.
+
+    With ``supernet_sha256``, a line recorded from another supernet's weights is an error:
+    appending to it would mix two supernets' accuracies in one predictor's training data.
+    """
     if not path.exists():
         return set()
     raw = path.read_bytes()
@@ -119,6 +125,11 @@ def done_specs(path: Path, space: SearchSpace) -> set[str]:
             done.add(str(ArchSpec.from_json(row["arch"], space=space).canonical()))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise CollectError(f"{path}:{i + 1} is not a result line: {e}") from None
+        theirs = row.get("supernet_sha256")
+        if supernet_sha256 is not None and theirs is not None and theirs != supernet_sha256:
+            raise CollectError(
+                f"{path}:{i + 1} was measured on another supernet (sha256 {theirs[:12]}..., "
+                f"this one is {supernet_sha256[:12]}...): write to a new --out file")
     return done
 
 
@@ -153,26 +164,32 @@ def _worker_eval(spec_json: dict[str, Any], space_json: dict[str, Any]
 
 def collect(load: Callable[[], tuple[Any, EvalData]], out: str | os.PathLike, *,
             space: SearchSpace, n: int, seed: int = 0, workers: int = 1,
-            progress: Callable[[int, int], None] | None = None) -> int:
+            progress: Callable[[int, int], None] | None = None,
+            supernet_sha256: str | None = None) -> int:
     """Evaluate ``n`` sampled subnets (minus those already in ``out``); return how many were new.
 
     ``load()`` returns ``(supernet, EvalData)``; it runs once per worker process (it must be
     picklable, e.g. a `functools.partial` of a module-level function), or once here when
     ``workers == 1``. ``progress(done, total)`` is called after each subnet.
+    ``supernet_sha256`` (of the weights ``load`` reads) is written on every line and checked
+    against the lines already in ``out`` (`done_specs`).
     """
     if workers < 1:
         raise CollectError(f"workers must be >= 1, got {workers}")
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = done_specs(path, space)
+    done = done_specs(path, space, supernet_sha256=supernet_sha256)
     todo = [s for s in sample_specs(space, n, seed=seed) if str(s) not in done]
     log.info("%d of %d subnets already in %s; evaluating %d", n - len(todo), n, path, len(todo))
     if not todo:
         return 0
     def record(spec_json: dict[str, Any], acc: float, seconds: float, finished: int,
                n_val: int) -> None:
-        _append(path, {"arch": spec_json, "str": str(ArchSpec.from_json(spec_json, space=space)),
-                       "val_acc": acc, "n_val": n_val, "seconds": round(seconds, 3)})
+        row = {"arch": spec_json, "str": str(ArchSpec.from_json(spec_json, space=space)),
+               "val_acc": acc, "n_val": n_val, "seconds": round(seconds, 3)}
+        if supernet_sha256 is not None:
+            row["supernet_sha256"] = supernet_sha256
+        _append(path, row)
         if progress is not None:
             progress(finished, len(todo))
 
@@ -199,13 +216,9 @@ def collect(load: Callable[[], tuple[Any, EvalData]], out: str | os.PathLike, *,
 
 # ---- loading a checkpoint and Fashion-MNIST ----------------------------------------------------
 
-def load_supernet(checkpoint: str | os.PathLike, space: SearchSpace) -> Any:
-    """`training.supernet.OFAMobileNetV3` with weights from a ``.safetensors`` state dict, or
-    from a checkpoint folder / run folder of ``training.train`` (its ``model.safetensors``)."""
-    from safetensors.torch import load_file
-
-    from training.supernet import OFAMobileNetV3
-
+def weights_file(checkpoint: str | os.PathLike) -> Path:
+    """The ``.safetensors`` file behind ``checkpoint``: the file itself, a run folder's
+    ``model.safetensors``, or the latest checkpoint's of an unfinished run."""
     path = Path(checkpoint)
     if path.is_dir():
         from training.checkpoint import latest_checkpoint
@@ -216,6 +229,17 @@ def load_supernet(checkpoint: str | os.PathLike, space: SearchSpace) -> Any:
         path = folder / "model.safetensors"
     if not path.is_file():
         raise CollectError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_supernet(checkpoint: str | os.PathLike, space: SearchSpace) -> Any:
+    """`training.supernet.OFAMobileNetV3` with weights from a ``.safetensors`` state dict, or
+    from a checkpoint folder / run folder of ``training.train`` (its ``model.safetensors``)."""
+    from safetensors.torch import load_file
+
+    from training.supernet import OFAMobileNetV3
+
+    path = weights_file(checkpoint)
     model = OFAMobileNetV3(space)
     model.load_state_dict(load_file(str(path)))
     model.eval()
@@ -269,19 +293,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    space = get_space(args.space)
+    try:
+        space = get_space(args.space)
+    except OfaError as e:
+        log.error("%s", e)
+        return e.exit_code
     data_kwargs = dict(data_dir=args.data_dir, val_size=args.val_size, split_seed=args.split_seed,
                        calib_batches=args.calib_batches, batch_size=args.batch_size,
                        val_limit=args.val_limit)
-    load = functools.partial(_load_for_cli, args.checkpoint, space.name, data_kwargs)
     t0 = time.perf_counter()
 
     def progress(i: int, total: int) -> None:
         if i % 10 == 0 or i == total:
             log.info("%d / %d subnets (%.1f s)", i, total, time.perf_counter() - t0)
 
-    new = collect(load, args.out, space=space, n=args.n, seed=args.seed, workers=args.workers,
-                  progress=progress)
+    try:
+        weights = weights_file(args.checkpoint)
+        load = functools.partial(_load_for_cli, str(weights), space.name, data_kwargs)
+        new = collect(load, args.out, space=space, n=args.n, seed=args.seed,
+                      workers=args.workers, progress=progress,
+                      supernet_sha256=sha256_file(weights))
+    except OfaError as e:
+        log.error("%s", e)
+        return e.exit_code
     log.info("done: %d new results in %s", new, args.out)
     return 0
 

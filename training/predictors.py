@@ -39,6 +39,7 @@ __all__ = [
     "load_pairs",
     "PREDICTOR_WEIGHTS",
     "PREDICTOR_CONFIG",
+    "pairs_supernet",
 ]
 
 log = logging.getLogger(__name__)
@@ -227,12 +228,33 @@ def prediction_metrics(predicted: Sequence[float] | np.ndarray,
 
 # ---- data --------------------------------------------------------------------------------------
 
+def pairs_supernet(path: str | os.PathLike) -> str | None:
+    """The sha256 of the supernet weights the pairs in ``path`` were measured on (the
+    ``supernet_sha256`` of its lines; None for files written before it was recorded). Pairs of
+    two supernets in one file raise."""
+    shas = set()
+    for line in Path(path).read_text().splitlines():
+        try:
+            sha = json.loads(line).get("supernet_sha256") if line.strip() else None
+        except (json.JSONDecodeError, AttributeError):
+            continue  # load_pairs reports bad lines
+        if sha is not None:
+            shas.add(sha)
+    if len(shas) > 1:
+        raise PredictorError(f"{path} mixes pairs of {len(shas)} supernets "
+                             f"({', '.join(sorted(s[:12] for s in shas))}): one predictor must "
+                             "learn one supernet's accuracies")
+    return shas.pop() if shas else None
+
+
 def load_pairs(path: str | os.PathLike, *, space: SearchSpace | None = None
                ) -> tuple[list[ArchSpec], np.ndarray]:
     """Read the JSON lines of ``training.collect_accuracy``: specs and validation accuracies.
 
-    A truncated last line (an interrupted run) is skipped; any other bad line raises.
+    A truncated last line (an interrupted run) is skipped; any other bad line raises, and so do
+    pairs measured on two different supernets (`pairs_supernet`).
     """
+    pairs_supernet(path)
     specs, accs = [], []
     lines = Path(path).read_text().split("\n")
     for i, line in enumerate(lines):
@@ -479,6 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PredictorError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # Which supernet's accuracies it learned: publish refuses to pair it with another supernet.
+    pred.metrics["pairs"] = {"n": len(specs), "supernet_sha256": pairs_supernet(args.pairs)}
     if len(hold_idx):
         pred.metrics["holdout"] = {**evaluate(pred, [specs[i] for i in hold_idx],
                                               accs[hold_idx]), "seed": args.seed}

@@ -636,8 +636,14 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
     if not sn_path.is_file():
         raise ModelLoadError(f"--supernet {supernet}: no model.safetensors there")
     _check_space_meta(sn_path, space)
-    net = load_supernet(sn_path, space)
     sn_hash = sha256_file(sn_path)
+    learned = (acc.metrics.get("pairs") or {}).get("supernet_sha256")
+    if learned is not None and learned != sn_hash:
+        raise InputError(f"the accuracy predictor {predictor} learned the subnet accuracies of "
+                         f"another supernet (sha256 {learned[:12]}..., --supernet is "
+                         f"{sn_hash[:12]}...): collect pairs on this supernet and retrain it "
+                         "(docs/publishing.md, step 2)")
+    net = load_supernet(sn_path, space)
 
     target = Path(to) if to is not None else None
     if target is not None:

@@ -79,6 +79,34 @@ def test_collect_is_resumable_and_uses_validation_data(checkpoint, tmp_path):
     assert len(set(map(str, specs))) == 6 and accs.shape == (6,)
 
 
+def test_pairs_record_their_supernet_and_never_mix_two(checkpoint, tmp_path):
+    from training.collect_accuracy import CollectError, main
+    from training.predictors import PredictorError, pairs_supernet
+
+    out = tmp_path / "pairs.jsonl"
+    load = functools.partial(load_tiny, str(checkpoint))
+    assert collect(load, out, space=TINY, n=2, seed=0, supernet_sha256="a" * 64) == 2
+    assert [r["supernet_sha256"] for r in _lines(out)] == ["a" * 64] * 2
+    assert pairs_supernet(out) == "a" * 64
+    before = out.read_bytes()
+    with pytest.raises(CollectError, match="another supernet"):
+        collect(load, out, space=TINY, n=3, seed=0, supernet_sha256="b" * 64)
+    assert out.read_bytes() == before  # nothing appended
+    # The CLI hashes the weights it loads: the same refusal, as a message and exit code 2.
+    from ofa_sdk.arch import register_space
+
+    register_space(TINY)
+    rc = main(["--checkpoint", str(checkpoint), "--out", str(out), "-n", "3",
+               "--space", TINY.name])
+    assert rc == CollectError.exit_code != 0 and out.read_bytes() == before
+    # A file mixing two supernets (e.g. concatenated by hand) cannot train a predictor.
+    row = dict(_lines(out)[0], supernet_sha256="c" * 64)
+    with open(out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    with pytest.raises(PredictorError, match="mixes pairs of 2 supernets"):
+        load_pairs(out, space=TINY)
+
+
 def test_sample_specs_is_a_stable_prefix():
     a, b = sample_specs(TINY, 4, seed=3), sample_specs(TINY, 9, seed=3)
     assert b[:4] == a and len({str(s) for s in b}) == 9

@@ -166,6 +166,35 @@ def test_largest_scratch_can_come_from_the_end_of_the_full_phase(bench, tiny, tm
                       data_dir=None, progress=False, largest_scratch=later)
 
 
+def test_scratch_runs_can_continue_with_warm_restart_stages(bench, tiny, tmp_path):
+    """`--then CONFIG`: a second stage trains on from the first stage's weights (here at lr 0,
+    so its parameters must equal stage 1's), in its own folder; epochs and minutes add up."""
+    text = (ROOT / "configs" / "tiny.toml").read_text()
+    head, rest = text.split("[phases.full]", 1)
+    stage2 = TrainConfig.from_toml(head + "[phases.full]\nepochs = 1\nlr = 0.0\n"
+                                   "subnets_per_step = 1\n")
+    supernet = train(tiny, run_dir=tmp_path / "super", phases=["full"], progress=False)
+    res = bench.compare(tiny, supernet=supernet, names=["smallest"], out=tmp_path / "s",
+                        data_dir=None, progress=False, then=(stage2,))
+    row = res["rows"][0]
+    first = tmp_path / "s" / f"smallest-{tiny.space.smallest()}"
+    assert row["run_dir"] == str(first.with_name(first.name + "-stage2"))
+    assert res["scratch_epochs"] == 2 + 1 and len(res["scratch_stages"]) == 2
+    a, _ = load_tensors(first / "model.safetensors")
+    b, _ = load_tensors(Path(row["run_dir"]) / "model.safetensors")
+    params = {n for n, _ in scratch_subnet(tiny.space, tiny.space.smallest()).named_parameters()}
+    assert params and all(torch.equal(a[n], b[n]) for n in params)
+    final = json.loads((Path(row["run_dir"]) / "final.json").read_text())
+    assert row["scratch_acc"] == pytest.approx(final["val_acc"], abs=1e-3)
+    # A config of another space cannot be a stage.
+    other = TrainConfig.from_toml(text.replace('name = "tiny_d12_e346_k357"',
+                                               'name = "tiny_other"').replace(
+                                                   "num_classes = 4", "num_classes = 5"))
+    with pytest.raises(ConfigError, match="same space|space"):
+        bench.compare(tiny, supernet=supernet, names=["smallest"], out=tmp_path / "s",
+                      data_dir=None, progress=False, then=(other,))
+
+
 def test_subnet_table_spans_the_space_and_matches_final_json(tiny, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location(
         "bench_subnet_table", ROOT / "benchmarks" / "bench_subnet_table.py")

@@ -298,6 +298,19 @@ def test_bad_inputs_are_clear_errors(inputs, tmp_path):
         _publish(inputs, tmp_path / "z", formats=("onnx-fp16",))
     with pytest.raises(InputError, match="needs --repo-id"):
         _publish(inputs, tmp_path / "z", dry_run=True)
+    # A predictor that learned another supernet's accuracies is refused before any work.
+    import shutil
+
+    from training.predictors import AccuracyPredictor
+
+    foreign = tmp_path / "foreign"
+    shutil.copytree(inputs, foreign, ignore=shutil.ignore_patterns("probes"))
+    pred = AccuracyPredictor.load(foreign / "predictor")
+    pred.metrics["pairs"] = {"n": 16, "supernet_sha256": "0" * 64}
+    pred.save(foreign / "predictor")
+    with pytest.raises(InputError, match="another supernet"):
+        _publish(foreign, tmp_path / "z", probes=inputs / "probes")
+    assert not (tmp_path / "z").exists()
 
 
 def _cli_args(inputs: Path, *extra: str) -> list[str]:
