@@ -46,6 +46,21 @@ def test_bundled_configs_parse():
     from dataclasses import replace
 
     assert replace(exp, phases=cfg.phases, run_dir=cfg.run_dir) == cfg
+    # The later experiments change only what their headers say: the elastic phases (sandwich),
+    # then 2 DDP processes of 64 images and a 10-epoch warm restart.
+    exp_dir = CONFIGS / "experiments"
+    sandwich = TrainConfig.from_file(exp_dir / "fmnist_sandwich.toml")
+    assert [p.name for p in sandwich.phases] == list(PHASE_NAMES[1:])
+    assert all(p.include_largest for p in sandwich.phases)
+    assert replace(sandwich, phases=cfg.phases, run_dir=cfg.run_dir) == cfg
+    ddp = TrainConfig.from_file(exp_dir / "fmnist_sandwich_ddp.toml")
+    assert ddp.batch_size * 2 == cfg.batch_size
+    assert replace(ddp, batch_size=cfg.batch_size, run_dir=sandwich.run_dir) == sandwich
+    restart = TrainConfig.from_file(exp_dir / "fmnist_restart10_ddp.toml")
+    assert restart.batch_size * 2 == cfg.batch_size and restart.phases[0].epochs == 10
+    assert replace(restart, batch_size=cfg.batch_size, run_dir=exp.run_dir,
+                   phases=exp.phases) == exp
+    assert replace(restart.phases[0], epochs=6) == exp.phases[0]
 
 
 @pytest.mark.parametrize("text, match", [
