@@ -293,11 +293,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    try:
-        space = get_space(args.space)
-    except OfaError as e:
-        log.error("%s", e)
-        return e.exit_code
     data_kwargs = dict(data_dir=args.data_dir, val_size=args.val_size, split_seed=args.split_seed,
                        calib_batches=args.calib_batches, batch_size=args.batch_size,
                        val_limit=args.val_limit)
@@ -308,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("%d / %d subnets (%.1f s)", i, total, time.perf_counter() - t0)
 
     try:
+        space = get_space(args.space)
         weights = weights_file(args.checkpoint)
         load = functools.partial(_load_for_cli, str(weights), space.name, data_kwargs)
         new = collect(load, args.out, space=space, n=args.n, seed=args.seed,
