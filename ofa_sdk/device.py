@@ -27,6 +27,7 @@ RUNTIME_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "onnx": (("onnxruntime", "onnxruntime"),),
 }
 
+
 def threads_text(n: int) -> str:
     """``"1 thread"``, ``"2 threads"``: how every table and message words a thread count."""
     return f"{n} thread{'' if n == 1 else 's'}"

@@ -228,23 +228,11 @@ def prediction_metrics(predicted: Sequence[float] | np.ndarray,
 
 # ---- data --------------------------------------------------------------------------------------
 
-def pairs_supernet(path: str | os.PathLike) -> str | None:
+def pairs_supernet(path: str | os.PathLike, *, space: SearchSpace | None = None) -> str | None:
     """The sha256 of the supernet weights the pairs in ``path`` were measured on (the
     ``supernet_sha256`` of its lines; None for files written before it was recorded). Pairs of
-    two supernets in one file raise."""
-    shas = set()
-    for line in Path(path).read_text().splitlines():
-        try:
-            sha = json.loads(line).get("supernet_sha256") if line.strip() else None
-        except (json.JSONDecodeError, AttributeError):
-            continue  # load_pairs reports bad lines
-        if sha is not None:
-            shas.add(sha)
-    if len(shas) > 1:
-        raise PredictorError(f"{path} mixes pairs of {len(shas)} supernets "
-                             f"({', '.join(sorted(s[:12] for s in shas))}): one predictor must "
-                             "learn one supernet's accuracies")
-    return shas.pop() if shas else None
+    two supernets in one file raise, and so do bad lines, as in `load_pairs`."""
+    return _read_pairs(path, space=space)[2]
 
 
 def load_pairs(path: str | os.PathLike, *, space: SearchSpace | None = None
@@ -254,8 +242,14 @@ def load_pairs(path: str | os.PathLike, *, space: SearchSpace | None = None
     A truncated last line (an interrupted run) is skipped; any other bad line raises, and so do
     pairs measured on two different supernets (`pairs_supernet`).
     """
-    pairs_supernet(path)
-    specs, accs = [], []
+    specs, accs, _ = _read_pairs(path, space=space)
+    return specs, accs
+
+
+def _read_pairs(path: str | os.PathLike, *, space: SearchSpace | None = None
+                ) -> tuple[list[ArchSpec], np.ndarray, str | None]:
+    """One pass over a pairs file: specs, accuracies and the supernet they were measured on."""
+    specs, accs, shas = [], [], set()
     lines = Path(path).read_text().split("\n")
     for i, line in enumerate(lines):
         if not line.strip():
@@ -273,7 +267,13 @@ def load_pairs(path: str | os.PathLike, *, space: SearchSpace | None = None
             accs.append(float(row["val_acc"]))
         except (KeyError, TypeError) as e:
             raise PredictorError(f"{path}:{i + 1} lacks {e}") from None
-    return specs, np.asarray(accs, dtype=np.float64)
+        if row.get("supernet_sha256") is not None:
+            shas.add(row["supernet_sha256"])
+    if len(shas) > 1:
+        raise PredictorError(f"{path} mixes pairs of {len(shas)} supernets "
+                             f"({', '.join(sorted(s[:12] for s in shas))}): one predictor must "
+                             "learn one supernet's accuracies")
+    return specs, np.asarray(accs, dtype=np.float64), (shas.pop() if shas else None)
 
 
 # ---- training (torch) --------------------------------------------------------------------------
@@ -488,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(1)
     space = get_space(args.space) if args.space else None
     try:
-        specs, accs = load_pairs(args.pairs, space=space)
+        specs, accs, supernet_sha256 = _read_pairs(args.pairs, space=space)
         train_idx, hold_idx = holdout_split(len(specs), args.holdout, seed=args.seed)
         config = TrainConfig(hidden_size=args.hidden, n_layers=args.layers, lr=args.lr,
                              max_epochs=args.epochs, patience=args.patience, seed=args.seed)
@@ -502,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # Which supernet's accuracies it learned: publish refuses to pair it with another supernet.
-    pred.metrics["pairs"] = {"n": len(specs), "supernet_sha256": pairs_supernet(args.pairs)}
+    pred.metrics["pairs"] = {"n": len(specs), "supernet_sha256": supernet_sha256}
     if len(hold_idx):
         pred.metrics["holdout"] = {**evaluate(pred, [specs[i] for i in hold_idx],
                                               accs[hold_idx]), "seed": args.seed}

@@ -87,7 +87,7 @@ def test_pairs_record_their_supernet_and_never_mix_two(checkpoint, tmp_path):
     load = functools.partial(load_tiny, str(checkpoint))
     assert collect(load, out, space=TINY, n=2, seed=0, supernet_sha256="a" * 64) == 2
     assert [r["supernet_sha256"] for r in _lines(out)] == ["a" * 64] * 2
-    assert pairs_supernet(out) == "a" * 64
+    assert pairs_supernet(out, space=TINY) == "a" * 64
     before = out.read_bytes()
     with pytest.raises(CollectError, match="another supernet"):
         collect(load, out, space=TINY, n=3, seed=0, supernet_sha256="b" * 64)
