@@ -3,7 +3,8 @@
 Baseline (measured in the same run): a training step of the *extracted* static largest subnet
 (plain torch modules, no elastic slicing, no teacher). Each phase's step is reported as images/s
 and as a ratio of that baseline, medians over timed repeats. Also prints the epoch time each
-phase needs on the 55,000 training images, to size ``configs/fmnist.toml``.
+phase needs on the 55,000 training images, to size a stage of the recipe (``configs/fmnist*.toml``;
+one process at the config's batch size).
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/training_throughput.py --threads 2
     # on a shared box: process CPU time on one thread, then scale to the expected baseline

@@ -1,10 +1,12 @@
 """Progressive-shrinking training of the OFA-MobileNetV3 supernet (Cai et al., ICLR 2020, sec. 3.2).
 
-Run ``python -m training.train --config configs/fmnist.toml``. Every phase samples a resolution per
-batch and several subnets per step (gradients accumulated, one SGD step); after the ``full`` phase a
-frozen copy of the largest net is the knowledge-distillation teacher. Multi-process runs use
-``torchrun``: every rank draws the same subnets from a shared seeded generator, data is sharded
-per rank, and gradients are averaged with one coalesced all-reduce per step (see `_sync`).
+Run ``python -m training.train --config CONFIG`` (``configs/tiny.toml``: every phase in seconds;
+the bundled supernet's three-stage recipe: ``scripts/train_fmnist.sh``). Every phase samples a
+resolution per batch and several subnets per step (gradients accumulated, one SGD step); after the
+``full`` phase a frozen copy of the largest net is the knowledge-distillation teacher.
+Multi-process runs use ``torchrun``: every rank draws the same subnets from a shared seeded
+generator, data is sharded per rank, and gradients are averaged with one coalesced all-reduce
+per step (see `_sync`).
 """
 
 from __future__ import annotations

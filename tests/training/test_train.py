@@ -36,31 +36,34 @@ def tiny() -> TrainConfig:
 # ---- config ------------------------------------------------------------------------------------
 
 def test_bundled_configs_parse():
-    cfg = TrainConfig.from_file(CONFIGS / "fmnist.toml")
-    assert cfg.space == FMNIST and cfg.dataset == "fmnist"
-    assert [p.name for p in cfg.phases] == list(PHASE_NAMES)
-    assert all(p.epochs > 0 for p in cfg.phases)
-    # the committed experiment (benchmarks/results/training.md): the same run, `full` only
-    exp = TrainConfig.from_file(CONFIGS / "experiments" / "fmnist_full_plus6.toml")
-    assert [p.name for p in exp.phases] == ["full"] and exp.space == cfg.space
-    from dataclasses import replace
-
-    assert replace(exp, phases=cfg.phases, run_dir=cfg.run_dir) == cfg
-    # The later experiments change only what their headers say: the elastic phases (sandwich),
-    # then 2 DDP processes of 64 images and a 10-epoch warm restart.
-    exp_dir = CONFIGS / "experiments"
-    sandwich = TrainConfig.from_file(exp_dir / "fmnist_sandwich.toml")
-    assert [p.name for p in sandwich.phases] == list(PHASE_NAMES[1:])
-    assert all(p.include_largest for p in sandwich.phases)
-    assert replace(sandwich, phases=cfg.phases, run_dir=cfg.run_dir) == cfg
-    ddp = TrainConfig.from_file(exp_dir / "fmnist_sandwich_ddp.toml")
-    assert ddp.batch_size * 2 == cfg.batch_size
-    assert replace(ddp, batch_size=cfg.batch_size, run_dir=sandwich.run_dir) == sandwich
-    restart = TrainConfig.from_file(exp_dir / "fmnist_restart10_ddp.toml")
-    assert restart.batch_size * 2 == cfg.batch_size and restart.phases[0].epochs == 10
-    assert replace(restart, batch_size=cfg.batch_size, run_dir=exp.run_dir,
-                   phases=exp.phases) == exp
-    assert replace(restart.phases[0], epochs=6) == exp.phases[0]
+    """The three stages of scripts/train_fmnist.sh, and the experiments that led to them, differ
+    from each other only where their headers say."""
+    replace = dataclasses.replace
+    stage1 = TrainConfig.from_file(CONFIGS / "fmnist.toml")
+    restart = TrainConfig.from_file(CONFIGS / "fmnist_restart.toml")
+    elastic = TrainConfig.from_file(CONFIGS / "fmnist_elastic.toml")
+    assert stage1.space == FMNIST and stage1.dataset == "fmnist"
+    assert [(p.name, p.epochs, p.lr) for p in stage1.phases] == [("full", 12, 0.1)]
+    assert [(p.name, p.epochs, p.lr) for p in restart.phases] == [("full", 10, 0.03)]
+    assert [p.name for p in elastic.phases] == list(PHASE_NAMES[1:])
+    assert all(p.include_largest and p.kd_weight > 0 for p in elastic.phases)
+    # stages 2 and 3 run as 2 DDP processes: the same 128 images per step as stage 1
+    for cfg in (restart, elastic):
+        assert cfg.batch_size * 2 == stage1.batch_size
+        assert replace(cfg, batch_size=stage1.batch_size, phases=stage1.phases,
+                       run_dir=stage1.run_dir) == stage1
+    # the first warm-restart experiment: stage 2 with 6 epochs at 128 images in one process
+    exp = CONFIGS / "experiments"
+    plus6 = TrainConfig.from_file(exp / "fmnist_full_plus6.toml")
+    assert replace(plus6, run_dir=restart.run_dir, batch_size=restart.batch_size,
+                   phases=(replace(plus6.phases[0], epochs=10),)) == restart
+    # stage 2 in one process, for the from-scratch baselines (bench_ps_vs_scratch.py --then)
+    one = TrainConfig.from_file(exp / "fmnist_restart_1proc.toml")
+    assert replace(one, run_dir=restart.run_dir, batch_size=restart.batch_size) == restart
+    assert one.batch_size == stage1.batch_size
+    # the sandwich experiment (one process of 128) is stage 3's elastic phases
+    sandwich = TrainConfig.from_file(exp / "fmnist_sandwich.toml")
+    assert replace(sandwich, run_dir=elastic.run_dir, batch_size=elastic.batch_size) == elastic
 
 
 @pytest.mark.parametrize("text, match", [
