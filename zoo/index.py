@@ -35,13 +35,21 @@ def now_iso() -> str:
 
 def default_producer(*, command: str | None = None, repo: str | os.PathLike | None = None
                      ) -> Producer:
-    """A `Producer` for this process: the git commit of ``repo`` (if any) and ``sys.argv``."""
+    """A `Producer` for this process: the git commit of ``repo`` (if any) and ``sys.argv``.
+
+    The commit gets a ``-dirty`` suffix when tracked files differ from it (``git describe
+    --dirty``'s convention): the zoo was then made from something that commit does not hold."""
     commit = None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                              text=True, timeout=10)
         if out.returncode == 0:
             commit = out.stdout.strip() or None
+        if commit is not None:
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=repo, capture_output=True, text=True, timeout=30)
+            if status.returncode != 0 or status.stdout.strip():
+                commit += "-dirty"
     except (OSError, subprocess.SubprocessError):
         pass
     return Producer(commit=commit, command=command or shlex.join([Path(sys.argv[0]).name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 
 import pytest
 
@@ -124,10 +125,24 @@ def test_writer_accepts_the_dataclass(folder):
     assert again == index
 
 
-def test_producer_and_time():
+def test_producer_and_time(tmp_path):
     p = default_producer(command="python -m training.publish")
     assert p.command == "python -m training.publish" and p.ofa_sdk_version
-    assert p.commit is None or len(p.commit) == 40
+    assert p.commit is None or len(p.commit.removesuffix("-dirty")) == 40
+    # a commit is marked dirty when tracked files differ from it (untracked files do not count)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "weights.bin").write_bytes(b"a")
+    subprocess.run([*git, "add", "weights.bin"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    (repo / "untracked.txt").write_text("x")
+    clean = default_producer(command="c", repo=repo).commit
+    assert clean is not None and len(clean) == 40 and all(c in "0123456789abcdef" for c in clean)
+    (repo / "weights.bin").write_bytes(b"b")
+    assert default_producer(command="c", repo=repo).commit == clean + "-dirty"
+    assert default_producer(command="c", repo=tmp_path).commit is None  # not a git repo
     t = now_iso()
     assert t.endswith("Z") and "T" in t
 
