@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 
 import pytest
 
 from ofa_sdk.errors import IntegrityError, ZooError
 from ofa_sdk.zoo import open_zoo
 from zoo.index import default_producer, now_iso, verify_folder, write_index, zoo_files
+from hubserver import git
 from zoofixtures import make_zoo
 
 
@@ -132,11 +132,10 @@ def test_producer_and_time(tmp_path):
     # a commit is marked dirty when tracked files differ from it (untracked files do not count)
     repo = tmp_path / "repo"
     repo.mkdir()
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
-    subprocess.run([*git, "init", "-q"], check=True)
+    git(repo, "init", "-q")
     (repo / "weights.bin").write_bytes(b"a")
-    subprocess.run([*git, "add", "weights.bin"], check=True)
-    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    git(repo, "add", "weights.bin")
+    git(repo, "commit", "-q", "-m", "x")
     (repo / "untracked.txt").write_text("x")
     clean = default_producer(command="c", repo=repo).commit
     assert clean is not None and len(clean) == 40 and all(c in "0123456789abcdef" for c in clean)
