@@ -111,7 +111,7 @@ class DataSource:
 
     def resolve(self, space: SearchSpace, *, fixed: bool = False,
                 norm: tuple[Sequence[float], Sequence[float]] | None = None,
-                progress: bool = True) -> Data:
+                progress: bool = True, compute_norm: bool = True) -> Data:
         """The data for ``space``: splits, `DataInfo`, and the space adapted to the data.
 
         Args:
@@ -121,9 +121,12 @@ class DataSource:
             norm: ``(mean, std)`` recorded in the checkpoint; otherwise ImageNet's for the
                 official spaces, Fashion-MNIST's for fmnist, else computed from the train split.
             progress: show progress bars while scanning and decoding a folder.
+            compute_norm: False: a folder's mean/std are not computed (0 and 1) when neither
+                ``norm`` nor the space gives them (for commands that need only the space).
         """
         if self.kind == "imagefolder":
-            return _resolve_folder(self, space, fixed=fixed, norm=norm, progress=progress)
+            return _resolve_folder(self, space, fixed=fixed, norm=norm, progress=progress,
+                                   compute_norm=compute_norm)
         return _resolve_arrays(self, space, fixed=fixed, norm=norm)
 
 
@@ -193,6 +196,14 @@ class Data:
     splits: Mapping[str, Any]  # name -> ArrayDataset or FolderSplit
     workers: int = 0
     progress: bool = True
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """One label per output of the space: the class names, padded with ``class<i>`` when
+        the (checkpoint's) space has more outputs than the data has classes."""
+        n = self.space.num_classes
+        return tuple(self.info.classes) + tuple(f"class{i}" for i in range(len(self.info.classes),
+                                                                          n))
 
     def size(self, split: str) -> int:
         return len(self.splits[split])
@@ -358,7 +369,8 @@ def _folder_fingerprint(samples: Sequence[tuple[Path, int]], root: Path) -> str:
 
 
 def _resolve_folder(src: DataSource, space: SearchSpace, *, fixed: bool,
-                    norm: tuple[Sequence[float], Sequence[float]] | None, progress: bool) -> Data:
+                    norm: tuple[Sequence[float], Sequence[float]] | None, progress: bool,
+                    compute_norm: bool = True) -> Data:
     root = Path(src.path)
     two = (root / "train").is_dir() and (root / "val").is_dir()
     classes, samples, modes = scan_folder(root / "train" if two else root, progress=progress)
@@ -383,8 +395,10 @@ def _resolve_folder(src: DataSource, space: SearchSpace, *, fixed: bool,
     splits = {k: split([samples[i] for i in idx]) for k, idx in pos.items()}
     if two:
         splits["test"] = split(test_samples)
-    mean, std = norm or _default_norm(adapted, channels) or _folder_norm(
-        splits["train"], workers=src.workers, progress=progress)
+    norm = norm or _default_norm(adapted, channels)
+    if norm is None and not compute_norm:
+        norm = (0.0,) * channels, (1.0,) * channels
+    mean, std = norm or _folder_norm(splits["train"], workers=src.workers, progress=progress)
     fp = _folder_fingerprint([*samples, *test_samples], root)
     fp = hashlib.sha256(repr((fp, size, crop, channels, src.split_seed, {k: len(v) for k, v in
                                                                           splits.items()}))
