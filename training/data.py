@@ -34,6 +34,7 @@ __all__ = [
     "read_idx",
     "load_fashion_mnist",
     "load_image_folder",
+    "decode_image",
     "synthetic_dataset",
     "train_val_split",
     "augment",
@@ -234,24 +235,27 @@ class ImageFolder:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        from PIL import Image, UnidentifiedImageError
-
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as im:
-                im = im.convert("L" if self.channels == 1 else "RGB")
-                w, h = im.size
-                scale = self.image_size / min(w, h)
-                im = im.resize((max(self.image_size, round(w * scale)),
-                                max(self.image_size, round(h * scale))), Image.BILINEAR)
-                w, h = im.size
-                left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
-                im = im.crop((left, top, left + self.image_size, top + self.image_size))
-                arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DatasetError(f"cannot read image {path}: {e}") from None
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        return np.ascontiguousarray(arr), label
+        return decode_image(path, size=self.image_size, crop_fraction=1.0,
+                            channels=self.channels), label
+
+
+def decode_image(path: str | os.PathLike[str], *, size: int, crop_fraction: float,
+                 channels: int) -> np.ndarray:
+    """One image as uint8 ``(C, size, size)``: shorter side to ``size / crop_fraction`` (Pillow
+    BILINEAR), centre crop. Raises `DatasetError` naming the file if it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ofa_sdk.runtime.preprocess import crop_box  # the device's geometry, so they agree
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            target, box = crop_box(*im.size, size, crop_fraction)
+            arr = np.asarray(im.resize(target, Image.BILINEAR).crop(box), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"corrupt image {path}: {e}") from None
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 
 def load_image_folder(root: str | os.PathLike[str], *, image_size: int, channels: int = 3,

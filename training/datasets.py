@@ -39,6 +39,7 @@ from training.data import (
     ArrayDataset,
     DatasetError,
     DatasetNotFound,
+    decode_image,
     load_fashion_mnist,
     synthetic_dataset,
     train_val_split,
@@ -438,27 +439,6 @@ def _folder_norm(train: FolderSplit, *, workers: int, progress: bool
 
 
 # ---- decoding ------------------------------------------------------------------------------------
-
-def decode_image(path: Path, *, size: int, crop_fraction: float, channels: int) -> np.ndarray:
-    """One image as uint8 ``(C, size, size)``: shorter side to ``size / crop_fraction`` (Pillow
-    BILINEAR), centre crop. Raises `DatasetError` naming the file if it cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            w, h = im.size
-            short = size / crop_fraction
-            scale = short / min(w, h)
-            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))),
-                           Image.BILINEAR)
-            w, h = im.size
-            left, top = (w - size) // 2, (h - size) // 2
-            arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise DatasetError(f"corrupt image {path}: {e}") from None
-    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-
 
 class _Decoded:
     """Map-style dataset for `DataLoader`: an error comes back as a value, so the main process

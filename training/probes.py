@@ -540,7 +540,12 @@ def _space_for(args: argparse.Namespace) -> SearchSpace:
         from training.weights import read_supernet
 
         return read_supernet(args.supernet).space
-    space = get_space(args.space)
+    if args.space.endswith(".toml"):  # a training config: its space, as training adapts it
+        from training.train import TrainConfig
+
+        space = TrainConfig.from_file(args.space).space
+    else:
+        space = get_space(args.space)
     if args.data:
         space = source_from_args(args).resolve(space, compute_norm=False).space
     return space
@@ -549,7 +554,8 @@ def _space_for(args: argparse.Namespace) -> SearchSpace:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.probes", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", help="search space name (ofa_sdk.arch), adapted to --data")
+    parser.add_argument("--space", help="search space name (ofa_sdk.arch) or a training config "
+                        "(.toml), adapted to --data as training adapts it")
     parser.add_argument("--supernet", help="take the space from this supernet (run folder, "
                         ".safetensors or official .pth) instead")
     parser.add_argument("--resolutions", help="comma-separated: probe layers at these "

@@ -16,7 +16,7 @@ import numpy as np
 from ofa_sdk.errors import InputError
 from ofa_sdk.metadata import ModelMetadata
 
-__all__ = ["preprocess_images", "quantize", "dequantize", "softmax"]
+__all__ = ["preprocess_images", "crop_box", "quantize", "dequantize", "softmax"]
 
 # ITU-R 601-2 luma, the weights Pillow's convert("L") uses, so float and uint8 inputs agree.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -61,9 +61,13 @@ def _open(path: str | os.PathLike) -> Any:
         raise InputError(f"cannot read image {os.fspath(path)}: {e}") from None
 
 
-def _crop_box(w: int, h: int, size: int, crop: float | None) -> tuple[tuple[int, int], Any]:
-    """The resize target and centre-crop box of a ``w`` x ``h`` image (``crop``: the sidecar's
-    crop fraction; None stretches), as ``training.datasets.decode_image`` computes them."""
+def crop_box(w: int, h: int, size: int, crop: float | None) -> tuple[tuple[int, int], Any]:
+    """The resize target and centre-crop box of a ``w`` x ``h`` image for a ``size`` input.
+
+    ``crop`` is the sidecar's crop fraction: the shorter side goes to ``size / crop`` and the
+    centre ``size`` x ``size`` is kept (training decodes image folders with this same function,
+    ``training.data.decode_image``); ``None`` stretches to ``size`` x ``size`` (no box).
+    """
     if crop is None:
         return (size, size), None
     scale = size / crop / min(w, h)
@@ -81,7 +85,7 @@ def _pil_to_array(im: Any, channels: int, size: int, crop: float | None = None) 
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F") and mode == "RGB":
             im = im.convert("L")
         im = im.convert(mode)
-    target, box = _crop_box(*im.size, size, crop)
+    target, box = crop_box(*im.size, size, crop)
     if im.size != target:
         im = im.resize(target, Image.BILINEAR)
     if box is not None and im.size != (size, size):
@@ -102,7 +106,7 @@ def _float_array_to_array(arr: np.ndarray, channels: int, size: int,
     elif c == 1 and channels == 3:
         arr = np.repeat(arr, 3, axis=2)
     if arr.shape[:2] != (size, size):
-        target, box = _crop_box(arr.shape[1], arr.shape[0], size, crop)
+        target, box = crop_box(arr.shape[1], arr.shape[0], size, crop)
         planes = []
         for i in range(channels):
             plane = Image.fromarray(np.ascontiguousarray(arr[..., i]), mode="F").resize(
