@@ -55,7 +55,8 @@ from training.schedule import (
     phase_choices,
 )
 
-__all__ = ["TrainConfig", "train", "main", "state_hash", "kd_loss", "scratch_subnet"]
+__all__ = ["TrainConfig", "train", "main", "state_hash", "kd_loss", "scratch_subnet",
+           "config_with_data", "data_source"]
 
 log = logging.getLogger(__name__)
 
@@ -794,8 +795,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _with_data_options(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfig:
-    """The config with the ``--data`` options given on the command line."""
+def config_with_data(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """The config with the ``--data`` options (`training.datasets.add_data_arguments`) given on
+    the command line (training, and the benchmarks that train or evaluate as it does)."""
     names = {"val_size": "val_size", "image_size": "image_size", "crop_fraction": "crop_fraction",
              "synthetic_size": "synthetic_size", "channels": "channels", "stream": "stream",
              "data_workers": "data_workers", "split_seed": "split_seed"}
@@ -803,6 +805,11 @@ def _with_data_options(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfi
              if getattr(args, arg, None) is not None}
     if "data_workers" in given and not given["data_workers"]:
         del given["data_workers"]
+    if getattr(args, "data", None) or getattr(args, "data_dir", None):
+        kind, sep, path = (args.data or cfg.dataset).partition(":")
+        given.update(dataset=kind, data_dir=args.data_dir or (path if sep else
+                                                              cfg.data_dir if kind == cfg.dataset
+                                                              else ""))
     cfg = dataclasses.replace(cfg, **given)
     cfg._validate()
     return cfg
@@ -816,13 +823,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        cfg = _with_data_options(TrainConfig.from_file(args.config), args)
+        cfg = config_with_data(TrainConfig.from_file(args.config), args)
         phases = [s.strip() for s in args.phases.split(",") if s.strip()] if args.phases else None
         fixed = (ArchSpec.from_str(args.fixed_arch, space=cfg.space) if args.fixed_arch
                  else None)
         train(cfg, run_dir=args.run_dir, phases=phases, resume=args.resume, init=args.init,
-              device=args.device, data_dir=args.data_dir, data=args.data,
-              stop_after_steps=args.stop_after_steps,
+              device=args.device, stop_after_steps=args.stop_after_steps,
               progress=not args.no_progress and sys.stderr.isatty(), fixed_arch=fixed)
     except OfaError as e:
         log.error("%s", e)
