@@ -35,8 +35,8 @@ import numpy as np
 
 from ofa_sdk.arch import IMAGENET_W10, IMAGENET_W12, SearchSpace, register_space
 from training.data import (
-    FMNIST_DIR,
     ArrayDataset,
+    EpochOrder,
     DatasetError,
     DatasetNotFound,
     decode_image,
@@ -496,55 +496,38 @@ def decode(split: FolderSplit, *, workers: int = 0, desc: str = "decoding", prog
     return out
 
 
-class FolderLoader:
+class FolderLoader(EpochOrder):
     """`training.data.BatchLoader`'s interface over a `FolderSplit`, decoding as it goes.
 
-    The same epoch order (``(seed, epoch)`` permutation, rank-interleaved shards, last partial
-    batch dropped) as `BatchLoader`, so training streams a folder that does not fit in memory
-    and resumes at any step.
+    The same order (`training.data.EpochOrder`) as `BatchLoader`, so training streams a folder
+    that does not fit in memory and resumes at any step.
     """
 
     def __init__(self, split: FolderSplit, *, batch_size: int, seed: int, rank: int = 0,
                  world_size: int = 1, shuffle: bool = True, workers: int = 0) -> None:
-        self.split, self.batch_size, self.seed = split, batch_size, seed
-        self.rank, self.world_size, self.shuffle, self.workers = rank, world_size, shuffle, workers
-        if self.steps_per_epoch() == 0:
-            raise DatasetError(f"{len(split)} images are fewer than one batch of {batch_size} "
-                               f"on each of {world_size} ranks")
+        super().__init__(len(split), batch_size=batch_size, seed=seed, rank=rank,
+                         world_size=world_size, shuffle=shuffle)
+        self.split, self.workers = split, workers
 
-    def steps_per_epoch(self) -> int:
-        return len(self.split) // (self.batch_size * self.world_size)
-
-    def _order(self, epoch: int) -> np.ndarray:
+    def _decoded(self, batches: list[Any]) -> Iterator[tuple[Any, Any]]:
         import torch
 
-        n = self.steps_per_epoch() * self.batch_size * self.world_size
-        if not self.shuffle:
-            return np.arange(n)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(len(self.split), generator=g)[:n].numpy()
+        if not batches:
+            return
+        order = torch.cat(batches).numpy()
+        for x, y in _batches(self.split, order, batch_size=self.batch_size,
+                             workers=self.workers):
+            yield torch.from_numpy(x), torch.from_numpy(y)
 
     def epoch(self, epoch: int, *, start_step: int = 0, max_steps: int | None = None
               ) -> Iterator[tuple[Any, Any]]:
-        import torch
-
-        order = self._order(epoch)[self.rank::self.world_size]
-        steps = self.steps_per_epoch() if max_steps is None else min(max_steps,
-                                                                      self.steps_per_epoch())
-        idx = order[start_step * self.batch_size:steps * self.batch_size]
-        for x, y in _batches(self.split, idx, batch_size=self.batch_size, workers=self.workers):
-            yield torch.from_numpy(x), torch.from_numpy(y)
+        """Decoded ``(uint8 images, labels)`` batches of ``epoch`` on this rank."""
+        yield from self._decoded(list(self.batch_indices(epoch, start_step=start_step,
+                                                         max_steps=max_steps)))
 
     def fixed_batches(self, n: int | None = None, *, seed: int | None = None) -> list:
-        import torch
-
-        total = len(self.split)  # the same order as `BatchLoader.fixed_batches`
-        order = (torch.randperm(total, generator=torch.Generator().manual_seed(seed)).numpy()
-                 if seed is not None else np.arange(total))
-        if n is not None:
-            order = order[:n * self.batch_size]
-        return [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in
-                _batches(self.split, order, batch_size=self.batch_size, workers=self.workers)]
+        """Decoded `EpochOrder.fixed_indices` batches (the last one may be partial)."""
+        return list(self._decoded(self.fixed_indices(n, seed=seed)))
 
 
 # ---- command line --------------------------------------------------------------------------------
