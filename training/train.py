@@ -397,7 +397,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
         phases: names of the phases to run (default: all in the config), in schedule order.
         resume: continue from the run folder's latest checkpoint (same weights as an
             uninterrupted run, on CPU with a fixed seed).
-        init: a checkpoint (folder or run folder) whose model/teacher weights start the run.
+        init: a checkpoint (folder or run folder) whose model/teacher weights start the run, or
+            any supernet file `training.weights.read_supernet` takes (an official ``.pth``).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun, the local rank picks the GPU).
         data_dir: overrides the config's ``data_dir``.
         data: overrides the config's dataset: ``fmnist``, ``imagefolder:PATH`` or ``synthetic``
@@ -474,7 +475,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
                                   f"{space.name!r}: {str(e).splitlines()[0]}") from None
 
     if init is not None:
-        ck = load_checkpoint(init)
+        ck = _init_weights(init, space)
         teacher = load_weights(ck)
         log.info("initialised from %s", ck.path)
     if resume:
@@ -719,6 +720,19 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
     return run
 
 
+def _init_weights(init: str | os.PathLike[str], space: SearchSpace) -> Any:
+    """``--init``: a training checkpoint (model and teacher), else any supernet file
+    (`training.weights.read_supernet`: a run folder, ``.safetensors``, an official ``.pth``)."""
+    from training.checkpoint import Checkpoint
+    from training.weights import read_supernet
+
+    try:
+        return load_checkpoint(init)
+    except CheckpointError:
+        sf = read_supernet(init, space=space)
+        return Checkpoint(sf.path, sf.state, None, None, {})
+
+
 def _check_replicas(model: nn.Module, run: Path, dist_info: _Dist) -> None:
     """Gather every rank's state hash; rank 0 writes ``replicas.json`` and fails on divergence."""
     import torch.distributed as dist
@@ -781,7 +795,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="output folder (default: the config's run_dir)")
     p.add_argument("--phases", help="comma-separated subset, e.g. kernel,depth1")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--init", help="start from this checkpoint's weights (fresh schedule)")
+    p.add_argument("--init", help="start from this checkpoint's weights (fresh schedule): a "
+                   "training checkpoint, or any supernet file (.safetensors, official .pth)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--stream", action="store_true", default=None,
