@@ -214,21 +214,21 @@ class Data:
         ds = self.splits[split]
         if limit is not None:
             ds = ds.subset(np.arange(min(limit, len(ds))))
+        return self._in_memory(ds, split)
+
+    def sample(self, split: str, n: int, *, seed: int) -> ArrayDataset:
+        """``n`` images of ``split`` in a seeded order (BN recalibration, int8 calibration)."""
+        ds = self.splits[split]
+        return self._in_memory(ds.subset(np.random.default_rng(seed).permutation(len(ds))[:n]),
+                               split)
+
+    def _in_memory(self, ds: Any, split: str) -> ArrayDataset:
         if isinstance(ds, ArrayDataset):
             return ds
         images = decode(ds, workers=self.workers, desc=f"decoding {split}",
                         progress=self.progress)
         return ArrayDataset(images, ds.labels.astype(np.int64), self.info.mean, self.info.std,
                             self.info.classes)
-
-    def sample(self, split: str, n: int, *, seed: int) -> ArrayDataset:
-        """``n`` images of ``split`` in a seeded order (BN recalibration, int8 calibration)."""
-        ds = self.splits[split]
-        order = np.random.default_rng(seed).permutation(len(ds))[:n]
-        if isinstance(ds, ArrayDataset):
-            return ds.subset(order)
-        return Data(self.info, self.space, {"s": ds.subset(order)}, self.workers,
-                    self.progress).arrays("s")
 
     def loader(self, split: str, *, batch_size: int, seed: int, rank: int = 0,
                world_size: int = 1, shuffle: bool = True, stream: bool = False, device: Any = "cpu"
