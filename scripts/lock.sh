@@ -21,8 +21,8 @@ header() {
 }
 
 "$PYTHON" -m venv "$WORK/dev"
-"$WORK/dev/bin/pip" install -q "$REPO[dev]"
-{ header "$WORK/dev/bin/python"; "$WORK/dev/bin/pip" freeze --exclude ofa-sdk; } \
+"$WORK/dev/bin/pip" install -q -e "$REPO[dev]"  # editable: no build/ left in the checkout
+{ header "$WORK/dev/bin/python"; "$WORK/dev/bin/pip" freeze --exclude-editable; } \
   > "$REPO/requirements/ci.txt.tmp"
 mv "$REPO/requirements/ci.txt.tmp" "$REPO/requirements/ci.txt"
 
