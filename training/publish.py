@@ -850,7 +850,13 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
     (tmp / "plots").mkdir()
     for dc in classes:
         plot_pareto(parsed, dc.id, tmp / "plots" / f"{dc.id}.png")
-    (tmp / "README.md").write_text(render_model_card(parsed, repo_id=repo_id))
+    from ofa_sdk.zoo import BUNDLED_ZOO
+
+    bundled = (tmp.parent.resolve() == BUNDLED_ZOO.parent.resolve()
+               and tmp.name == f".{BUNDLED_ZOO.name}.publish-tmp")
+    (tmp / "README.md").write_text(render_model_card(
+        parsed, repo_id=repo_id, source=None if bundled else "", folder=tmp,
+        evaluation={"test_images": len(data.test)}))
     return write_index(tmp, parsed)
 
 
