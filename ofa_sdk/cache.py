@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "file_lock",
+    "parse_json",
 ]
 
 _CHUNK = 1 << 20
@@ -56,6 +57,26 @@ def hf_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "huggingface")
     return Path(home) / "hub"
+
+
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads`, with every way a damaged or hostile file can fail raised as `ValueError`.
+
+    `json.loads` also raises ``ValueError`` for an integer longer than Python's 4300-digit limit
+    and `RecursionError` for arrays or objects nested thousands deep; both become a short
+    ``ValueError`` here, so a caller's ``except ValueError`` (and the CLI's one-line message)
+    covers them.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("arrays or objects are nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:
+        if "integer string conversion" in str(e):
+            raise ValueError("a number has more digits than Python reads (over 4300)") from None
+        raise
 
 
 def sha256_file(path: str | os.PathLike) -> str:

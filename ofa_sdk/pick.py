@@ -637,8 +637,11 @@ def plot_pareto(candidates: list[Candidate], out: str | os.PathLike, *,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png")
+        try:
+            with atomic_path(out) as tmp:
+                fig.savefig(tmp, format="png")
+        except OSError as e:
+            raise InputError(f"cannot write the plot {out}: {e.strerror or e}") from None
     finally:
         plt.close(fig)
     return out
