@@ -221,11 +221,19 @@ class DeviceClass:
     threads: int
     lut: str | None = None
     measured_on: str | None = None
+    #: the latency-relevant CPU features of the machine measured (`ofa_sdk.device.ISA_FEATURES`
+    #: that it has), or None when the publisher did not record them
+    isa: tuple[str, ...] | None = None
 
     @classmethod
     def from_json(cls, dc_id: str, data: Any, where: str) -> DeviceClass:
         d = _obj(data, where, required=("cpu", "runtime", "precision", "threads"),
-                 optional=("lut", "measured_on"))
+                 optional=("lut", "measured_on", "isa"))
+        isa = d.get("isa")
+        if isa is not None and (not isinstance(isa, list) or any(
+                not isinstance(f, str) or not re.fullmatch(r"[a-z0-9_]{1,32}", f) for f in isa)):
+            raise ZooError(f"{where}.isa: must be a list of lowercase CPU feature names such as "
+                           f"'avx2', got {_short(isa)}")
         lut = d.get("lut")
         return cls(
             id=dc_id,
@@ -235,11 +243,16 @@ class DeviceClass:
             threads=_int(d["threads"], f"{where}.threads", minimum=1),
             lut=None if lut is None else check_relpath(lut, f"{where}.lut"),
             measured_on=_str(d.get("measured_on"), f"{where}.measured_on", nullable=True),
+            isa=None if isa is None else tuple(isa),
         )
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         del d["id"]
+        if self.isa is None:
+            del d["isa"]
+        else:
+            d["isa"] = list(self.isa)
         return d
 
 

@@ -148,6 +148,7 @@ def test_precision_auto_measures_both_precisions(zoos):
 def test_equally_accurate_candidates_the_measured_fastest_wins(tflite_zoo):
     # e00/e01 have ONNX and TFLite fp32 files of equal accuracy; e02 only ONNX. Measurements are
     # recorded in the real cache first, so the choice is deterministic and nothing is re-measured.
+    from ofa_sdk.measurements import now_utc
     from ofa_sdk.pick import Measurement
     from ofa_sdk.zoo import open_zoo
 
@@ -160,7 +161,7 @@ def test_equally_accurate_candidates_the_measured_fastest_wins(tflite_zoo):
             if f.precision == "fp32":
                 v = ms[(e.id, f.format)]
                 cache.put(f.sha256, Measurement(v, v * 1.2, 10, f.format, "", "fp32", 1, f.path,
-                                                "2026-11-28T00:00:00+00:00"))
+                                                now_utc().isoformat(timespec="seconds")))
     p = pick(10.0, zoo=z, precision="fp32", threads=1)
     assert (p.entry_id, p.runtime, p.measured_ms) == ("e01", "tflite", 2.0)
     assert p.new_measurements == 0 and p.latency_source == "cache"
