@@ -97,6 +97,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:  # mkstemp makes 0600; a written file gets the usual permissions
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+    except (OSError, AttributeError):  # Windows has no fchmod
+        pass
     os.close(fd)
     tmp_path = Path(tmp)
     try:
