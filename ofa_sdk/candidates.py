@@ -56,6 +56,7 @@ class Candidate:
     fresh: bool = False                   # measured in this call (not from the cache)
     scale: float = 1.0                    # calibration scale applied to ref_value
     check: Check | None = field(default=None, repr=False)
+    estimate: float | None = None         # set by pick: what an untrusted measurement is worth
 
     @property
     def predicted_ms(self) -> float:
@@ -63,7 +64,9 @@ class Candidate:
 
     @property
     def latency_ms(self) -> float:
-        """Measured median if any, else the (calibrated) prediction."""
+        """The estimate pick decided with, else the measured median, else the prediction."""
+        if self.estimate is not None:
+            return self.estimate
         return self.measurement.median_ms if self.measurement else self.predicted_ms
 
     @property

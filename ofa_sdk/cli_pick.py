@@ -13,7 +13,8 @@ def _latency(p: Any) -> str:
     p99 = f", p99 {p.measured_p99_ms:.3f} ms" if p.measured_p99_ms is not None else ""
     text = f"{p.measured_ms:.3f} ms (p90 {p.measured_p90_ms:.3f} ms{p99}, {p.latency_source})"
     if p.trusted is False:
-        text += f"; UNRELIABLE, the machine was busy: {'; '.join(p.unreliable)}"
+        text += (f"; UNRELIABLE, the machine was busy ({'; '.join(p.unreliable)}): decided "
+                 f"with {p.estimate_ms:.3f} ms")
     return text
 
 

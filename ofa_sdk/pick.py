@@ -85,6 +85,9 @@ class Pick:
     zoo: str
     new_measurements: int
     measured_p99_ms: float | None = None
+    #: the latency the decision used: the median when trusted; for an untrusted measurement
+    #: (a busy machine) the lower of it and the zoo's or calibrated latency
+    estimate_ms: float | None = None
     measured_at: str | None = None
     trusted: bool | None = None   # False: measured while the machine was busy (see unreliable)
     unreliable: tuple[str, ...] = ()
@@ -196,7 +199,7 @@ class _Planner:
         self.cache.reload()
         self.refused, self.scales = [], {}
         for c in self.candidates:
-            c.measurement, c.fresh, c.scale, c.check = None, False, 1.0, None
+            c.measurement, c.fresh, c.scale, c.check, c.estimate = None, False, 1.0, None, None
 
     def calibrated(self, cfg: Config) -> bool:
         """Whether ``cfg``'s predictions are rescaled by measurements made here."""
@@ -242,6 +245,11 @@ class _Planner:
             m = self._measure(cand)
             self.fresh[key] = m
         cand.measurement, cand.fresh = m, key in self.fresh
+        if not m.trusted:
+            # load only ever slows a run down: an untrusted median is an upper bound, and the
+            # zoo's (exact class) or calibrated latency is the better estimate when lower
+            expected = self.expected_ms(cand)
+            cand.estimate = m.median_ms if expected is None else min(m.median_ms, expected)
         return m
 
     def _measure(self, cand: Candidate) -> Measurement:
@@ -475,7 +483,8 @@ def _result(planner: _Planner, chosen: Candidate, budget: float, path: Path | No
         fingerprint=planner.info.fingerprint,
         zoo=z.source + (f"@{z.revision}" if z.revision else ""),
         new_measurements=len(planner.fresh),
-        measured_p99_ms=m.p99_ms if m else None, measured_at=m.measured_at if m else None,
+        measured_p99_ms=m.p99_ms if m else None, estimate_ms=chosen.latency_ms if m else None,
+        measured_at=m.measured_at if m else None,
         trusted=m.trusted if m else None, unreliable=m.reasons if m else (),
         agreement=chosen.check.agreement if chosen.check else None,
         golden=None if golden is None else {
