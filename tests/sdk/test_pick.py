@@ -84,11 +84,11 @@ def test_mid_budget_returns_the_most_accurate_entry_that_fits(zoos):
         lo = min(m.median_ms for m in _cache().measurements.values())
         budget = math.sqrt(lo * fast.measured_ms)
         p = pick(budget, zoo=zoos[kind], runtime="onnx", precision="fp32")
-        assert p.measured_ms <= budget
+        assert p.estimate_ms <= budget and (p.measured_ms <= budget or not p.trusted)
         for c in rank(zoos[kind], runtime="onnx", precision="fp32"):
             if c.file.accuracy > p.accuracy:
                 # every more accurate candidate was measured too slow, or predicted far too slow
-                assert (c.measurement is not None and c.measurement.median_ms > budget) or \
+                assert (c.measurement is not None and c.latency_ms > budget) or \
                        (c.measurement is None and c.predicted_ms > 1.5 * budget)
 
 
@@ -98,9 +98,11 @@ def test_nothing_fits_names_the_fastest_measured_entry(zoos):
     err = info.value
     assert err.exit_code == 3 and isinstance(err, LookupError)
     fastest = min(_cache().measurements.values(), key=lambda m: m.median_ms)
-    assert err.fastest_ms == fastest.median_ms
+    # an untrusted measurement (a busy machine) counts as at most the zoo's latency
+    assert err.fastest_ms == fastest.median_ms if fastest.trusted else \
+        err.fastest_ms <= fastest.median_ms
     assert err.fastest == fastest.file.split("/")[1]  # models/<entry id>/...
-    assert f"the fastest is {err.fastest} " in str(err) and f"{fastest.median_ms:.3f} ms" in \
+    assert f"the fastest is {err.fastest} " in str(err) and f"{err.fastest_ms:.3f} ms" in \
         str(err) and "measured on this device" in str(err)
 
 
@@ -259,11 +261,9 @@ def test_corrupt_cache_is_rewritten(zoos):
 @pytest.mark.integration
 def test_hub_zoo_pick_refetches_a_corrupted_cached_file(zoos, tmp_path, monkeypatch, caplog):
     pytest.importorskip("huggingface_hub.constants")
-    from hubserver import HubServer, olah_cli
+    from hubserver import server_or_skip
 
-    if olah_cli() is None:
-        pytest.skip("olah-cli not installed (tests/hubserver.py)")
-    server = HubServer(tmp_path / "srv")
+    server = server_or_skip(tmp_path / "srv")
     server.push_folder("acme/pick-zoo", zoos["exact"], "zoo")
     server.tag("acme/pick-zoo", "v1")
     server.start("acme/pick-zoo")

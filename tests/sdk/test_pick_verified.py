@@ -175,6 +175,30 @@ def test_expired_and_untrusted_measurements_are_taken_again(zoo):
     assert pick(1e4, zoo=zoo).new_measurements >= 1  # an old untrusted one is not reused
 
 
+def test_an_untrusted_measurement_is_an_upper_bound(zoo):
+    """A measurement taken on a busy machine is never trusted; pick decides with the lower of it
+    and the exact class's published latency, and says so."""
+    from click.testing import CliRunner
+
+    from ofa_sdk.cli import main
+    from ofa_sdk.pick import pick
+    from ofa_sdk.zoo import open_zoo
+
+    z = open_zoo(zoo)
+    f = z.entry("e02").file(format="onnx", precision="fp32")
+    busy = Measurement(50.0, 400.0, 50, "onnx", "onnxruntime x", "fp32", 1, f.path,
+                       now_utc().isoformat(timespec="seconds"), p99_ms=900.0,
+                       trusted=False, reasons=("load: 2 competing processes",))
+    MeasurementCache(detect_device()).put(f.sha256, busy)
+    p = pick(20.0, zoo=zoo, runtime="onnx", precision="fp32")
+    zoo_ms = z.entry("e02").latency_ms["here-onnx-fp32-t1"].value
+    assert (p.entry_id, p.measured_ms, p.trusted) == ("e02", 50.0, False)
+    assert p.estimate_ms == zoo_ms and p.unreliable == ("load: 2 competing processes",)
+    text = CliRunner().invoke(main, ["pick", "--budget", "20ms", "--zoo", str(zoo), "--runtime",
+                                     "onnx", "--precision", "fp32"]).stdout
+    assert "UNRELIABLE, the machine was busy (load: 2 competing processes)" in text
+
+
 def test_remeasure_cache_list_and_clear(zoo):
     from click.testing import CliRunner
 

@@ -135,11 +135,9 @@ def test_unwritable_plot_is_one_line_exit_2(tmp_path):
 @pytest.mark.integration
 def test_truncated_cached_hub_index_is_fetched_again(folder, tmp_path, monkeypatch, caplog):
     pytest.importorskip("huggingface_hub")
-    from hubserver import HubServer, olah_cli
+    from hubserver import server_or_skip
 
-    if olah_cli() is None:
-        pytest.skip("olah-cli not installed (tests/hubserver.py)")
-    server = HubServer(tmp_path / "srv")
+    server = server_or_skip(tmp_path / "srv")
     server.push_folder("acme/cut", folder, "zoo")
     server.start("acme/cut")
     try:
