@@ -370,8 +370,10 @@ def zoo_list(zoo_source: str | None, revision: str | None, as_json: bool) -> Non
 
 
 @zoo_group.command("plot")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
-@click.option("--budget", type=_BUDGET, required=True, help="Budget whose pick is marked.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Plot to write: .png, .svg, .pdf or .jpg.")
+@click.option("--budget", type=_BUDGET, default=None,
+              help="Also mark this budget and its pick (optional).")
 @_device_option
 @_pick_runtime_option
 @_precision_option
@@ -379,11 +381,11 @@ def zoo_list(zoo_source: str | None, revision: str | None, as_json: bool) -> Non
 @_zoo_option
 @_revision_option
 @json_option
-def zoo_plot(out: str, budget: float, device: str, runtime: str, precision: str,
+def zoo_plot(out: str, budget: float | None, device: str, runtime: str, precision: str,
              threads: int | None, zoo_source: str | None, revision: str | None,
              as_json: bool) -> None:
-    """Accuracy vs latency on this device, with the pick for --budget marked (needs matplotlib).
-    """
+    """Accuracy vs latency on this device, log axis; with --budget, the pick too (needs
+    matplotlib)."""
     from ofa_sdk.pick import plot_pareto, rank, resolve_zoo
 
     parent = Path(out).resolve().parent
@@ -392,8 +394,9 @@ def zoo_plot(out: str, budget: float, device: str, runtime: str, precision: str,
     z = resolve_zoo(zoo_source, revision=revision)
     chosen, failure = None, None
     try:
-        chosen = _do_pick(budget, device=device, runtime=runtime, precision=precision,
-                          threads=threads, zoo_source=z, revision=None, quiet=as_json)
+        if budget is not None:
+            chosen = _do_pick(budget, device=device, runtime=runtime, precision=precision,
+                              threads=threads, zoo_source=z, revision=None, quiet=as_json)
     except NoModelFitsBudget as e:
         failure = e
     cands = rank(z, device=device, runtime=runtime, precision=precision, threads=threads)
@@ -402,10 +405,11 @@ def zoo_plot(out: str, budget: float, device: str, runtime: str, precision: str,
     if failure is not None:
         raise failure
     if as_json:
-        emit_json({"out": str(path), "pick": chosen.to_json(),
+        emit_json({"out": str(path), "pick": chosen.to_json() if chosen else None,
                    "points": [c.to_json() for c in cands]})
     else:
-        click.echo(f"wrote {path} ({len(cands)} points, chosen {chosen.entry_id})")
+        picked = f", pick {chosen.entry_id}" if chosen else ""
+        click.echo(f"wrote {path} ({len(cands)} points{picked})")
 
 
 @main.command("device")

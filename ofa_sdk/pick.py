@@ -34,7 +34,7 @@ from ofa_sdk.candidates import (
     resolve_device,
 )
 from ofa_sdk.device import DeviceInfo, threads_text
-from ofa_sdk.errors import BackendNotInstalled, DeviceError, InputError, NoModelFitsBudget, ZooError
+from ofa_sdk.errors import DeviceError, InputError, NoModelFitsBudget, ZooError
 from ofa_sdk.golden import DEFAULT_MIN_AGREEMENT
 from ofa_sdk.measure import MeasurePolicy
 from ofa_sdk.measurements import Measurement, MeasurementCache, now_utc
@@ -538,63 +538,23 @@ def load_best(device: Any = "auto", *, budget_ms: float | str, **kwargs: Any) ->
 def plot_pareto(candidates: list[Candidate], out: str | os.PathLike, *,
                 chosen: Pick | None = None, budget_ms: float | None = None,
                 title: str = "") -> Path:
-    """Accuracy vs latency of ``candidates`` (measured: filled, predicted: hollow) to a PNG.
+    """Accuracy vs latency of ``candidates`` on this device (`ofa_sdk.plots.plot_points`).
 
-    The Pareto front is drawn as a line, the budget as a vertical line, ``chosen`` as a star.
-    Needs matplotlib (``pip install "ofa-sdk[plot]"``).
+    One colour per runtime and precision, measured filled and predicted hollow; the budget is a
+    vertical line and ``chosen`` a star. Points are labelled by MMACs. Needs matplotlib
+    (``pip install "ofa-sdk[plot]"``).
     """
-    try:
-        import matplotlib
+    from ofa_sdk.plots import PlotPoint, plot_points
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BackendNotInstalled('plotting needs matplotlib: pip install "ofa-sdk[plot]"') \
-            from None
-    from ofa_sdk.cache import atomic_path
+    def is_chosen(c: Candidate) -> bool:
+        return chosen is not None and (c.entry.id, c.config.runtime, c.config.precision,
+                                       c.config.threads) == (chosen.entry_id, chosen.runtime,
+                                                             chosen.precision, chosen.threads)
 
-    out = Path(out)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    try:
-        groups: dict[tuple[str, str], list[Candidate]] = {}
-        for c in candidates:
-            groups.setdefault((c.config.runtime, c.config.precision), []).append(c)
-        palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, ((rt, prec), cands) in enumerate(sorted(groups.items())):
-            xs = [c.latency_ms for c in cands]
-            ys = [c.file.accuracy * 100 for c in cands]
-            filled = [c.measurement is not None for c in cands]
-            color = palette[i % len(palette)]
-            for measured in (True, False):
-                pts = [(x, y) for x, y, f in zip(xs, ys, filled) if f == measured]
-                if pts:
-                    ax.scatter(*zip(*pts), color=color, facecolors=color if measured else "none",
-                               label=f"{rt} {prec} {'measured' if measured else 'predicted'}")
-        front, best = [], -1.0
-        for c in sorted(candidates, key=lambda c: (c.latency_ms, -c.file.accuracy)):
-            if c.file.accuracy > best:
-                front.append(c)
-                best = c.file.accuracy
-        if front:
-            ax.step([c.latency_ms for c in front], [c.file.accuracy * 100 for c in front],
-                    where="post", color="gray", lw=1, label="Pareto front")
-        if budget_ms is not None:
-            ax.axvline(budget_ms, color="red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
-        if chosen is not None:
-            x = chosen.measured_ms if chosen.measured_ms is not None else chosen.predicted_ms
-            ax.scatter([x], [chosen.accuracy * 100], marker="*", s=250, color="gold",
-                       edgecolors="black", zorder=5, label=f"chosen: {chosen.entry_id}")
-        ax.set_xlabel("latency on this device (ms)")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        try:
-            with atomic_path(out) as tmp:
-                fig.savefig(tmp, format="png")
-        except OSError as e:
-            raise InputError(f"cannot write the plot {out}: {e.strerror or e}") from None
-    finally:
-        plt.close(fig)
-    return out
+    points = [PlotPoint(c.latency_ms, c.file.accuracy, f"{c.entry.macs / 1e6:.1f}M",
+                        measured=c.measurement is not None,
+                        group=f"{c.config.runtime} {c.config.precision} "
+                              f"{threads_text(c.config.threads)}",
+                        highlight=is_chosen(c)) for c in candidates]
+    return plot_points(points, out, title=title, xlabel="Latency on this device (ms, median)",
+                       budget_ms=budget_ms, note="point labels: MMACs")

@@ -406,6 +406,36 @@ def _top1(folder: Path, fmt: str, data: PublishData, fresh: Mapping[str, np.ndar
     return top1
 
 
+def recalibrated_subnet(supernet: Any, spec: ArchSpec, data: PublishData, *,
+                        recal_batches: int, num_calib: int) -> tuple[Any, Any]:
+    """The subnet a zoo entry is exported from, and its int8 calibration images.
+
+    Extracted from ``supernet``, BN statistics recalibrated on ``recal_batches`` fixed training
+    batches of 100; the representative set is ``num_calib`` fixed training images (normalised
+    NCHW at the spec's resolution). Deterministic: the same inputs give the same subnet.
+    """
+    import torch
+
+    from training.bn import recalibrate_bn
+    from training.data import BatchLoader, to_input
+
+    r = spec.resolution
+    loader = BatchLoader(data.train, batch_size=min(100, len(data.train)), seed=0)
+    batches = [to_input(x, r, data.mean, data.std)
+               for x, _ in loader.fixed_batches(recal_batches, seed=1)]
+    order = np.random.default_rng(2).permutation(len(data.train))[:num_calib]
+    rep = to_input(torch.from_numpy(data.train.images[np.sort(order)]), r, data.mean,
+                   data.std).contiguous()
+    with torch.no_grad():
+        supernet.set_active(spec)
+        # extract first and recalibrate the copy: the same statistics as recalibrating the
+        # active supernet, without changing the supernet for the next entry
+        net = supernet.extract(spec)
+        recalibrate_bn(net, batches)
+        net.eval()
+    return net, rep
+
+
 def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str | os.PathLike,
                   *, classes: Sequence[DeviceClassLUT], settings: EntrySettings,
                   progress: Progress | None = None) -> dict[str, Any]:
@@ -415,10 +445,6 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
     and ``latency["<device fingerprint>:<format>:t<threads>"] = {value, p90, count}`` for each
     class that is this machine (when ``settings.measure``).
     """
-    import torch
-
-    from training.bn import recalibrate_bn
-    from training.data import BatchLoader, to_input
     from training.export import FILENAMES, export_all
 
     folder = Path(folder)
@@ -438,20 +464,8 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
     if todo:
         if progress is not None:
             progress("export", f"{spec}: {', '.join(todo)}")
-        r = spec.resolution
-        loader = BatchLoader(data.train, batch_size=min(100, len(data.train)), seed=0)
-        batches = [to_input(x, r, data.mean, data.std)
-                   for x, _ in loader.fixed_batches(settings.recal_batches, seed=1)]
-        order = np.random.default_rng(2).permutation(len(data.train))[:settings.num_calib]
-        rep = to_input(torch.from_numpy(data.train.images[np.sort(order)]), r, data.mean,
-                       data.std).contiguous()
-        with torch.no_grad():
-            supernet.set_active(spec)
-            # extract first and recalibrate the copy: the same statistics as recalibrating the
-            # active supernet, without changing the supernet for the next entry
-            net = supernet.extract(spec)
-            recalibrate_bn(net, batches)
-            net.eval()
+        net, rep = recalibrated_subnet(supernet, spec, data, recal_batches=settings.recal_batches,
+                                       num_calib=settings.num_calib)
         export_all(net, spec, folder, representative=rep if any(
             f.endswith("int8") for f in todo) else None, labels=data.labels, mean=data.mean,
             std=data.std, formats=todo)
@@ -678,8 +692,11 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
     settings = EntrySettings(fmts, recal_batches, num_calib,
                          {"min_runs": bench_min_runs, "min_time_s": bench_min_time_s,
                           "warmup_min_time_s": min(0.5, bench_min_time_s)}, measure_here)
+    from training.export import ONNX_INT8_RECIPE
+
     key = hashlib.sha256(json.dumps([_CACHE_VERSION, sn_hash, data.key(), recal_batches,
-                                     num_calib]).encode()).hexdigest()[:16]
+                                     num_calib, ONNX_INT8_RECIPE.to_json()]).encode()
+                         ).hexdigest()[:16]
     entry_root = cache / key
     results = []
     for c, efmts in zip(choices, entry_fmts):

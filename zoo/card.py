@@ -12,7 +12,7 @@ from typing import Any
 
 from ofa_sdk.device import threads_text
 from ofa_sdk.zoo import DeviceClass, Entry, ZooIndex
-from zoo.plots import pareto_front
+from ofa_sdk.plots import pareto_front
 
 __all__ = ["render_model_card", "card_metadata"]
 

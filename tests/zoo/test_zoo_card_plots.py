@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ofa_sdk.errors import DeviceError, ZooError
+from ofa_sdk.errors import DeviceError, InputError, ZooError
+from ofa_sdk.plots import PlotPoint, plot_points
 from ofa_sdk.zoo import ZooIndex
 from zoo.card import render_model_card
 from zoo.plots import pareto_front, plot_pareto
@@ -86,23 +87,43 @@ def _colour_pixels(png, rgb, tol=40) -> int:
     return int((np.abs(img - np.array(rgb)).sum(axis=2) < tol).sum())
 
 
-RED, BLUE, ORANGE = (214, 39, 40), (31, 119, 180), (255, 127, 14)
+GOLD, BLUE = (255, 215, 0), (31, 119, 180)
 
 
 def test_pareto_plot_measured_and_highlight(index, tmp_path):
     out = plot_pareto(index, X86, tmp_path / "plots" / f"{X86}.png", highlight="e02")
     with Image.open(out) as im:
-        assert im.format == "PNG" and im.size == (1050, 690)
-    assert _colour_pixels(out, RED) > 50       # the highlighted star
+        assert im.format == "PNG" and im.size == (1200, 720)
+    assert _colour_pixels(out, GOLD) > 50      # the highlighted star
     assert _colour_pixels(out, BLUE) > 200     # filled measured markers
-    assert _colour_pixels(out, ORANGE) == 0    # nothing predicted on this class
     assert os.listdir(out.parent) == [out.name]  # atomic: no temp file left
+    assert out.stat().st_mode & 0o777 == 0o666 & ~_umask()  # not the temp file's 0600
 
 
-def test_pareto_plot_predicted_is_hollow(index, tmp_path):
-    out = plot_pareto(index, ARM, tmp_path / "arm.png")
-    assert _colour_pixels(out, ORANGE) > 100
-    assert _colour_pixels(out, RED) == 0
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def test_predicted_points_are_hollow(tmp_path):
+    """The same points measured (filled) and predicted (hollow): far fewer coloured pixels."""
+    pts = [(0.1, 0.90, "a"), (0.2, 0.91, "b"), (0.4, 0.93, "c")]
+    filled, hollow = (plot_points([PlotPoint(x, y, n, measured=m) for x, y, n in pts],
+                                  tmp_path / f"{m}.png", title="t") for m in (True, False))
+    assert _colour_pixels(filled, BLUE) > 1.5 * _colour_pixels(hollow, BLUE) > 0
+
+
+def test_plot_format_follows_the_file_name(tmp_path):
+    pts = [PlotPoint(0.1, 0.9, "a", measured=True), PlotPoint(1.0, 0.95, "b", measured=False)]
+    assert plot_points(pts, tmp_path / "p.svg", title="t").read_bytes().lstrip()[:5] == b"<?xml"
+    assert plot_points(pts, tmp_path / "p.jpg", title="t").read_bytes()[:2] == b"\xff\xd8"
+    assert plot_points(pts, tmp_path / "p.pdf", title="t").read_bytes()[:4] == b"%PDF"
+    with pytest.raises(InputError, match=r"\*\.png"):
+        plot_points(pts, tmp_path / "p.txt", title="t")
+    with pytest.raises(InputError, match="cannot write"):
+        plot_points(pts, tmp_path / "p.svg" / "p.png", title="t")  # a file as folder
+    assert not (tmp_path / "p.txt").exists()
 
 
 def test_plot_errors(index, tmp_path):
