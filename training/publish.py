@@ -120,9 +120,15 @@ class DeviceClassLUT:
         measured_on = model or None
         if measured_on and dev.get("fingerprint"):
             measured_on = f"{measured_on} (device {dev['fingerprint']})"
-        return {"cpu": cpu, "runtime": self.lut.runtime, "precision": self.lut.precision,
-                "threads": self.lut.threads, "lut": f"luts/{self.id}.json",
-                "measured_on": measured_on}
+        out = {"cpu": cpu, "runtime": self.lut.runtime, "precision": self.lut.precision,
+               "threads": self.lut.threads, "lut": f"luts/{self.id}.json",
+               "measured_on": measured_on}
+        from training.golden import isa_from_lut
+
+        isa = isa_from_lut({"device": dev})
+        if isa is not None:  # devices match on it: same CPU name with another ISA is not exact
+            out["isa"] = isa
+        return out
 
 
 def _is_here(lut: LatencyLUT) -> bool:
@@ -587,7 +593,7 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
             num_calib: int = 300, bench_min_runs: int = 50, bench_min_time_s: float = 1.0,
             endpoint: str | None = None, token: str | None = None, command: str | None = None,
             share_tolerance_pp: float = 0.0, entry_formats: str = "all",
-            progress: Progress | None = None) -> PublishResult:
+            golden_count: int = 300, progress: Progress | None = None) -> PublishResult:
     """Specialize, export, score, measure and write the zoo; optionally publish it to the Hub.
 
     Args:
@@ -611,6 +617,8 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
         entry_formats: ``all`` (every entry in every format of ``formats``) or ``classes``
             (an entry only in the formats of ``formats`` whose runtime is that of a device
             class it was chosen for: a smaller zoo, e.g. the bundled one).
+        golden_count: test images in the zoo's golden set (``golden/``: inputs and each
+            file's top-1, which devices check the files against); 0 writes none.
         progress: called as ``progress(stage, detail)`` (``search``, ``export``, ``measure``,
             ``entry``, ``write``, ``publish``).
     """
@@ -713,7 +721,7 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
                            name=name or f"ofa-{space.name}",
                            command=command or _command(), created=now_iso(),
                            producer=default_producer, write_index=write_index,
-                           zoo_index=ZooIndex)
+                           zoo_index=ZooIndex, golden_count=golden_count)
         verify_folder(tmp)
         _swap_in(tmp, target)
     finally:
@@ -782,7 +790,7 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
                report: Mapping[str, Any], *, previous: Any, measure: bool, probes: Any,
                repo_id: str | None, seed: int,
                name: str, command: str, created: str, producer: Any, write_index: Any,
-               zoo_index: Any) -> Any:
+               zoo_index: Any, golden_count: int = 0) -> Any:
     from training.export import FILENAMES
     from zoo.card import render_model_card
     from zoo.plots import plot_pareto
@@ -841,6 +849,8 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
         "device_classes": {dc.id: dc.to_index() for dc in classes},
         "entries": entries,
     }
+    if golden_count:
+        _write_golden(tmp, data, choices, entry_root, entry_fmts, golden_count)
     parsed = write_index(tmp, index)
     created_before = _unchanged_created(previous, parsed.to_json())
     if created_before is not None:
@@ -858,6 +868,20 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
         parsed, repo_id=repo_id, source=None if bundled else "", folder=tmp,
         evaluation={"test_images": len(data.test)}))
     return write_index(tmp, parsed)
+
+
+def _write_golden(tmp: Path, data: PublishData, choices: Sequence[Choice], entry_root: Path,
+                  entry_fmts: Sequence[Sequence[str]], count: int) -> None:
+    """The zoo's golden set: the first ``count`` test images and each file's top-1 on them
+    (the test-set top-1 computed when the file was scored, `_top1`)."""
+    from training.export import FILENAMES
+    from zoo.golden import write_golden
+
+    n = min(count, len(data.test))
+    top1 = {f"models/{c.id}/{FILENAMES[fmt]}": _top1(entry_root / c.id, fmt, data, {})[:n]
+            for c, fmts in zip(choices, entry_fmts) for fmt in fmts}
+    write_golden(tmp, data.test.images[:n].transpose(0, 2, 3, 1).copy(), top1,
+                 source=f"{data.name} test split, images 0-{n - 1}")
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
@@ -903,6 +927,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recal-batches", type=int, default=20,
                    help="training batches of 100 for BN recalibration")
     p.add_argument("--num-calib", type=int, default=300, help="int8 calibration images")
+    p.add_argument("--golden-count", type=int, default=300,
+                   help="test images in the zoo's golden set (0: none)")
     p.add_argument("--bench-min-runs", type=int, default=50)
     p.add_argument("--bench-min-time", type=float, default=1.0)
     p.add_argument("--endpoint", help="Hub endpoint (default HF_ENDPOINT or huggingface.co)")
@@ -940,7 +966,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       bench_min_time_s=args.bench_min_time, endpoint=args.endpoint,
                       command=shlex.join(["python", "training/publish.py", *argv_list]),
                       share_tolerance_pp=args.share_tolerance, entry_formats=args.entry_formats,
-                      progress=progress)
+                      golden_count=args.golden_count, progress=progress)
     except OfaError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
