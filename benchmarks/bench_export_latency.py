@@ -14,6 +14,7 @@ benchmarks/results/export.md (7x7 depthwise kept whole; S8S8 instead of U8S8 ONN
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import platform
@@ -128,7 +129,9 @@ def main() -> int:
                                       labels=[str(i) for i in range(10)], mean=(0.286,),
                                       std=(0.353,), formats=formats,
                                       split_depthwise=not args.no_split,
-                                      onnx_activations=args.onnx_activations)
+                                      onnx_int8=dataclasses.replace(
+                                          export.ONNX_INT8_RECIPE,
+                                          activations=args.onnx_activations))
             x = data[:1].numpy().copy()
             for threads in (int(t) for t in args.threads.split(",")):
                 torch.set_num_threads(threads)

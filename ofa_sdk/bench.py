@@ -19,7 +19,7 @@ import numpy as np
 
 from ofa_sdk.errors import InputError
 
-__all__ = ["BenchResult", "benchmark", "peak_rss_mb"]
+__all__ = ["BenchResult", "TimedRuns", "benchmark", "warm_up", "timed_runs", "peak_rss_mb"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class BenchResult:
     count: int
     median_ms: float
     p90_ms: float
+    p99_ms: float
     min_ms: float
     max_ms: float
     mean_ms: float
@@ -55,6 +56,61 @@ class BenchResult:
     def __str__(self) -> str:
         return (f"{self.model} [{self.runtime}, threads={self.num_threads or 'default'}]: "
                 f"median {self.median_ms:.3f} ms, p90 {self.p90_ms:.3f} ms over {self.count} runs")
+
+
+@dataclass(frozen=True, eq=False)
+class TimedRuns:
+    """The raw timings of one measuring loop: per-run wall times, and what the machine did
+    meanwhile (CPU time of the calling thread, and `sample` values taken every ~10 ms)."""
+
+    times_ns: list[int]
+    wall_s: float
+    thread_cpu_s: float
+    samples: list[Any]
+
+
+def warm_up(model: Any, x: Any, *, runs: int, min_time_s: float) -> int:
+    """Invoke until both ``runs`` calls and ``min_time_s`` seconds are done; returns the count."""
+    clock = time.perf_counter_ns
+    start, done = clock(), 0
+    while done < runs or (clock() - start) / 1e9 < min_time_s:
+        model.invoke(x)
+        done += 1
+    logger.debug("warm-up: %d runs", done)
+    return done
+
+
+def timed_runs(model: Any, x: Any, *, min_runs: int, min_time_s: float, max_time_s: float,
+               progress: Callable[[int, int], None] | None = None,
+               sample: Callable[[], Any] | None = None) -> TimedRuns:
+    """Time ``model.invoke(x)`` until at least ``min_runs`` runs AND ``min_time_s`` seconds are
+    done, or ``max_time_s`` has passed (``benchmark_model``'s loop)."""
+    clock = time.perf_counter_ns
+    times: list[int] = []
+    samples: list[Any] = []
+    next_sample = 0
+    cpu0 = time.thread_time()
+    start = clock()
+    while True:
+        t0 = clock()
+        model.invoke(x)
+        t1 = clock()
+        times.append(t1 - t0)
+        if sample is not None and t1 >= next_sample:
+            samples.append(sample())
+            next_sample = t1 + 10_000_000
+        if progress is not None:
+            progress(len(times), min_runs)
+        elapsed = (t1 - start) / 1e9
+        if elapsed >= max_time_s:
+            if len(times) < min_runs:
+                logger.warning("stopped after max_time_s=%.1f s with %d of %d runs",
+                               max_time_s, len(times), min_runs)
+            break
+        if len(times) >= min_runs and elapsed >= min_time_s:
+            break
+    wall = (clock() - start) / 1e9
+    return TimedRuns(times, wall, time.thread_time() - cpu0, samples)
 
 
 def peak_rss_mb() -> float | None:
@@ -117,35 +173,13 @@ def benchmark(model_or_path: Any, *, warmup_runs: int = 1, warmup_min_time_s: fl
     # Time the runtime call alone, on an input already in the model's dtype (as benchmark_model
     # times Invoke on filled tensors); preprocessing is not part of model latency.
     x = model.random_input(np.random.default_rng(seed), batch=1)
-    clock = time.perf_counter_ns
-
-    t0 = clock()
+    t0 = time.perf_counter_ns()
     model.invoke(x)
-    first_ms = (clock() - t0) / 1e6
-
-    start, done = clock(), 0
-    while done < warmup_runs or (clock() - start) / 1e9 < warmup_min_time_s:
-        model.invoke(x)
-        done += 1
-    logger.debug("warm-up: %d runs", done)
-
-    times: list[int] = []
-    start = clock()
-    while True:
-        t0 = clock()
-        model.invoke(x)
-        t1 = clock()
-        times.append(t1 - t0)
-        if progress is not None:
-            progress(len(times), min_runs)
-        elapsed = (t1 - start) / 1e9
-        if elapsed >= max_time_s:
-            if len(times) < min_runs:
-                logger.warning("stopped after max_time_s=%.1f s with %d of %d runs",
-                               max_time_s, len(times), min_runs)
-            break
-        if len(times) >= min_runs and elapsed >= min_time_s:
-            break
+    first_ms = (time.perf_counter_ns() - t0) / 1e6
+    done = warm_up(model, x, runs=warmup_runs, min_time_s=warmup_min_time_s)
+    runs = timed_runs(model, x, min_runs=min_runs, min_time_s=min_time_s,
+                      max_time_s=max_time_s, progress=progress)
+    times = runs.times_ns
 
     ms = np.asarray(times, dtype=np.float64) / 1e6
     return BenchResult(
@@ -161,6 +195,7 @@ def benchmark(model_or_path: Any, *, warmup_runs: int = 1, warmup_min_time_s: fl
         count=int(ms.size),
         median_ms=float(np.median(ms)),
         p90_ms=float(np.percentile(ms, 90)),
+        p99_ms=float(np.percentile(ms, 99)),
         min_ms=float(ms.min()),
         max_ms=float(ms.max()),
         mean_ms=float(ms.mean()),

@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "file_lock",
+    "parse_json",
 ]
 
 _CHUNK = 1 << 20
@@ -58,6 +59,26 @@ def hf_cache_dir() -> Path:
     return Path(home) / "hub"
 
 
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads`, with every way a damaged or hostile file can fail raised as `ValueError`.
+
+    `json.loads` also raises ``ValueError`` for an integer longer than Python's 4300-digit limit
+    and `RecursionError` for arrays or objects nested thousands deep; both become a short
+    ``ValueError`` here, so a caller's ``except ValueError`` (and the CLI's one-line message)
+    covers them.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("arrays or objects are nested too deeply") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:
+        if "integer string conversion" in str(e):
+            raise ValueError("a number has more digits than Python reads (over 4300)") from None
+        raise
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -76,6 +97,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:  # mkstemp makes 0600; a written file gets the usual permissions
+        mask = os.umask(0o022)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)
+    except (OSError, AttributeError):  # Windows has no fchmod
+        pass
     os.close(fd)
     tmp_path = Path(tmp)
     try:

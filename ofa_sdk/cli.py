@@ -9,13 +9,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from ofa_sdk import __version__
-from ofa_sdk.errors import NoModelFitsBudget, OfaError
+from ofa_sdk.errors import InputError, NoModelFitsBudget, OfaError
 
 __all__ = ["main", "OfaGroup", "json_option", "format_error", "emit_json"]
 
@@ -219,6 +221,7 @@ def bench(model: str, threads: int | None, runs: int, min_time: float, max_time:
         ("runs", f"{result.count} (after {result.warmup_runs} warm-up)"),
         ("median", f"{result.median_ms:.3f} ms"),
         ("p90", f"{result.p90_ms:.3f} ms"),
+        ("p99", f"{result.p99_ms:.3f} ms"),
         ("min / max", f"{result.min_ms:.3f} / {result.max_ms:.3f} ms"),
         ("mean +- std", f"{result.mean_ms:.3f} +- {result.std_ms:.3f} ms"),
         ("peak RSS", rss),
@@ -255,13 +258,16 @@ class _Progress:
 
 
 def _do_pick(budget: float, *, device: str, runtime: str, precision: str, threads: int | None,
-             zoo_source: str | None, revision: str | None, quiet: bool) -> Any:
+             zoo_source: str | None, revision: str | None, quiet: bool,
+             remeasure: bool = False, min_agreement: float | None = None) -> Any:
     from ofa_sdk.pick import pick
 
     progress = None if quiet else _Progress()
+    extra = {} if min_agreement is None else {"min_agreement": min_agreement}
     try:
         return pick(budget, device=device, zoo=zoo_source, runtime=runtime, precision=precision,
-                    threads=threads, revision=revision, progress=progress)
+                    threads=threads, revision=revision, progress=progress,
+                    use_cache=not remeasure, **extra)
     finally:
         if progress is not None:
             progress.close()
@@ -292,32 +298,28 @@ _precision_option = click.option(
 @_threads_option
 @_zoo_option
 @_revision_option
+@click.option("--remeasure", is_flag=True,
+              help="Measure again instead of reusing cached measurements (and replace them).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,
+              help="Refuse a file whose top-1 agrees with the zoo's golden set on fewer than "
+                   "this fraction of its inputs [default: 0.98].")
 @json_option
 def pick_command(budget: float, device: str, runtime: str, precision: str, threads: int | None,
-                 zoo_source: str | None, revision: str | None, as_json: bool) -> None:
+                 zoo_source: str | None, revision: str | None, remeasure: bool,
+                 min_agreement: float | None, as_json: bool) -> None:
     """The most accurate zoo entry whose latency measured here fits --budget.
 
     Exit code 3 when nothing fits (the message names the fastest entry).
     """
+    from ofa_sdk.cli_pick import pick_rows
+
     p = _do_pick(budget, device=device, runtime=runtime, precision=precision, threads=threads,
-                 zoo_source=zoo_source, revision=revision, quiet=as_json)
+                 zoo_source=zoo_source, revision=revision, quiet=as_json, remeasure=remeasure,
+                 min_agreement=min_agreement)
     if as_json:
         emit_json(p.to_json())
         return
-    from ofa_sdk.device import threads_text
-
-    lat = (f"{p.measured_ms:.3f} ms (p90 {p.measured_p90_ms:.3f} ms, {p.latency_source})"
-           if p.measured_ms is not None else f"{p.predicted_ms:.3f} ms (zoo, not measured here)")
-    rows = [
-        ("entry", p.entry_id), ("arch", p.arch), ("file", p.path or p.file),
-        ("runtime", f"{p.runtime} {p.precision}, {threads_text(p.threads)}"),
-        ("accuracy", f"{p.accuracy * 100:.2f}% {p.metric}"),
-        ("latency", lat), ("predicted", f"{p.predicted_ms:.3f} ms"),
-        ("budget", f"{p.budget_ms:g} ms"),
-        ("ranked by", f"{p.device_class or 'MACs'} ({p.device_match})"
-         + (f", scale {p.calibration_scale:.3g}" if p.calibration_scale else "")),
-    ]
-    for key, value in rows:
+    for key, value in pick_rows(p):
         click.echo(f"{key:<10} {value}")
 
 
@@ -368,8 +370,10 @@ def zoo_list(zoo_source: str | None, revision: str | None, as_json: bool) -> Non
 
 
 @zoo_group.command("plot")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="PNG to write.")
-@click.option("--budget", type=_BUDGET, required=True, help="Budget whose pick is marked.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Plot to write: .png, .svg, .pdf or .jpg.")
+@click.option("--budget", type=_BUDGET, default=None,
+              help="Also mark this budget and its pick (optional).")
 @_device_option
 @_pick_runtime_option
 @_precision_option
@@ -377,18 +381,22 @@ def zoo_list(zoo_source: str | None, revision: str | None, as_json: bool) -> Non
 @_zoo_option
 @_revision_option
 @json_option
-def zoo_plot(out: str, budget: float, device: str, runtime: str, precision: str,
+def zoo_plot(out: str, budget: float | None, device: str, runtime: str, precision: str,
              threads: int | None, zoo_source: str | None, revision: str | None,
              as_json: bool) -> None:
-    """Accuracy vs latency on this device, with the pick for --budget marked (needs matplotlib).
-    """
+    """Accuracy vs latency on this device, log axis; with --budget, the pick too (needs
+    matplotlib)."""
     from ofa_sdk.pick import plot_pareto, rank, resolve_zoo
 
+    parent = Path(out).resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write the plot {out}: {parent} is not a writable folder")
     z = resolve_zoo(zoo_source, revision=revision)
     chosen, failure = None, None
     try:
-        chosen = _do_pick(budget, device=device, runtime=runtime, precision=precision,
-                          threads=threads, zoo_source=z, revision=None, quiet=as_json)
+        if budget is not None:
+            chosen = _do_pick(budget, device=device, runtime=runtime, precision=precision,
+                              threads=threads, zoo_source=z, revision=None, quiet=as_json)
     except NoModelFitsBudget as e:
         failure = e
     cands = rank(z, device=device, runtime=runtime, precision=precision, threads=threads)
@@ -397,10 +405,11 @@ def zoo_plot(out: str, budget: float, device: str, runtime: str, precision: str,
     if failure is not None:
         raise failure
     if as_json:
-        emit_json({"out": str(path), "pick": chosen.to_json(),
+        emit_json({"out": str(path), "pick": chosen.to_json() if chosen else None,
                    "points": [c.to_json() for c in cands]})
     else:
-        click.echo(f"wrote {path} ({len(cands)} points, chosen {chosen.entry_id})")
+        picked = f", pick {chosen.entry_id}" if chosen else ""
+        click.echo(f"wrote {path} ({len(cands)} points{picked})")
 
 
 @main.command("device")
@@ -458,6 +467,40 @@ def completion(shell: str) -> None:
 
     cls = get_completion_class(shell)
     click.echo(cls(main, {}, "ofa-sdk", "_OFA_SDK_COMPLETE").source())
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """Show or clear the measurement cache ($OFA_SDK_CACHE/measurements)."""
+
+
+@cache_group.command("list")
+@json_option
+def cache_list(as_json: bool) -> None:
+    """Every device's stored measurements and golden-set checks, with age and state."""
+    from ofa_sdk.cli_pick import cache_lines, cache_listing
+
+    data = cache_listing()
+    if as_json:
+        emit_json(data)
+        return
+    for line in cache_lines(data):
+        click.echo(line)
+
+
+@cache_group.command("clear")
+@json_option
+def cache_clear(as_json: bool) -> None:
+    """Delete every stored measurement and check (the next pick measures again)."""
+    from ofa_sdk.cache import cache_dir
+    from ofa_sdk.measurements import clear_cache
+
+    folder = cache_dir("measurements", create=False)
+    removed = clear_cache(folder)
+    if as_json:
+        emit_json({"cache": str(folder), "removed": [str(p) for p in removed]})
+        return
+    click.echo(f"removed {len(removed)} device file(s) from {folder}")
 
 
 if __name__ == "__main__":  # pragma: no cover

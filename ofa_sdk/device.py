@@ -19,7 +19,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 __all__ = ["DeviceInfo", "detect_device", "normalize_arch", "match_score", "threads_text",
-           "RUNTIME_PACKAGES"]
+           "RUNTIME_PACKAGES", "ISA_FEATURES", "ClassMatch", "match_class", "CPUINFO_ENV"]
+
+#: Read this file instead of /proc/cpuinfo (to emulate another CPU, e.g. in tests).
+CPUINFO_ENV = "OFA_SDK_CPUINFO"
 
 #: Runtime -> (module, distribution) pairs that provide it, in the order `load_model` tries them.
 RUNTIME_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -34,7 +37,8 @@ def threads_text(n: int) -> str:
 
 
 # CPU features that change which kernels a runtime uses (and so its latency); others are noise.
-_FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
+# ARM's NEON dot-product instructions are "asimddp" in /proc/cpuinfo, int8 matmul is "i8mm".
+ISA_FEATURES = _FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
              "avx_vnni", "amx_int8", "neon", "asimd", "asimdhp", "asimddp", "i8mm", "sve", "sve2",
              "bf16")
 _ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "x86-64": "x86_64", "i686": "x86",
@@ -172,13 +176,14 @@ def detect_device() -> DeviceInfo:
     """This device, read from /proc/cpuinfo, `platform` and the installed runtime packages.
 
     Cached for the process; call ``detect_device.cache_clear()`` after installing a runtime.
+    ``$OFA_SDK_CPUINFO`` names a file to read instead of /proc/cpuinfo (emulating another CPU).
 
     >>> dev = detect_device()
     >>> len(dev.fingerprint)
     16
     """
     arch = normalize_arch(platform.machine() or "unknown")
-    info = _read_cpuinfo()
+    info = _read_cpuinfo(os.environ.get(CPUINFO_ENV) or "/proc/cpuinfo")
     flags = set((info.get("flags") or info.get("features") or "").lower().split())
     if arch == "aarch64":
         flags.add("neon")  # mandatory in ARMv8-A; /proc/cpuinfo calls it asimd
@@ -208,3 +213,48 @@ def match_score(device: DeviceInfo, cpu: str) -> float:
     model = device.cpu_model.lower()
     hits = sum(1 for w in rest if w in device.cpu_features or w in model)
     return 0.5 + 0.5 * hits / len(rest)
+
+
+@dataclass(frozen=True)
+class ClassMatch:
+    """How a zoo device class describes this device.
+
+    ``kind``: ``exact`` (same CPU words and, where the class lists it, the same ISA),
+    ``same-cpu-other-isa`` (same CPU words, other ISA features: its latencies are another
+    machine's), ``closest`` (same architecture only) or ``other-arch``.
+    ``missing``/``extra``: ISA features the class has and this device lacks / the reverse.
+    """
+
+    kind: str
+    score: float
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind != "same-cpu-other-isa":
+            return self.kind
+        parts = ([f"lacks {' '.join(self.missing)}"] if self.missing else []) + \
+            ([f"has {' '.join(self.extra)}"] if self.extra else [])
+        return f"same CPU, other ISA: this device {', '.join(parts)}"
+
+
+def match_class(device: DeviceInfo, cpu: str, isa: tuple[str, ...] | None) -> ClassMatch:
+    """Match a device class (its ``cpu`` words and optional ``isa`` list) against ``device``.
+
+    >>> dev = DeviceInfo("Linux", "x86_64", "AMD EPYC", ("avx2", "fma"), 2)
+    >>> match_class(dev, "x86_64 AMD EPYC", ("avx2", "fma", "avx512f")).kind
+    'same-cpu-other-isa'
+    """
+    score = match_score(device, cpu)
+    if score == 0.0:
+        return ClassMatch("other-arch", score)
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    if isa is not None:
+        have, want = set(device.cpu_features), {f.lower() for f in isa}
+        missing = tuple(sorted(want - have))
+        extra = tuple(sorted((have - want) & set(ISA_FEATURES)))
+    if score < 1.0:
+        return ClassMatch("closest", score, missing, extra)
+    return ClassMatch("same-cpu-other-isa" if missing or extra else "exact", score, missing,
+                      extra)

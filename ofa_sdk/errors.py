@@ -70,3 +70,7 @@ class BudgetError(OfaError, ValueError):
 
 class LatencyTableError(ZooError):
     """A latency lookup table that is malformed, for another search space, or missing keys."""
+
+
+class CacheError(OfaError, OSError):
+    """ofa-sdk's own cache cannot be written (the message says which folder and what to set)."""

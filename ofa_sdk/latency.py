@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ofa_sdk.arch import ArchSpec, LayerInfo, SearchSpace
+from ofa_sdk.cache import parse_json
 from ofa_sdk.encoding import ArchArrays, active_mask_index
 from ofa_sdk.errors import LatencyTableError, NoModelFitsBudget
 
@@ -170,8 +171,8 @@ class LatencyLUT:
         except FileNotFoundError:
             raise LatencyTableError(f"latency table {str(path)!r} does not exist") from None
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
+            data = parse_json(text)
+        except ValueError as e:
             raise LatencyTableError(f"latency table {str(path)!r} is not valid JSON: {e}") from None
         return cls.from_json(data)
 

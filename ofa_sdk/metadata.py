@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ofa_sdk.arch import ArchSpec, SearchSpace, get_space
+from ofa_sdk.cache import parse_json
 from ofa_sdk.errors import ModelLoadError
 
 __all__ = ["ModelMetadata", "sidecar_path", "SCHEMA_VERSION"]
@@ -114,10 +115,10 @@ class ModelMetadata:
     def load(cls, model_path: str | os.PathLike) -> ModelMetadata:
         path = sidecar_path(model_path)
         try:
-            data = json.loads(path.read_text())
+            data = parse_json(path.read_text())
         except FileNotFoundError:
             raise ModelLoadError(f"no metadata sidecar {path} next to the model") from None
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, ValueError) as e:
             raise ModelLoadError(f"cannot read model metadata {path}: {e}") from None
         if not isinstance(data, dict):
             raise ModelLoadError(f"model metadata {path} is not a JSON object")

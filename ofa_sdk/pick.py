@@ -2,191 +2,66 @@
 
 OFA (Cai et al., ICLR 2020, section 3.4) specialises one supernet to many devices; a zoo ships the
 subnets found for a range of budgets. On the device we rank them by the latencies the zoo
-publishes for the matching device class (or the closest class, rescaled by a few measurements
-made here), then confirm the candidates in order of accuracy with short `ofa_sdk.bench.benchmark`
-runs. Measurements are cached per device fingerprint and file sha256 (`MeasurementCache`), so a
-second call measures nothing and imports no runtime.
+publishes for the matching device class (an exact match is used as published; the same CPU with
+another ISA, or the closest class, is rescaled by a calibration measurement made here), confirm
+the candidates in order of accuracy with `ofa_sdk.measure` (benchmark_model rounds, re-measured
+with back-off while unreliable), and check the chosen file against the zoo's golden set
+(`ofa_sdk.golden`). Measurements and checks are cached per device fingerprint and file sha256
+(`ofa_sdk.measurements`): a second call measures nothing and imports no runtime.
+
+One answer under concurrency: the decision is a function of the zoo, the options and the cached
+measurements only. A call first decides from the cache alone; when it needs a measurement it takes
+this device's measuring lock, reads the cache again and decides from scratch, measuring what is
+still missing. Processes that start together therefore measure one at a time, and each later one
+finds (and reuses) exactly what the earlier ones measured.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
 import os
-import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from ofa_sdk.budget import parse_budget
-from ofa_sdk.cache import atomic_write_json, cache_dir, file_lock
-from ofa_sdk.device import DeviceInfo, detect_device, match_score, threads_text
-from ofa_sdk.errors import (
-    BackendNotInstalled,
-    DeviceError,
-    InputError,
-    LatencyTableError,
-    NoModelFitsBudget,
-    ZooError,
+from ofa_sdk.candidates import (
+    Candidate,
+    Config,
+    configs,
+    device_classes_for,
+    ref_values,
+    resolve_device,
 )
+from ofa_sdk.device import DeviceInfo, threads_text
+from ofa_sdk.errors import DeviceError, InputError, NoModelFitsBudget, ZooError
+from ofa_sdk.golden import DEFAULT_MIN_AGREEMENT
+from ofa_sdk.measure import MeasurePolicy
+from ofa_sdk.measurements import Measurement, MeasurementCache, now_utc
 
 if TYPE_CHECKING:  # pragma: no cover
     from ofa_sdk.runtime import Model
-    from ofa_sdk.zoo import DeviceClass, Entry, FileEntry, Zoo
+    from ofa_sdk.zoo import Zoo
 
 __all__ = ["Pick", "Measurement", "MeasurementCache", "Candidate", "pick", "load_best",
-           "rank", "resolve_zoo", "device_classes_for", "plot_pareto"]
+           "rank", "resolve_zoo", "device_classes_for", "plot_pareto", "DEFAULT_TIE_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
 RUNTIME_CHOICES = ("auto", "tflite", "onnx")
 PRECISION_CHOICES = ("auto", "fp32", "int8")
-_EXTRA = {"tflite": "tflite", "onnx": "onnx"}
-CACHE_SCHEMA = 1
+#: Among equally accurate candidates that fit, one with fewer threads (then the runtime order
+#: tflite, onnx; then fp32 before int8) is kept unless another is more than this much faster.
+DEFAULT_TIE_TOLERANCE = 0.2
 
 #: ``progress(what, done, total)``: bytes of a download (``what`` is the zoo path) or runs of a
 #: measurement (``what`` starts with ``"measure "``).
 ProgressFn = Callable[[str, int, int], None]
 
 
-# ---- the measurement cache ---------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Measurement:
-    """A short benchmark of one model file on this device (ms)."""
-
-    median_ms: float
-    p90_ms: float
-    count: int
-    runtime: str
-    runtime_version: str
-    precision: str
-    threads: int
-    file: str           # zoo-relative path, for humans; the key is the sha256
-    measured_at: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Measurement:
-        return cls(median_ms=float(data["median_ms"]), p90_ms=float(data["p90_ms"]),
-                   count=int(data["count"]), runtime=str(data["runtime"]),
-                   runtime_version=str(data.get("runtime_version", "")),
-                   precision=str(data["precision"]), threads=int(data["threads"]),
-                   file=str(data.get("file", "")), measured_at=str(data.get("measured_at", "")))
-
-
-class MeasurementCache:
-    """Measurements of one device (by fingerprint), keyed by file sha256 and thread count.
-
-    One JSON file per fingerprint under ``cache_dir("measurements")``. Reads are lock-free (files
-    are only ever replaced atomically); writers hold a file lock, re-read, merge, and replace, so
-    concurrent ``pick`` processes never lose or corrupt each other's measurements.
-    """
-
-    def __init__(self, device: DeviceInfo, *, root: str | os.PathLike | None = None) -> None:
-        self.device = device
-        folder = Path(root) if root is not None else cache_dir("measurements", create=False)
-        self.path = folder / f"{device.fingerprint}.json"
-        self._data: dict[str, Measurement] | None = None
-
-    @staticmethod
-    def key(sha256: str, threads: int) -> str:
-        return f"{sha256}:t{threads}"
-
-    def _read(self) -> dict[str, Measurement]:
-        try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
-            if raw.get("schema_version") != CACHE_SCHEMA:
-                raise ValueError(f"schema_version {raw.get('schema_version')!r}")
-            return {k: Measurement.from_json(v) for k, v in raw["measurements"].items()}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            logger.warning("ignoring unreadable measurement cache %s (%s); it will be rewritten",
-                           self.path, e)
-            return {}
-
-    @property
-    def measurements(self) -> dict[str, Measurement]:
-        if self._data is None:
-            self._data = self._read()
-        return self._data
-
-    def get(self, sha256: str, threads: int) -> Measurement | None:
-        return self.measurements.get(self.key(sha256, threads))
-
-    def for_file(self, sha256: str) -> list[Measurement]:
-        """Every cached measurement of the file with this sha256 (one per thread count)."""
-        prefix = f"{sha256}:t"
-        return [m for k, m in sorted(self.measurements.items()) if k.startswith(prefix)]
-
-    def put(self, sha256: str, m: Measurement) -> None:
-        """Record ``m`` (merged under the lock with whatever other processes wrote meanwhile)."""
-        with file_lock(self.path):
-            merged = self._read()
-            merged[self.key(sha256, m.threads)] = m
-            atomic_write_json(self.path, {
-                "schema_version": CACHE_SCHEMA,
-                "device": self.device.to_json(),
-                "measurements": {k: v.to_json() for k, v in sorted(merged.items())},
-            })
-        self._data = merged
-
-
-# ---- candidates and ranking ----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Config:
-    """One way to run the zoo here: a runtime, precision and thread count, ranked by ``ref``."""
-
-    runtime: str
-    precision: str
-    threads: int
-    ref: DeviceClass | None   # the class whose latencies rank the entries (None: MACs)
-    match: str                # "exact" | "closest" | "none" | "given"
-    source: str               # "zoo" | "lut" | "macs": where ref values come from
-
-
-@dataclass
-class Candidate:
-    """One (entry, file) runnable in one config, with what is known about its latency."""
-
-    entry: Entry
-    file: FileEntry
-    config: _Config
-    ref_value: float                      # latency (ms) of ref class, or MACs
-    measurement: Measurement | None = None
-    fresh: bool = False                   # measured in this call (not from the cache)
-    scale: float = 1.0                    # calibration scale applied to ref_value
-
-    @property
-    def predicted_ms(self) -> float:
-        return self.ref_value * self.scale
-
-    @property
-    def latency_ms(self) -> float:
-        """Measured median if any, else the (calibrated) prediction."""
-        return self.measurement.median_ms if self.measurement else self.predicted_ms
-
-    @property
-    def label(self) -> str:
-        c = self.config
-        return f"{self.entry.id} ({c.runtime} {c.precision}, {threads_text(c.threads)})"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"entry": self.entry.id, "file": self.file.path, "runtime": self.config.runtime,
-                "precision": self.config.precision, "threads": self.config.threads,
-                "accuracy": self.file.accuracy, "predicted_ms": self.predicted_ms,
-                "measured_ms": self.measurement.median_ms if self.measurement else None,
-                "measured_p90_ms": self.measurement.p90_ms if self.measurement else None}
-
-
 @dataclass(frozen=True)
 class Pick:
-    """The chosen zoo entry and why: its file, how to run it, its latency and accuracy."""
+    """The chosen zoo entry and why: its file, how to run it, its latency, accuracy and checks."""
 
     entry_id: str
     arch: str
@@ -204,14 +79,29 @@ class Pick:
     predicted_ms: float
     latency_source: str           # "measured" | "cache" | "zoo"
     device_class: str | None      # the class whose latencies ranked the candidates
-    device_match: str             # "exact" | "closest" | "none" | "given"
+    device_match: str             # "exact" | "same-cpu-other-isa" | "closest" | "none" | "given"
     calibration_scale: float | None
     fingerprint: str
     zoo: str
     new_measurements: int
+    measured_p99_ms: float | None = None
+    #: the latency the decision used: the median when trusted; for an untrusted measurement
+    #: (a busy machine) the lower of it and the zoo's or calibrated latency
+    estimate_ms: float | None = None
+    measured_at: str | None = None
+    trusted: bool | None = None   # False: measured while the machine was busy (see unreliable)
+    unreliable: tuple[str, ...] = ()
+    agreement: float | None = None   # top-1 agreement with the zoo's golden set, here
+    golden: Mapping[str, Any] | None = None
+    refused: tuple[Mapping[str, Any], ...] = ()
+    device: Mapping[str, Any] = field(default_factory=dict)
+    match: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["unreliable"] = list(self.unreliable)
+        d["refused"] = [dict(r) for r in self.refused]
+        return d
 
     def __str__(self) -> str:
         lat = (f"{self.measured_ms:.3f} ms measured (p90 {self.measured_p90_ms:.3f})"
@@ -245,223 +135,244 @@ def _check_threads(threads: Any) -> int | None:
     return threads
 
 
-def _resolve_device(zoo: Zoo, device: Any) -> tuple[DeviceInfo, DeviceClass | None, bool]:
-    """(this device, the class forced by ``device`` or None, whether to measure here)."""
-    info = detect_device()
-    if device in (None, "auto"):
-        return info, None, True
-    if isinstance(device, str) and device in zoo.device_classes:
-        dc = zoo.device_classes[device]
-        here = (match_score(info, dc.cpu) == 1.0 and dc.runtime in info.runtimes
-                and dc.threads <= info.cores)
-        return info, dc, here
-    raise DeviceError(f"unknown device {device!r}: use 'auto' (this device) or a device class of "
-                      f"zoo {zoo.index.name!r}: {sorted(zoo.device_classes)}")
+def _check_fraction(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InputError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
-def _default_threads(info: DeviceInfo) -> int:
-    # The runtimes' own defaults; more than 4 threads rarely helps a batch-1 edge model.
-    return max(1, min(info.cores, 4))
-
-
-def _configs(zoo: Zoo, info: DeviceInfo, *, runtime: str, precision: str, threads: int | None,
-             forced: DeviceClass | None, measure: bool) -> list[_Config]:
-    available = {(f.format, f.precision) for e in zoo.entries for f in e.files}
-    if forced is not None:
-        if runtime not in ("auto", forced.runtime) or precision not in ("auto", forced.precision):
-            raise DeviceError(f"device class {forced.id!r} runs {forced.runtime} "
-                              f"{forced.precision}, not runtime={runtime} precision={precision}")
-        if threads is not None and threads != forced.threads:
-            raise DeviceError(f"device class {forced.id!r} was measured with {forced.threads} "
-                              f"threads, not {threads}")
-        return [_Config(forced.runtime, forced.precision, forced.threads, forced, "given",
-                        "zoo")]
-    runtimes = [r for r in ("tflite", "onnx") if runtime in ("auto", r)]
-    if measure:
-        missing = [r for r in runtimes if r not in info.runtimes]
-        if runtime != "auto" and missing:
-            raise BackendNotInstalled(f"runtime {runtime!r} is not installed on this device: "
-                                      f'pip install "ofa-sdk[{_EXTRA[runtime]}]"')
-        runtimes = [r for r in runtimes if r in info.runtimes]
-        if not runtimes:
-            raise BackendNotInstalled('no runtime is installed: pip install "ofa-sdk[tflite]" '
-                                      'or "ofa-sdk[onnx]"')
-    precisions = [p for p in ("fp32", "int8") if precision in ("auto", p)]
-    pairs = [(r, p) for r in runtimes for p in precisions if (r, p) in available]
-    if not pairs:
-        raise DeviceError(f"zoo {zoo.index.name!r} has no {'/'.join(runtimes)} file in "
-                          f"{'/'.join(precisions)} (it has {sorted(available)})")
-    out = []
-    for rt, prec in pairs:
-        out.append(_config_for(zoo, info, rt, prec, threads))
-    return out
-
-
-def _config_for(zoo: Zoo, info: DeviceInfo, rt: str, prec: str, threads: int | None) -> _Config:
-    classes = list(zoo.device_classes.values())
-    exact = [dc for dc in classes
-             if dc.runtime == rt and dc.precision == prec and match_score(info, dc.cpu) == 1.0
-             and (dc.threads == threads if threads is not None else dc.threads <= info.cores)]
-    if exact:
-        dc = max(exact, key=lambda d: d.threads)
-        return _Config(rt, prec, dc.threads, dc, "exact", "zoo")
-    nthreads = threads or _default_threads(info)
-    with_data = [dc for dc in classes
-                 if dc.lut is not None or any(dc.id in e.latency_ms for e in zoo.entries)]
-    if not with_data:
-        return _Config(rt, prec, nthreads, None, "none", "macs")
-
-    def closeness(dc: DeviceClass) -> tuple[float, ...]:
-        return (match_score(info, dc.cpu), dc.runtime == rt, dc.precision == prec,
-                -abs(dc.threads - nthreads))
-
-    return _Config(rt, prec, nthreads, max(with_data, key=closeness), "closest", "zoo")
-
-
-def device_classes_for(zoo: Zoo, info: DeviceInfo | None = None, *,
-                       threads: int | None = None) -> list[dict[str, Any]]:
-    """For each runtime/precision the zoo has: which device class ranks it on ``info``.
-
-    ``match`` is ``exact`` (the class describes this device: its own latencies are used),
-    ``closest`` (its latencies, rescaled by measurements here) or ``none`` (MACs, rescaled).
-    """
-    info = info or detect_device()
-    pairs = sorted({(f.format, f.precision) for e in zoo.entries for f in e.files})
-    out = []
-    for rt, prec in pairs:
-        cfg = _config_for(zoo, info, rt, prec, threads)
-        out.append({"runtime": rt, "precision": prec, "threads": cfg.threads,
-                    "device_class": cfg.ref.id if cfg.ref else None, "match": cfg.match,
-                    "installed": rt in info.runtimes})
-    return out
-
-
-def _ref_values(zoo: Zoo, config: _Config, entries: list[Entry]) -> tuple[list[float], str]:
-    """Reference latencies of ``entries`` for ``config.ref`` and where they came from."""
-    dc = config.ref
-    if dc is not None:
-        if all(dc.id in e.latency_ms for e in entries):
-            return [e.latency_ms[dc.id].value for e in entries], "zoo"
-        if dc.lut is not None:
-            try:
-                from ofa_sdk.latency import LatencyLUT, LatencyPredictor
-
-                pred = LatencyPredictor(LatencyLUT.from_json(zoo.lut(dc.id)), zoo.index.space)
-                values = pred.predict([e.arch for e in entries]).tolist()
-                return [float(v) for v in values], "lut"
-            except (LatencyTableError, ZooError) as e:
-                logger.warning("cannot use the LUT of device class %s (%s); ranking by MACs",
-                               dc.id, e)
-        else:
-            logger.info("device class %s lacks latencies for some entries; ranking by MACs", dc.id)
-    return [float(max(e.macs, 1)) for e in entries], "macs"
+class _NeedsMeasuring(Exception):
+    """The cache cannot answer alone: measuring (under the device's lock) is needed."""
 
 
 class _Planner:
-    """The candidates of one zoo on this device, and the measuring that confirms them."""
+    """The candidates of one zoo on this device, and the measuring and checking that confirm
+    them (see the module docstring for how the decision stays one answer)."""
 
     def __init__(self, zoo: Zoo, *, device: Any = "auto", runtime: str = "auto",
                  precision: str = "auto", threads: int | None = None, use_cache: bool = True,
-                 measure_runs: int = 10, measure_time_s: float = 0.05,
+                 policy: MeasurePolicy | None = None, check_golden: bool = True,
+                 min_agreement: float = DEFAULT_MIN_AGREEMENT,
                  progress: ProgressFn | None = None) -> None:
         _check_choice(runtime, "runtime", RUNTIME_CHOICES)
         _check_choice(precision, "precision", PRECISION_CHOICES)
         threads = _check_threads(threads)
         self.zoo = zoo
-        self.info, forced, self.measure = _resolve_device(zoo, device)
+        self.info, forced, self.measure = resolve_device(zoo, device)
         self.cache = MeasurementCache(self.info)
         self.use_cache = use_cache
-        self.measure_runs, self.measure_time_s = measure_runs, measure_time_s
+        self.policy = policy or MeasurePolicy.from_env()
+        self.check_golden, self.min_agreement = check_golden, min_agreement
         self.progress = progress
-        self.new_measurements = 0
-        self.configs = _configs(zoo, self.info, runtime=runtime, precision=precision,
-                                threads=threads, forced=forced, measure=self.measure)
-        self.by_config: dict[_Config, list[Candidate]] = {}
-        for cfg in self.configs:
-            entries = [e for e in zoo.entries
-                       if any(f.format == cfg.runtime and f.precision == cfg.precision
-                              for f in e.files)]
-            values, source = _ref_values(zoo, cfg, entries)
-            if source != cfg.source:
-                cfg = _Config(cfg.runtime, cfg.precision, cfg.threads, cfg.ref,
-                              "none" if source == "macs" else cfg.match, source)
-            cands = []
-            for e, v in zip(entries, values):
-                f = e.file(format=cfg.runtime, precision=cfg.precision)
-                m = self.cache.get(f.sha256, cfg.threads) if (use_cache and self.measure) else None
-                cands.append(Candidate(e, f, cfg, v, m))
-            if not cands and cfg.match == "given":
-                raise DeviceError(f"device class {cfg.ref.id!r} runs {cfg.runtime} "
-                                  f"{cfg.precision}, but zoo {zoo.index.name!r} has no such file")
-            self.by_config[cfg] = cands
-            self._rescale(cfg)
-        self.configs = list(self.by_config)
+        self.may_measure = False
+        self.fresh: dict[tuple[str, int], Measurement] = {}
+        self.refused: list[dict[str, Any]] = []
+        self.scales: dict[Config, float] = {}
+        self._golden: Any = ...
+        self.by_config: dict[Config, list[Candidate]] = {}
+        for cfg in configs(zoo, self.info, runtime=runtime, precision=precision,
+                           threads=threads, forced=forced, measure=self.measure):
+            self._add(cfg)
+
+    def _add(self, cfg: Config) -> None:
+        entries = [e for e in self.zoo.entries
+                   if any(f.format == cfg.runtime and f.precision == cfg.precision
+                          for f in e.files)]
+        values, source = ref_values(self.zoo, cfg, entries)
+        if source != cfg.source:
+            cfg = Config(cfg.runtime, cfg.precision, cfg.threads, cfg.ref,
+                         "none" if source == "macs" else cfg.match, source, cfg.detail)
+        cands = [Candidate(e, e.file(format=cfg.runtime, precision=cfg.precision), cfg, v)
+                 for e, v in zip(entries, values)]
+        if not cands and cfg.match == "given":
+            raise DeviceError(f"device class {cfg.ref.id!r} runs {cfg.runtime} {cfg.precision}, "
+                              f"but zoo {self.zoo.index.name!r} has no such file")
+        self.by_config[cfg] = cands
 
     @property
     def candidates(self) -> list[Candidate]:
         return [c for cands in self.by_config.values() for c in cands]
 
-    def calibrated(self, cfg: _Config) -> bool:
+    def begin(self, *, may_measure: bool) -> None:
+        """Start a decision from scratch (after taking the measuring lock: with a fresh read)."""
+        self.may_measure = may_measure
+        self.cache.reload()
+        self.refused, self.scales = [], {}
+        for c in self.candidates:
+            c.measurement, c.fresh, c.scale, c.check, c.estimate = None, False, 1.0, None, None
+
+    def calibrated(self, cfg: Config) -> bool:
         """Whether ``cfg``'s predictions are rescaled by measurements made here."""
         return self.measure and not (cfg.match in ("exact", "given") and cfg.source != "macs")
 
-    def _rescale(self, cfg: _Config) -> None:
-        if not self.calibrated(cfg):
-            return
+    def scale(self, cfg: Config) -> float | None:
+        return self.scales.get(cfg) if self.calibrated(cfg) else None
+
+    def probe(self, cfg: Config) -> Candidate | None:
+        """The calibration probe of a calibrated config: its fastest entry by reference."""
         cands = self.by_config[cfg]
-        ratios = [c.measurement.median_ms / c.ref_value for c in cands if c.measurement]
-        if ratios:
-            scale = statistics.median(ratios)
-            for c in cands:
-                c.scale = scale
-
-    def scale(self, cfg: _Config) -> float | None:
-        if not self.calibrated(cfg):
+        if not self.calibrated(cfg) or not cands:
             return None
-        return self.by_config[cfg][0].scale if self.by_config[cfg] else None
+        return min(cands, key=lambda c: (c.ref_value, c.entry.id))
 
-    def ensure_measured(self, cand: Candidate) -> Measurement | None:
-        """Measure ``cand`` here unless it already is (or this device is not the target)."""
+    def calibrate(self, cfg: Config) -> None:
+        """Measure ``cfg``'s probe (if calibrated); its ratio to the reference is the scale."""
+        probe = self.probe(cfg)
+        m = self.measurement(probe) if probe is not None else None
+        if m is not None:
+            self.scales[cfg] = m.median_ms / probe.ref_value
+            for c in self.by_config[cfg]:
+                c.scale = self.scales[cfg]
+
+    def expected_ms(self, cand: Candidate) -> float | None:
+        """What this device's calibration says ``cand`` should take (None: nothing to go by)."""
+        cfg = cand.config
+        if self.calibrated(cfg) and (cand is self.probe(cfg) or cfg not in self.scales):
+            return None
+        return cand.predicted_ms
+
+    def measurement(self, cand: Candidate) -> Measurement | None:
+        """``cand``'s measurement: made in this call, cached, or measured now (if allowed)."""
         if cand.measurement is not None or not self.measure:
             return cand.measurement
-        from ofa_sdk.bench import benchmark
+        key = (cand.file.sha256 or "", cand.config.threads)
+        m = self.fresh.get(key)
+        if m is None and self.use_cache:
+            m = self.cache.get(*key)
+        if m is None:
+            if not self.may_measure:
+                raise _NeedsMeasuring
+            m = self._measure(cand)
+            self.fresh[key] = m
+        cand.measurement, cand.fresh = m, key in self.fresh
+        if not m.trusted:
+            # load only ever slows a run down: an untrusted median is an upper bound, and the
+            # zoo's (exact class) or calibrated latency is the better estimate when lower
+            expected = self.expected_ms(cand)
+            cand.estimate = m.median_ms if expected is None else min(m.median_ms, expected)
+        return m
+
+    def _measure(self, cand: Candidate) -> Measurement:
+        from ofa_sdk.measure import measure_file
 
         cfg = cand.config
         path = self.zoo.file_path(cand.file, progress=self.progress)
-        what = f"measure {cand.label}"
         cb = None
         if self.progress is not None:
-            progress = self.progress
+            progress, what = self.progress, f"measure {cand.label}"
 
             def cb(done: int, total: int) -> None:
                 progress(what, done, total)
 
         logger.info("measuring %s", cand.label)
-        r = benchmark(path, runtime=cfg.runtime, num_threads=cfg.threads, warmup_runs=1,
-                      warmup_min_time_s=min(0.02, self.measure_time_s), min_runs=self.measure_runs,
-                      min_time_s=self.measure_time_s, max_time_s=max(2.0, self.measure_time_s),
-                      progress=cb)
-        m = Measurement(median_ms=r.median_ms, p90_ms=r.p90_ms, count=r.count,
+        r = measure_file(path, runtime=cfg.runtime, threads=cfg.threads,
+                         expected_ms=self.expected_ms(cand), policy=self.policy, progress=cb)
+        b = r.best
+        m = Measurement(median_ms=b.median_ms, p90_ms=b.p90_ms, count=b.count,
                         runtime=cfg.runtime, runtime_version=r.runtime_version,
                         precision=cfg.precision, threads=cfg.threads, file=cand.file.path,
-                        measured_at=_dt.datetime.now(_dt.timezone.utc).isoformat(
-                            timespec="seconds"))
-        self.cache.put(cand.file.sha256, m)
-        cand.measurement, cand.fresh = m, True
-        self.new_measurements += 1
-        self._rescale(cfg)
+                        measured_at=now_utc().isoformat(timespec="seconds"), p99_ms=b.p99_ms,
+                        fingerprint=self.info.fingerprint, trusted=r.trusted, reasons=r.reasons,
+                        rounds=r.rounds)
+        self.cache.put(cand.file.sha256 or "", m)
         return m
-
-    def calibrate(self) -> None:
-        """Measure the fastest entry of each calibrated config (a first scale factor)."""
-        for cfg, cands in self.by_config.items():
-            if self.calibrated(cfg) and cands and not any(c.measurement for c in cands):
-                self.ensure_measured(min(cands, key=lambda c: c.ref_value))
 
     def ordered(self) -> Iterator[Candidate]:
         """Candidates, most accurate first (faster first among equals)."""
-        return iter(sorted(self.candidates,
-                           key=lambda c: (-c.file.accuracy, c.predicted_ms, c.entry.id)))
+        return iter(sorted(self.candidates, key=lambda c: (
+            -c.file.accuracy, c.predicted_ms, c.entry.id, c.preference)))
+
+    def golden(self) -> Any:
+        if self._golden is ...:
+            from ofa_sdk.golden import load_golden
+
+            self._golden = load_golden(self.zoo) if self.check_golden and self.measure else None
+        return self._golden
+
+    def verify(self, cand: Candidate) -> str | None:
+        """Check ``cand`` on the golden set (once per device and file); why it is refused."""
+        golden = self.golden()
+        if golden is None:
+            return None
+        check = self.cache.get_check(cand.file.sha256 or "", golden.sha256)
+        if check is None:
+            if not self.may_measure:
+                raise _NeedsMeasuring
+            from ofa_sdk.golden import check_file
+
+            try:
+                check = check_file(self.zoo, golden, cand.file, runtime=cand.config.runtime,
+                                   threads=cand.config.threads)
+            except ZooError as e:
+                return f"cannot be checked: {e}"
+            if check is None:
+                return None
+            self.cache.put_check(cand.file.sha256 or "", check)
+        cand.check = check
+        if check.agreement < self.min_agreement:
+            return (f"its top-1 agrees with the publisher's on {check.agreement:.1%} of the "
+                    f"{check.count} golden inputs here (below {self.min_agreement:.1%})")
+        return None
+
+    def refuse(self, cand: Candidate, why: str) -> None:
+        logger.warning("refusing %s: %s", cand.label, why)
+        c = cand.config
+        self.refused.append({"entry": cand.entry.id, "file": cand.file.path, "runtime": c.runtime,
+                             "precision": c.precision, "threads": c.threads, "reason": why,
+                             "agreement": cand.check.agreement if cand.check else None})
+
+    def fastest_fit(self, budget: float, limit: float, tie: float,
+                    excluded: set[int]) -> Candidate | None:
+        """The most accurate candidate that fits ``budget`` (see `DEFAULT_TIE_TOLERANCE`).
+
+        A candidate whose calibrated prediction exceeds ``limit`` is skipped, measured or not,
+        so what happens to be cached never changes the answer.
+        """
+        fits: list[Candidate] = []
+        for cand in self.ordered():
+            if id(cand) in excluded:
+                continue
+            if fits and cand.file.accuracy < fits[0].file.accuracy:
+                break
+            if cand.predicted_ms > limit and cand is not self.probe(cand.config):
+                continue
+            self.measurement(cand)
+            if cand.latency_ms <= budget:
+                fits.append(cand)
+        if not fits:
+            return None
+        fastest = min(c.latency_ms for c in fits)
+        return min((c for c in fits if c.latency_ms <= fastest * (1 + tie)),
+                   key=lambda c: (c.preference, c.latency_ms))
+
+    def decide(self, budget: float, *, slack: float, tie: float) -> Candidate:
+        """The answer: calibrate, take the best fit, check it; refused files make way."""
+        for cfg in self.by_config:
+            self.calibrate(cfg)
+        limit = budget * (slack if self.measure else 1.0)
+        excluded: set[int] = set()
+        while True:
+            chosen = self.fastest_fit(budget, limit, tie, excluded)
+            if chosen is None:
+                _raise_nothing_fits(self, budget, excluded)
+            why = self.verify(chosen)
+            if why is None:
+                return chosen
+            self.refuse(chosen, why)
+            excluded.add(id(chosen))
+
+
+def _decide(planner: _Planner, budget: float, *, slack: float, tie: float) -> Candidate:
+    """From the cache alone if it can; else again under the device's measuring lock."""
+    if planner.use_cache:
+        planner.begin(may_measure=False)
+        try:
+            return planner.decide(budget, slack=slack, tie=tie)
+        except _NeedsMeasuring:
+            pass
+    with planner.cache.measuring():
+        planner.begin(may_measure=True)
+        return planner.decide(budget, slack=slack, tie=tie)
 
 
 def rank(zoo: Zoo | str | os.PathLike | None = None, *, device: Any = "auto",
@@ -469,10 +380,21 @@ def rank(zoo: Zoo | str | os.PathLike | None = None, *, device: Any = "auto",
          revision: str | None = None, offline: bool | None = None) -> list[Candidate]:
     """Every runnable (entry, file) with its cached measurement and calibrated prediction.
 
-    Measures nothing: predictions are rescaled only by measurements already in the cache.
+    Measures nothing: predictions are rescaled only by calibration measurements in the cache.
     """
     z = resolve_zoo(zoo, revision=revision, offline=offline)
     planner = _Planner(z, device=device, runtime=runtime, precision=precision, threads=threads)
+    planner.begin(may_measure=False)
+    for cfg in planner.by_config:
+        try:
+            planner.calibrate(cfg)
+        except _NeedsMeasuring:
+            pass
+    for c in planner.candidates:
+        try:
+            planner.measurement(c)
+        except _NeedsMeasuring:
+            pass
     return sorted(planner.candidates, key=lambda c: (-c.file.accuracy, c.latency_ms))
 
 
@@ -480,27 +402,33 @@ def pick(budget_ms: float | str, *, device: Any = "auto",
          zoo: Zoo | str | os.PathLike | None = None, runtime: str = "auto",
          precision: str = "auto", threads: int | None = None, revision: str | None = None,
          offline: bool | None = None, use_cache: bool = True, slack: float = 1.5,
-         measure_runs: int = 10, measure_time_s: float = 0.05,
+         tie_tolerance: float = DEFAULT_TIE_TOLERANCE, policy: MeasurePolicy | None = None,
+         check_golden: bool = True, min_agreement: float = DEFAULT_MIN_AGREEMENT,
          progress: ProgressFn | None = None) -> Pick:
     """The most accurate zoo entry whose latency measured on this device fits ``budget_ms``.
 
     Args:
         budget_ms: milliseconds, or a string such as ``"20ms"`` / ``"0.02s"``.
         device: ``"auto"`` (this device, measured) or a device class id of the zoo (its
-            published latencies; measured only if that class describes this device).
+            published latencies; measured only if that class describes this device exactly).
         zoo: an opened `Zoo`, a folder, ``hf://org/name[@rev]``, or None (``$OFA_SDK_ZOO``,
             else the bundled zoo).
         runtime, precision: ``"auto"`` tries every installed runtime and both precisions and
             lets the measurements decide (int8 is not always faster, e.g. on x86).
         threads: threads to run with (default: the matching class's, else min(cores, 4)).
-        use_cache: reuse measurements cached for this device fingerprint and file sha256.
+        use_cache: reuse measurements cached for this device; False measures again and
+            replaces them (``ofa-sdk pick --remeasure``).
         slack: candidates predicted slower than ``slack * budget`` are not measured.
-        measure_runs, measure_time_s: the short benchmark per candidate.
+        tie_tolerance: see `DEFAULT_TIE_TOLERANCE`.
+        policy: how to measure and what is unreliable (`ofa_sdk.measure.MeasurePolicy`).
+        check_golden, min_agreement: run the chosen file on the zoo's golden set (once per
+            device and file) and refuse it below this top-1 agreement (`ofa_sdk.golden`).
         progress: ``progress(what, done, total)`` for downloads and measurements.
 
     Raises:
         NoModelFitsBudget: nothing fits; names the fastest entry and its measured latency.
-        BudgetError, DeviceError, ZooError, ModelNotCached, IntegrityError, BackendNotInstalled.
+        BudgetError, DeviceError, ZooError, ModelNotCached, IntegrityError, BackendNotInstalled,
+        CacheError (the measurement cache cannot be written).
 
     >>> p = pick("20ms", zoo="hf://acme/ofa-fmnist@v1")      # doctest: +SKIP
     >>> p.entry_id, p.runtime, p.precision, p.measured_ms    # doctest: +SKIP
@@ -509,29 +437,39 @@ def pick(budget_ms: float | str, *, device: Any = "auto",
     budget = parse_budget(budget_ms)
     if isinstance(slack, bool) or not isinstance(slack, (int, float)) or not slack >= 1:
         raise InputError(f"slack must be a number >= 1, got {slack!r}")
+    tie = _check_fraction(tie_tolerance, "tie_tolerance")
+    min_agreement = _check_fraction(min_agreement, "min_agreement")
     z = resolve_zoo(zoo, revision=revision, offline=offline, progress=progress)
     planner = _Planner(z, device=device, runtime=runtime, precision=precision, threads=threads,
-                       use_cache=use_cache, measure_runs=measure_runs,
-                       measure_time_s=measure_time_s, progress=progress)
-    planner.calibrate()
-    chosen = None
-    limit = budget * (slack if planner.measure else 1.0)
-    for cand in planner.ordered():
-        if chosen is not None and cand.file.accuracy < chosen.file.accuracy:
-            break
-        if cand.measurement is None and cand.predicted_ms > limit:
-            continue
-        planner.ensure_measured(cand)
-        # among equally accurate candidates (fp32 vs int8 of one entry, two runtimes) that fit,
-        # the measured-fastest wins
-        if cand.latency_ms <= budget and (chosen is None or cand.latency_ms < chosen.latency_ms):
-            chosen = cand
-    if chosen is None:
-        _raise_nothing_fits(planner, budget)
+                       use_cache=use_cache, policy=policy, check_golden=check_golden,
+                       min_agreement=min_agreement, progress=progress)
+    chosen = _decide(planner, budget, slack=slack, tie=tie)
     # verified again even when the measurement came from the cache: the file may have changed
     path = planner.zoo.file_path(chosen.file, progress=progress) if planner.measure else None
-    m = chosen.measurement
-    cfg = chosen.config
+    return _result(planner, chosen, budget, path)
+
+
+def _device_json(info: DeviceInfo) -> dict[str, Any]:
+    return {"cpu_model": info.cpu_model, "arch": info.arch, "isa": list(info.cpu_features),
+            "cores": info.cores, "runtimes": dict(info.runtimes),
+            "fingerprint": info.fingerprint}
+
+
+def _match_json(planner: _Planner, cfg: Config) -> dict[str, Any]:
+    dc = cfg.ref if cfg.source != "macs" else None
+    d = cfg.detail
+    return {"kind": cfg.match, "device_class": dc.id if dc else None,
+            "class_cpu": dc.cpu if dc else None,
+            "class_isa": list(dc.isa) if dc is not None and dc.isa is not None else None,
+            "missing_isa": list(d.missing) if d else [], "extra_isa": list(d.extra) if d else [],
+            "scale": planner.scale(cfg),
+            "scale_from": (planner.probe(cfg).file.path if planner.scale(cfg) is not None
+                           else None)}
+
+
+def _result(planner: _Planner, chosen: Candidate, budget: float, path: Path | None) -> Pick:
+    m, cfg, z = chosen.measurement, chosen.config, planner.zoo
+    golden = planner.golden()
     return Pick(
         entry_id=chosen.entry.id, arch=str(chosen.entry.arch), file=chosen.file.path,
         path=str(path) if path is not None else "", sha256=chosen.file.sha256 or "",
@@ -542,24 +480,39 @@ def pick(budget_ms: float | str, *, device: Any = "auto",
         latency_source=("measured" if chosen.fresh else "cache") if m else "zoo",
         device_class=cfg.ref.id if cfg.ref is not None and cfg.source != "macs" else None,
         device_match=cfg.match, calibration_scale=planner.scale(cfg),
-        fingerprint=planner.info.fingerprint, zoo=z.source + (f"@{z.revision}" if z.revision
-                                                               else ""),
-        new_measurements=planner.new_measurements)
+        fingerprint=planner.info.fingerprint,
+        zoo=z.source + (f"@{z.revision}" if z.revision else ""),
+        new_measurements=len(planner.fresh),
+        measured_p99_ms=m.p99_ms if m else None, estimate_ms=chosen.latency_ms if m else None,
+        measured_at=m.measured_at if m else None,
+        trusted=m.trusted if m else None, unreliable=m.reasons if m else (),
+        agreement=chosen.check.agreement if chosen.check else None,
+        golden=None if golden is None else {
+            "count": golden.count, "min_agreement": planner.min_agreement,
+            "source": golden.source, "checked": chosen.check is not None},
+        refused=tuple(planner.refused), device=_device_json(planner.info),
+        match=_match_json(planner, cfg))
 
 
-def _raise_nothing_fits(planner: _Planner, budget: float) -> None:
-    for cands in planner.by_config.values():
+def _raise_nothing_fits(planner: _Planner, budget: float, excluded: set[int]) -> None:
+    pool = [c for c in planner.candidates if id(c) not in excluded]
+    for cfg in planner.by_config:
+        cands = [c for c in pool if c.config == cfg]
         if cands:
-            planner.ensure_measured(min(cands, key=lambda c: c.predicted_ms))
-    cands = planner.candidates
-    measured = [c for c in cands if c.measurement is not None]
-    pool = measured or cands
-    fastest = min(pool, key=lambda c: c.latency_ms)
+            planner.measurement(min(cands, key=lambda c: (c.predicted_ms, c.entry.id)))
+    if not pool:
+        raise NoModelFitsBudget(f"every file of zoo {planner.zoo.index.name!r} that fits the "
+                                f"budget of {budget:g} ms was refused: "
+                                f"{'; '.join(r['file'] + ' ' + r['reason'] for r in planner.refused)}")
+    measured = [c for c in pool if c.measurement is not None]
+    fastest = min(measured or pool, key=lambda c: (c.latency_ms, c.entry.id))
     how = "measured on this device" if measured else \
         f"for device class {fastest.config.ref.id if fastest.config.ref else '?'} (zoo)"
+    refused = f" ({len(planner.refused)} file(s) refused by the golden-set check)" \
+        if planner.refused else ""
     raise NoModelFitsBudget(
         f"no entry of zoo {planner.zoo.index.name!r} fits the budget of {budget:g} ms; the "
-        f"fastest is {fastest.label} at {fastest.latency_ms:.3f} ms {how}",
+        f"fastest is {fastest.label} at {fastest.latency_ms:.3f} ms {how}{refused}",
         fastest=fastest.entry.id, fastest_ms=fastest.latency_ms)
 
 
@@ -585,60 +538,23 @@ def load_best(device: Any = "auto", *, budget_ms: float | str, **kwargs: Any) ->
 def plot_pareto(candidates: list[Candidate], out: str | os.PathLike, *,
                 chosen: Pick | None = None, budget_ms: float | None = None,
                 title: str = "") -> Path:
-    """Accuracy vs latency of ``candidates`` (measured: filled, predicted: hollow) to a PNG.
+    """Accuracy vs latency of ``candidates`` on this device (`ofa_sdk.plots.plot_points`).
 
-    The Pareto front is drawn as a line, the budget as a vertical line, ``chosen`` as a star.
-    Needs matplotlib (``pip install "ofa-sdk[plot]"``).
+    One colour per runtime and precision, measured filled and predicted hollow; the budget is a
+    vertical line and ``chosen`` a star. Points are labelled by MMACs. Needs matplotlib
+    (``pip install "ofa-sdk[plot]"``).
     """
-    try:
-        import matplotlib
+    from ofa_sdk.plots import PlotPoint, plot_points
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise BackendNotInstalled('plotting needs matplotlib: pip install "ofa-sdk[plot]"') \
-            from None
-    from ofa_sdk.cache import atomic_path
+    def is_chosen(c: Candidate) -> bool:
+        return chosen is not None and (c.entry.id, c.config.runtime, c.config.precision,
+                                       c.config.threads) == (chosen.entry_id, chosen.runtime,
+                                                             chosen.precision, chosen.threads)
 
-    out = Path(out)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    try:
-        groups: dict[tuple[str, str], list[Candidate]] = {}
-        for c in candidates:
-            groups.setdefault((c.config.runtime, c.config.precision), []).append(c)
-        palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        for i, ((rt, prec), cands) in enumerate(sorted(groups.items())):
-            xs = [c.latency_ms for c in cands]
-            ys = [c.file.accuracy * 100 for c in cands]
-            filled = [c.measurement is not None for c in cands]
-            color = palette[i % len(palette)]
-            for measured in (True, False):
-                pts = [(x, y) for x, y, f in zip(xs, ys, filled) if f == measured]
-                if pts:
-                    ax.scatter(*zip(*pts), color=color, facecolors=color if measured else "none",
-                               label=f"{rt} {prec} {'measured' if measured else 'predicted'}")
-        front, best = [], -1.0
-        for c in sorted(candidates, key=lambda c: (c.latency_ms, -c.file.accuracy)):
-            if c.file.accuracy > best:
-                front.append(c)
-                best = c.file.accuracy
-        if front:
-            ax.step([c.latency_ms for c in front], [c.file.accuracy * 100 for c in front],
-                    where="post", color="gray", lw=1, label="Pareto front")
-        if budget_ms is not None:
-            ax.axvline(budget_ms, color="red", ls="--", lw=1, label=f"budget {budget_ms:g} ms")
-        if chosen is not None:
-            x = chosen.measured_ms if chosen.measured_ms is not None else chosen.predicted_ms
-            ax.scatter([x], [chosen.accuracy * 100], marker="*", s=250, color="gold",
-                       edgecolors="black", zorder=5, label=f"chosen: {chosen.entry_id}")
-        ax.set_xlabel("latency on this device (ms)")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return out
+    points = [PlotPoint(c.latency_ms, c.file.accuracy, f"{c.entry.macs / 1e6:.1f}M",
+                        measured=c.measurement is not None,
+                        group=f"{c.config.runtime} {c.config.precision} "
+                              f"{threads_text(c.config.threads)}",
+                        highlight=is_chosen(c)) for c in candidates]
+    return plot_points(points, out, title=title, xlabel="Latency on this device (ms, median)",
+                       budget_ms=budget_ms, note="point labels: MMACs")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
-from ofa_sdk.cache import hf_cache_dir, sha256_file
+from ofa_sdk.cache import hf_cache_dir, parse_json, sha256_file
 from ofa_sdk.errors import (
     ArchSpecError,
     BackendNotInstalled,
@@ -127,14 +126,25 @@ def _int(value: Any, where: str, *, minimum: int = 0) -> int:
 
 def _float(value: Any, where: str, *, lo: float | None = None, hi: float | None = None,
            positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ZooError(f"{where}: must be a finite number, got {value!r}")
+    try:
+        finite = not isinstance(value, bool) and isinstance(value, (int, float)) and \
+            math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise ZooError(f"{where}: must be a finite number, got {_short(value)}")
     value = float(value)
     if positive and value <= 0:
         raise ZooError(f"{where}: must be > 0, got {value}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ZooError(f"{where}: must be in [{lo}, {hi}], got {value}")
     return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else \
+        f"an integer of {len(str(value))} digits"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _sha(value: Any, where: str) -> str:
@@ -211,11 +221,19 @@ class DeviceClass:
     threads: int
     lut: str | None = None
     measured_on: str | None = None
+    #: the latency-relevant CPU features of the machine measured (`ofa_sdk.device.ISA_FEATURES`
+    #: that it has), or None when the publisher did not record them
+    isa: tuple[str, ...] | None = None
 
     @classmethod
     def from_json(cls, dc_id: str, data: Any, where: str) -> DeviceClass:
         d = _obj(data, where, required=("cpu", "runtime", "precision", "threads"),
-                 optional=("lut", "measured_on"))
+                 optional=("lut", "measured_on", "isa"))
+        isa = d.get("isa")
+        if isa is not None and (not isinstance(isa, list) or any(
+                not isinstance(f, str) or not re.fullmatch(r"[a-z0-9_]{1,32}", f) for f in isa)):
+            raise ZooError(f"{where}.isa: must be a list of lowercase CPU feature names such as "
+                           f"'avx2', got {_short(isa)}")
         lut = d.get("lut")
         return cls(
             id=dc_id,
@@ -225,11 +243,16 @@ class DeviceClass:
             threads=_int(d["threads"], f"{where}.threads", minimum=1),
             lut=None if lut is None else check_relpath(lut, f"{where}.lut"),
             measured_on=_str(d.get("measured_on"), f"{where}.measured_on", nullable=True),
+            isa=None if isa is None else tuple(isa),
         )
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         del d["id"]
+        if self.isa is None:
+            del d["isa"]
+        else:
+            d["isa"] = list(self.isa)
         return d
 
 
@@ -634,10 +657,9 @@ class Zoo:
                 pass
         if self._root is not None:
             local = self._root / path
+            _refuse_links(self._root, path, self.source)
             if not local.is_file():
                 raise ZooError(f"zoo {self.source}: file {path!r} listed in the index is missing")
-            if not local.resolve().is_relative_to(self._root):
-                raise ZooError(f"zoo {self.source}: {path!r} is a link to outside the zoo")
             why = _mismatch(local, expected)
             if why:
                 raise IntegrityError(f"zoo {self.source}: {path} {why}")
@@ -656,8 +678,8 @@ class Zoo:
             return None
         path = self.fetch(dc.lut)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            data = parse_json(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
             raise ZooError(f"zoo {self.source}: cannot read LUT {dc.lut}: {e}") from None
         if not isinstance(data, dict):
             raise ZooError(f"zoo {self.source}: LUT {dc.lut} is not a JSON object")
@@ -705,6 +727,20 @@ class Zoo:
             raise IntegrityError(f"{path} downloaded from {self.source} {why} even after a fresh "
                                  "download; the repo does not match its own index")
         return local
+
+
+def _refuse_links(root: Path, path: str, source: str) -> None:
+    """`ZooError` if ``path`` or a folder on the way to it is a symlink (docs: "Symlinks are
+    refused"), wherever it points: a link inside the zoo would let one hash vouch for another
+    file's bytes, one outside would read files that are no part of the zoo."""
+    here = root
+    for part in path.split("/"):
+        here = here / part
+        if here.is_symlink():
+            outside = not here.resolve().is_relative_to(root)
+            raise ZooError(f"zoo {source}: {here.relative_to(root).as_posix()!r} is a symlink"
+                           f"{' to outside the zoo' if outside else ''}; symlinks are refused "
+                           "in a zoo")
 
 
 def _once_per_state(progress: ProgressFn | None) -> ProgressFn | None:
@@ -827,15 +863,37 @@ def _commit_of(snapshot_file: Path, path: str) -> str | None:
 
 def _read_index(path: Path, where: str) -> ZooIndex:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ZooError(f"{where}: no {INDEX_NAME}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ZooError(f"{where}: cannot read {INDEX_NAME}: {e}") from None
     try:
         return ZooIndex.from_json(data)
     except ZooError as e:
         raise ZooError(f"{where}: {e}") from None
+    except (RecursionError, OverflowError, MemoryError) as e:  # belt and braces: never a traceback
+        raise ZooError(f"{where}: {INDEX_NAME} is malformed ({type(e).__name__})") from None
+
+
+def _read_hub_index(location: str, rev: str | None, offline: bool,
+                    progress: ProgressFn | None) -> tuple[Path, ZooIndex]:
+    """The index of a Hub zoo; a cached copy that cannot be read (a download cut short, a
+    damaged disk) is fetched again once, as damaged model files are."""
+    where = f"hf://{location}" + (f"@{rev}" if rev else "")
+    local = _hf_download(location, INDEX_NAME, revision=rev, endpoint=None, offline=offline,
+                         progress=progress)
+    try:
+        return local, _read_index(local, where)
+    except ZooError as e:
+        if offline:
+            raise ZooError(f"{e} (the cached copy may be damaged; go online, unset "
+                           "HF_HUB_OFFLINE, to fetch it again)") from None
+        logger.warning("cached %s of %s is unreadable (%s); downloading it again", INDEX_NAME,
+                       where, e)
+    local = _hf_download(location, INDEX_NAME, revision=rev, endpoint=None, offline=False,
+                         progress=progress, force=True)
+    return local, _read_index(local, where)
 
 
 def open_zoo(source: str | os.PathLike | None = None, *, revision: str | None = None,
@@ -869,14 +927,15 @@ def open_zoo(source: str | os.PathLike | None = None, *, revision: str | None = 
             raise ZooError(f"zoo folder {root}: no {INDEX_NAME} (is this a zoo folder?)")
         if rev is not None:
             raise ZooError(f"revision={rev!r} only applies to hf:// zoos, not {root}")
+        if (root / INDEX_NAME).is_symlink():
+            raise ZooError(f"zoo folder {root}: {INDEX_NAME} is a symlink; symlinks are refused "
+                           "in a zoo (copy the file instead)")
         index = _read_index(root / INDEX_NAME, f"zoo {root}")
         return Zoo(index, source=str(root), root=root.resolve(), offline=offline,
                    progress=progress)
     where = f"hf://{location}"
-    local = _hf_download(location, INDEX_NAME, revision=rev, endpoint=None, offline=offline,
-                         progress=progress)
+    local, index = _read_hub_index(location, rev, offline, progress)
     commit = _commit_of(local, INDEX_NAME) or rev
-    index = _read_index(local, where + (f"@{rev}" if rev else ""))
     logger.info("opened zoo %s (%s) at commit %s", index.name, where, commit)
     return Zoo(index, source=where, repo_id=location, revision=commit,
                endpoint=_endpoint(None), offline=offline, progress=progress)

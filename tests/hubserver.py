@@ -36,6 +36,13 @@ def olah_cli() -> str | None:
     return str(venv) if venv.exists() else None
 
 
+def server_or_skip(root: Path) -> "HubServer":
+    """A `HubServer` at ``root``; the calling test is skipped where olah is not installed."""
+    if olah_cli() is None:
+        pytest.skip("olah-cli not installed (tests/hubserver.py)")
+    return HubServer(root)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

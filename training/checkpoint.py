@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -92,7 +94,26 @@ def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tenso
     from safetensors.torch import save
 
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(flat, metadata=dict(metadata) if metadata else None))
+    blob = save(flat, metadata=dict(metadata) if metadata else None)
+    atomic_write_bytes(path, canonical_safetensors(blob))
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """``blob`` with its JSON header's ``__metadata__`` keys sorted: identical bytes for
+    identical tensors and metadata.
+
+    safetensors keeps the metadata in a Rust ``HashMap``, so its keys come out in an order that
+    changes from call to call; the tensors (and so the data offsets) are already in a fixed order.
+    The header is padded with spaces to a multiple of 8 bytes, as safetensors does.
+    """
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    if "__metadata__" in header:
+        header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
+                  **{k: v for k, v in header.items() if k != "__metadata__"}}
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
 
 
 def load_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -244,15 +265,51 @@ def save_checkpoint(run_dir: str | os.PathLike[str], *, name: str,
     return final
 
 
+_STEP_RE = re.compile(r"^(?:.*?-)?(\d+)(?:-(\d+))?$")
+_REQUIRED = ("model.safetensors", "state.json", "config.toml")
+
+
+def _order(p: Path) -> tuple[int, int, int]:
+    """Sort key of a checkpoint folder: its step number (``step-0000266``), then the ``-<n>``
+    suffix `save_checkpoint` adds to a repeated name. Never the mtime: deleting files from a
+    folder bumps it, so a half-deleted old checkpoint would look like the newest."""
+    m = _STEP_RE.match(p.name)
+    if m is None:
+        return (-1, 0, p.stat().st_mtime_ns)
+    return (int(m.group(1)), int(m.group(2) or 0), 0)
+
+
+def _complete(p: Path) -> bool:
+    return all((p / name).is_file() for name in _REQUIRED)
+
+
+def _remove(p: Path) -> None:
+    """Delete a folder so that a kill midway never leaves a visible half: rename it to a hidden
+    name first (hidden folders are swept by the next `_prune`), then delete."""
+    trash = p.with_name(f".trash-{p.name}")
+    try:
+        os.replace(p, trash)
+    except OSError:
+        trash = p
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _prune(root: Path, *, keep: int, current: str) -> None:
-    done = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: p.stat().st_mtime_ns)
-    for p in done[:-keep] if keep > 0 else []:
-        if p.name != current:
+    """Keep the ``keep`` newest complete checkpoints (by step number) and ``current``; remove
+    incomplete folders, and temp files and folders left by killed writers."""
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    complete = sorted((p for p in folders if _complete(p)), key=_order)
+    kept = {p.name for p in (complete[-keep:] if keep > 0 else [])} | {current}
+    for p in folders:
+        if p.name not in kept:
+            _remove(p)
+    for p in root.iterdir():  # temp folders and ``.latest.*.tmp`` files of a killed writer
+        if not p.name.startswith("."):
+            continue
+        if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
-    for p in root.iterdir():  # temp folders left by a killed writer
-        if p.is_dir() and p.name.startswith("."):
-            shutil.rmtree(p, ignore_errors=True)
+        elif p.name.endswith(".tmp"):
+            p.unlink(missing_ok=True)
 
 
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:

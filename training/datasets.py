@@ -216,6 +216,18 @@ class Data:
             ds = ds.subset(np.arange(min(limit, len(ds))))
         return self._in_memory(ds, split)
 
+    def device_arrays(self, split: str, *, limit: int | None = None) -> ArrayDataset:
+        """``split`` as the device's preprocessing should receive it: each image's largest
+        centred square at ``image_size / crop_fraction`` px, so that the sidecar's centre crop
+        (`DataInfo.resize`) is applied once, on the device (zoo scores and golden sets)."""
+        ds = self.splits[split]
+        if isinstance(ds, FolderSplit) and ds.crop_fraction != 1.0:
+            ds = dataclasses.replace(ds, image_size=round(ds.image_size / ds.crop_fraction),
+                                     crop_fraction=1.0)
+        if limit is not None:
+            ds = ds.subset(np.arange(min(limit, len(ds))))
+        return self._in_memory(ds, split)
+
     def sample(self, split: str, n: int, *, seed: int) -> ArrayDataset:
         """``n`` images of ``split`` in a seeded order (BN recalibration, int8 calibration)."""
         ds = self.splits[split]

@@ -5,8 +5,9 @@ statistics recalibrated, and it is deployed with no retraining). Four files per 
 
 - ``model_fp32.onnx``: legacy TorchScript exporter, opset 17, one file (no external data), NCHW,
   dynamic batch; checked with ``onnx.checker``.
-- ``model_int8.onnx``: onnxruntime static QDQ quantization, per-channel int8 weights, uint8
-  activations (U8S8, onnxruntime's fast x86 path) calibrated (MinMax) on a representative set.
+- ``model_int8.onnx``: onnxruntime static QDQ quantization (`ONNX_INT8_RECIPE`): per-channel
+  7-bit int8 weights, uint8 activations (U8S8, onnxruntime's fast x86 path, safe from
+  VPMADDUBSW saturation on x86 CPUs without VNNI) calibrated (MinMax) on a representative set.
   Float input and output.
 - ``model_fp32.tflite``: litert-torch with channels-last (NHWC) input, batch 1; export checks the
   flatbuffer holds no TRANSPOSE op.
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,8 @@ __all__ = [
     "export_friendly",
     "export_onnx",
     "export_onnx_int8",
+    "ONNX_INT8_RECIPE",
+    "OnnxInt8Recipe",
     "export_tflite",
     "export_tflite_int8",
     "load_subnet",
@@ -354,21 +358,61 @@ def _calibration_reader(name: str, data: np.ndarray, batch: int = 32):
     return Reader()
 
 
+@dataclass(frozen=True)
+class OnnxInt8Recipe:
+    """How `export_onnx_int8` quantizes: onnxruntime ``quantize_static`` settings.
+
+    ``activations``/``weights`` are ``"uint8"`` or ``"int8"``; ``reduce_range`` quantizes weights
+    to 7 bits; ``quant_format`` is ``"qdq"`` (QuantizeLinear/DequantizeLinear pairs, which
+    onnxruntime fuses into integer kernels) or ``"qoperator"`` (QLinearConv etc. in the graph).
+    """
+
+    activations: str = "uint8"
+    weights: str = "int8"
+    per_channel: bool = True
+    reduce_range: bool = False
+    quant_format: str = "qdq"
+
+    def __post_init__(self) -> None:
+        types, fmts = ("uint8", "int8"), ("qdq", "qoperator")
+        if self.activations not in types or self.weights not in types:
+            raise InputError(f"int8 recipe types must be in {types}, got activations "
+                             f"{self.activations!r}, weights {self.weights!r}")
+        if self.quant_format not in fmts:
+            raise InputError(f"int8 recipe format must be in {fmts}, got {self.quant_format!r}")
+
+    @property
+    def name(self) -> str:
+        """A short label, e.g. ``qdq-u8s8-pc-rr`` (per-channel, reduced range)."""
+        t = {"uint8": "u8", "int8": "s8"}
+        return "-".join([self.quant_format, t[self.activations] + t[self.weights]]
+                        + (["pc"] if self.per_channel else ["pt"])
+                        + (["rr"] if self.reduce_range else []))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The recipe every ONNX int8 file of the zoo is made with. U8S8 with 7-bit weights: x86 CPUs
+#: without VNNI multiply uint8 x int8 with VPMADDUBSW, whose int16 pair sums saturate with 8-bit
+#: weights; 7-bit weights cannot saturate it. Chosen by measurement on a VNNI and an AVX2-only
+#: CPU: BENCHMARKS.md, "ONNX int8 recipe".
+ONNX_INT8_RECIPE = OnnxInt8Recipe(reduce_range=True)
+
+
 def export_onnx_int8(fp32_path: str | os.PathLike, path: str | os.PathLike, *,
-                     representative: Any, spec: ArchSpec, activations: str = "uint8") -> Path:
-    """Statically quantize an fp32 ONNX model: QDQ, per-channel int8 weights, 8-bit activations.
+                     representative: Any, spec: ArchSpec,
+                     recipe: OnnxInt8Recipe = ONNX_INT8_RECIPE) -> Path:
+    """Statically quantize an fp32 ONNX model (MinMax calibration) with ``recipe``.
 
     ``representative`` is normalised NCHW float32 ``(N, C, H, W)`` from the training data.
-    ``activations`` is ``"uint8"`` (U8S8, onnxruntime's fast path on x86: 10-25x faster than
-    S8S8 here, see benchmarks/results/export.md) or ``"int8"`` (S8S8, the usual choice on ARM).
     Input and output stay float32.
     """
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    act_types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    if activations not in act_types:
-        raise InputError(f"activations must be one of {sorted(act_types)}, got {activations!r}")
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    qformat = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
     data = _check_representative(representative, spec)
     # absolute: quantize_static runs in a temporary cwd (below), where relative paths break
     path, fp32_path = Path(path).absolute(), Path(fp32_path).absolute()
@@ -378,9 +422,11 @@ def export_onnx_int8(fp32_path: str | os.PathLike, path: str | os.PathLike, *,
         prev = os.getcwd()
         os.chdir(work)  # quantize_static may drop augmented-model files into the cwd
         try:
-            quantize_static(str(fp32_path), str(tmp), reader, quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=act_types[activations],
-                            weight_type=QuantType.QInt8,
+            quantize_static(str(fp32_path), str(tmp), reader,
+                            quant_format=qformat[recipe.quant_format],
+                            per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                            activation_type=qtype[recipe.activations],
+                            weight_type=qtype[recipe.weights],
                             calibrate_method=CalibrationMethod.MinMax)
         except Exception as e:
             tmp.unlink(missing_ok=True)
@@ -513,7 +559,7 @@ def export_tflite_int8(onnx_fp32_path: str | os.PathLike, path: str | os.PathLik
 def export_all(model: nn.Module, spec: ArchSpec, out_dir: str | os.PathLike, *,
                representative: Any = None, labels: Sequence[str], mean: Sequence[float],
                std: Sequence[float], formats: Iterable[str] = FORMATS,
-               split_depthwise: bool = True, onnx_activations: str = "uint8",
+               split_depthwise: bool = True, onnx_int8: OnnxInt8Recipe = ONNX_INT8_RECIPE,
                progress: Callable[[str], None] | None = None,
                resize: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Export ``model`` (an extracted, BN-recalibrated subnet of ``spec``) in every format.
@@ -530,7 +576,7 @@ def export_all(model: nn.Module, spec: ArchSpec, out_dir: str | os.PathLike, *,
         formats: a subset of `FORMATS`.
         split_depthwise: rewrite depthwise kernels above 5x5 for XNNPACK (TFLite only; see
             `export_tflite`).
-        onnx_activations: ``"uint8"`` or ``"int8"`` activations in the int8 ONNX model.
+        onnx_int8: how the int8 ONNX model is quantized (`ONNX_INT8_RECIPE`).
         progress: called with each format's name before it is exported.
         resize: how the device turns an image into the input (`ModelMetadata.resize`, from
             `training.datasets.DataInfo.resize`); None: stretched.
@@ -584,8 +630,7 @@ def export_all(model: nn.Module, spec: ArchSpec, out_dir: str | os.PathLike, *,
         if "onnx_int8" in formats:
             note("onnx_int8")
             p = export_onnx_int8(onnx_fp32, out_dir / FILENAMES["onnx_int8"],
-                                 representative=representative, spec=spec,
-                                 activations=onnx_activations)
+                                 representative=representative, spec=spec, recipe=onnx_int8)
             sidecar("onnx_int8", p, onnx_versions)
         if "tflite_fp32" in formats:
             note("tflite_fp32")

@@ -120,9 +120,15 @@ class DeviceClassLUT:
         measured_on = model or None
         if measured_on and dev.get("fingerprint"):
             measured_on = f"{measured_on} (device {dev['fingerprint']})"
-        return {"cpu": cpu, "runtime": self.lut.runtime, "precision": self.lut.precision,
-                "threads": self.lut.threads, "lut": f"luts/{self.id}.json",
-                "measured_on": measured_on}
+        out = {"cpu": cpu, "runtime": self.lut.runtime, "precision": self.lut.precision,
+               "threads": self.lut.threads, "lut": f"luts/{self.id}.json",
+               "measured_on": measured_on}
+        from training.golden import isa_from_lut
+
+        isa = isa_from_lut({"device": dev})
+        if isa is not None:  # devices match on it: same CPU name with another ISA is not exact
+            out["isa"] = isa
+        return out
 
 
 def _is_here(lut: LatencyLUT) -> bool:
@@ -309,7 +315,7 @@ def load_data(dataset: Any, space: SearchSpace, *, data_dir: str | None = None,
         train = data.sample("train", min(train_images or 2000, data.size("train")), seed=seed)
     else:
         train = data.arrays("train")
-    test = data.arrays("test", limit=test_limit)
+    test = data.device_arrays("test", limit=test_limit)  # the crop is the device's to apply
     return PublishData(data.info.name, train, test, data.labels, tuple(data.info.mean),
                        tuple(data.info.std), data.info)
 
@@ -319,20 +325,17 @@ def file_predictions(path: str | os.PathLike, images: np.ndarray, *, batch: int 
     """Top-1 class per image of a model file, through `ofa_sdk.runtime.load_model` and its
     preprocessing.
 
-    ``images`` are uint8 ``(N, C, H, W)`` as stored in the dataset; they go through
-    ``model.preprocess`` exactly as a user's images do.
+    ``images`` are uint8 ``(N, C, H, W)`` as stored in the dataset (an image folder's test
+    split uncropped: `training.datasets.Data.device_arrays`); they go through
+    ``model.preprocess`` exactly as a user's images do, centre crop included.
     """
     from ofa_sdk.runtime import load_model
-    from ofa_sdk.runtime.preprocess import preprocess_images
 
     model = load_model(path, num_threads=1)
-    # The images are decoded already (resized and centre-cropped as the data says): only the
-    # resize to the model's input remains, so the sidecar's crop is not applied a second time.
-    meta = dataclasses.replace(model.metadata, resize=None)
     nhwc = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
     out = np.empty(len(nhwc), dtype=np.int64)
     for i in range(0, len(nhwc), batch):
-        out[i:i + batch] = model.predict(preprocess_images(nhwc[i:i + batch], meta)).argmax(1)
+        out[i:i + batch] = model.predict(model.preprocess(nhwc[i:i + batch])).argmax(1)
     return out
 
 
@@ -405,6 +408,36 @@ def _top1(folder: Path, fmt: str, data: PublishData, fresh: Mapping[str, np.ndar
     return top1
 
 
+def recalibrated_subnet(supernet: Any, spec: ArchSpec, data: PublishData, *,
+                        recal_batches: int, num_calib: int) -> tuple[Any, Any]:
+    """The subnet a zoo entry is exported from, and its int8 calibration images.
+
+    Extracted from ``supernet``, BN statistics recalibrated on ``recal_batches`` fixed training
+    batches of 100; the representative set is ``num_calib`` fixed training images (normalised
+    NCHW at the spec's resolution). Deterministic: the same inputs give the same subnet.
+    """
+    import torch
+
+    from training.bn import recalibrate_bn
+    from training.data import BatchLoader, to_input
+
+    r = spec.resolution
+    loader = BatchLoader(data.train, batch_size=min(100, len(data.train)), seed=0)
+    batches = [to_input(x, r, data.mean, data.std)
+               for x, _ in loader.fixed_batches(recal_batches, seed=1)]
+    order = np.random.default_rng(2).permutation(len(data.train))[:num_calib]
+    rep = to_input(torch.from_numpy(data.train.images[np.sort(order)]), r, data.mean,
+                   data.std).contiguous()
+    with torch.no_grad():
+        supernet.set_active(spec)
+        # extract first and recalibrate the copy: the same statistics as recalibrating the
+        # active supernet, without changing the supernet for the next entry
+        net = supernet.extract(spec)
+        recalibrate_bn(net, batches)
+        net.eval()
+    return net, rep
+
+
 def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str | os.PathLike,
                   *, classes: Sequence[DeviceClassLUT], settings: EntrySettings,
                   progress: Progress | None = None) -> dict[str, Any]:
@@ -414,10 +447,6 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
     and ``latency["<device fingerprint>:<format>:t<threads>"] = {value, p90, count}`` for each
     class that is this machine (when ``settings.measure``).
     """
-    import torch
-
-    from training.bn import recalibrate_bn
-    from training.data import BatchLoader, to_input
     from training.export import FILENAMES, export_all
 
     folder = Path(folder)
@@ -437,20 +466,8 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
     if todo:
         if progress is not None:
             progress("export", f"{spec}: {', '.join(todo)}")
-        r = spec.resolution
-        loader = BatchLoader(data.train, batch_size=min(100, len(data.train)), seed=0)
-        batches = [to_input(x, r, data.mean, data.std)
-                   for x, _ in loader.fixed_batches(settings.recal_batches, seed=1)]
-        order = np.random.default_rng(2).permutation(len(data.train))[:settings.num_calib]
-        rep = to_input(torch.from_numpy(data.train.images[np.sort(order)]), r, data.mean,
-                       data.std).contiguous()
-        with torch.no_grad():
-            supernet.set_active(spec)
-            # extract first and recalibrate the copy: the same statistics as recalibrating the
-            # active supernet, without changing the supernet for the next entry
-            net = supernet.extract(spec)
-            recalibrate_bn(net, batches)
-            net.eval()
+        net, rep = recalibrated_subnet(supernet, spec, data, recal_batches=settings.recal_batches,
+                                       num_calib=settings.num_calib)
         export_all(net, spec, folder, representative=rep if any(
             f.endswith("int8") for f in todo) else None, labels=data.labels, mean=data.mean,
             std=data.std, formats=todo, resize=data.resize)
@@ -578,7 +595,7 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
             num_calib: int = 300, bench_min_runs: int = 50, bench_min_time_s: float = 1.0,
             endpoint: str | None = None, token: str | None = None, command: str | None = None,
             share_tolerance_pp: float = 0.0, entry_formats: str = "all",
-            progress: Progress | None = None) -> PublishResult:
+            golden_count: int = 300, progress: Progress | None = None) -> PublishResult:
     """Specialize, export, score, measure and write the zoo; optionally publish it to the Hub.
 
     Args:
@@ -604,6 +621,8 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
         entry_formats: ``all`` (every entry in every format of ``formats``) or ``classes``
             (an entry only in the formats of ``formats`` whose runtime is that of a device
             class it was chosen for: a smaller zoo, e.g. the bundled one).
+        golden_count: test images in the zoo's golden set (``golden/``: inputs and each
+            file's top-1, which devices check the files against); 0 writes none.
         progress: called as ``progress(stage, detail)`` (``search``, ``export``, ``measure``,
             ``entry``, ``write``, ``publish``).
     """
@@ -674,8 +693,11 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
     settings = EntrySettings(fmts, recal_batches, num_calib,
                          {"min_runs": bench_min_runs, "min_time_s": bench_min_time_s,
                           "warmup_min_time_s": min(0.5, bench_min_time_s)}, measure_here)
+    from training.export import ONNX_INT8_RECIPE
+
     key = hashlib.sha256(json.dumps([_CACHE_VERSION, sn_hash, data.key(), recal_batches,
-                                     num_calib]).encode()).hexdigest()[:16]
+                                     num_calib, ONNX_INT8_RECIPE.to_json()]).encode()
+                         ).hexdigest()[:16]
     entry_root = cache / key
     results = []
     for c, efmts in zip(choices, entry_fmts):
@@ -700,7 +722,7 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
                            name=name or f"ofa-{space.name}",
                            command=command or _command(), created=now_iso(),
                            producer=default_producer, write_index=write_index,
-                           zoo_index=ZooIndex)
+                           zoo_index=ZooIndex, golden_count=golden_count)
         verify_folder(tmp)
         _swap_in(tmp, target)
     finally:
@@ -751,7 +773,7 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
                report: Mapping[str, Any], *, previous: Any, measure: bool, probes: Any,
                repo_id: str | None, seed: int,
                name: str, command: str, created: str, producer: Any, write_index: Any,
-               zoo_index: Any) -> Any:
+               zoo_index: Any, golden_count: int = 0) -> Any:
     from training.export import FILENAMES
     from zoo.card import render_model_card
     from zoo.plots import plot_pareto
@@ -810,6 +832,8 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
         "device_classes": {dc.id: dc.to_index() for dc in classes},
         "entries": entries,
     }
+    if golden_count:
+        _write_golden(tmp, data, choices, entry_root, entry_fmts, golden_count)
     parsed = write_index(tmp, index)
     created_before = _unchanged_created(previous, parsed.to_json())
     if created_before is not None:
@@ -819,8 +843,28 @@ def _write_zoo(tmp: Path, space: SearchSpace, data: PublishData,
     (tmp / "plots").mkdir()
     for dc in classes:
         plot_pareto(parsed, dc.id, tmp / "plots" / f"{dc.id}.png")
-    (tmp / "README.md").write_text(render_model_card(parsed, repo_id=repo_id))
+    from ofa_sdk.zoo import BUNDLED_ZOO
+
+    bundled = (tmp.parent.resolve() == BUNDLED_ZOO.parent.resolve()
+               and tmp.name == f".{BUNDLED_ZOO.name}.publish-tmp")
+    (tmp / "README.md").write_text(render_model_card(
+        parsed, repo_id=repo_id, source=None if bundled else "", folder=tmp,
+        evaluation={"test_images": len(data.test)}))
     return write_index(tmp, parsed)
+
+
+def _write_golden(tmp: Path, data: PublishData, choices: Sequence[Choice], entry_root: Path,
+                  entry_fmts: Sequence[Sequence[str]], count: int) -> None:
+    """The zoo's golden set: the first ``count`` test images and each file's top-1 on them
+    (the test-set top-1 computed when the file was scored, `_top1`)."""
+    from training.export import FILENAMES
+    from zoo.golden import write_golden
+
+    n = min(count, len(data.test))
+    top1 = {f"models/{c.id}/{FILENAMES[fmt]}": _top1(entry_root / c.id, fmt, data, {})[:n]
+            for c, fmts in zip(choices, entry_fmts) for fmt in fmts}
+    write_golden(tmp, data.test.images[:n].transpose(0, 2, 3, 1).copy(), top1,
+                 source=f"{data.name} test split, images 0-{n - 1}")
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
@@ -867,6 +911,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recal-batches", type=int, default=20,
                    help="training batches of 100 for BN recalibration")
     p.add_argument("--num-calib", type=int, default=300, help="int8 calibration images")
+    p.add_argument("--golden-count", type=int, default=300,
+                   help="test images in the zoo's golden set (0: none)")
     p.add_argument("--bench-min-runs", type=int, default=50)
     p.add_argument("--bench-min-time", type=float, default=1.0)
     p.add_argument("--endpoint", help="Hub endpoint (default HF_ENDPOINT or huggingface.co)")
@@ -907,7 +953,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       bench_min_time_s=args.bench_min_time, endpoint=args.endpoint,
                       command=shlex.join(["python", "training/publish.py", *argv_list]),
                       share_tolerance_pp=args.share_tolerance, entry_formats=args.entry_formats,
-                      progress=progress)
+                      golden_count=args.golden_count, progress=progress)
     except OfaError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -8,13 +8,19 @@ latency was measured on the device or predicted from its lookup table (OFA secti
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from ofa_sdk.cache import atomic_path
 from ofa_sdk.device import threads_text
+from ofa_sdk.errors import OfaError
+from ofa_sdk.plots import pareto_front
 from ofa_sdk.zoo import DeviceClass, Entry, ZooIndex
-from zoo.plots import pareto_front
 
-__all__ = ["render_model_card", "card_metadata"]
+__all__ = ["render_model_card", "card_metadata", "refresh_card", "main"]
 
 _CITATION = """@inproceedings{cai2020once,
   title     = {Once-for-All: Train One Network and Specialize it for Efficient Deployment},
@@ -69,31 +75,28 @@ def _fmt_ms(v: float | None) -> str:
 
 
 def _device_table(index: ZooIndex, dc: DeviceClass) -> list[str]:
-    rows: list[tuple[float, Entry]] = []
-    missing: list[Entry] = []
+    """One row per entry that has a file and a latency on ``dc``, fastest first; entries
+    without either are counted under the table, not listed as empty rows."""
+    rows: list[tuple[float, Entry, Any]] = []
     for e in index.entries:
-        lat = e.latency_ms.get(dc.id)
-        (rows.append((lat.value, e)) if lat else missing.append(e))
+        lat, f = e.latency_ms.get(dc.id), e.file_for(dc)
+        if lat is not None and f is not None:
+            rows.append((lat.value, e, f))
     rows.sort(key=lambda r: r[0])
-    points = []
-    for lat, e in rows:
-        f = e.file_for(dc)
-        if f is not None:
-            points.append((lat, f.accuracy, e.id))
-    front = {name for _, _, name in pareto_front(points)}
-    head = (f"| Entry | Architecture | MACs (M) | Params (M) | Top-1 ({dc.runtime} {dc.precision}) "
-            "| Latency ms (median) | p90 | Source | Pareto |")
-    out = [head, "|---|---|---:|---:|---:|---:|---:|---|:---:|"]
-    for _, e in rows:
+    front = {name for _, _, name in pareto_front((lat, f.accuracy, e.id)
+                                                  for lat, e, f in rows)}
+    out = [f"| Entry | MACs (M) | Params (M) | Top-1 ({dc.runtime} {dc.precision}) "
+           "| Latency ms (median) | p90 | Source | Pareto |",
+           "|---|---:|---:|---:|---:|---:|---|:---:|"]
+    for _, e, f in rows:
         lat = e.latency_ms[dc.id]
-        f = e.file_for(dc)
-        acc = f"{_pct(f.accuracy):.2f}%" if f else "no file"
-        out.append(f"| `{e.id}` | `{e.arch}` | {e.macs / 1e6:.1f} | {e.params / 1e6:.2f} | {acc} "
-                   f"| {_fmt_ms(lat.value)} | {_fmt_ms(lat.p90)} | {lat.kind} "
-                   f"| {'★' if e.id in front else ''} |")
-    for e in missing:
-        out.append(f"| `{e.id}` | `{e.arch}` | {e.macs / 1e6:.1f} | {e.params / 1e6:.2f} | — "
-                   "| — | — | not available | |")
+        out.append(f"| `{e.id}` | {e.macs / 1e6:.1f} | {e.params / 1e6:.2f} "
+                   f"| {_pct(f.accuracy):.2f}% | {_fmt_ms(lat.value)} | {_fmt_ms(lat.p90)} "
+                   f"| {lat.kind} | {'★' if e.id in front else ''} |")
+    left = len(index.entries) - len(rows)
+    if left:
+        out += ["", f"{left} other entr{'y has' if left == 1 else 'ies have'} no "
+                f"{dc.runtime} {dc.precision} file or no latency for this class."]
     return out
 
 
@@ -120,16 +123,140 @@ def _int8_table(index: ZooIndex) -> list[str]:
             "|---|---|---:|---:|---:|---:|", *out, ""]
 
 
-def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
-                      plots: bool = True) -> str:
-    """Render ``README.md`` for a zoo: front matter, quick start, per-device tables, files.
+def _input_spec(folder: str | os.PathLike | None, index: ZooIndex) -> list[str]:
+    """What a model takes, step by step, so that outside preprocessing reproduces the claimed
+    accuracy; the normalisation comes from a sidecar when the zoo folder is given."""
+    channels = index.space.in_channels
+    mode = "L (8-bit grayscale)" if channels == 1 else "RGB"
+    norm = "the `mean` / `std` in the file's `.json` sidecar (per channel)"
+    md = _first_sidecar(folder, index)
+    if md is not None:
+        norm = (f"mean {', '.join(f'{v:g}' for v in md.mean)}, std "
+                f"{', '.join(f'{v:g}' for v in md.std)} (per channel, also in every sidecar)")
+    sizes = sorted({e.arch.resolution for e in index.entries})
+    return [
+        "## Input", "",
+        f"One {channels}-channel image per call, square, at the entry's resolution (the `-r..` "
+        f"part of its id: {', '.join(f'{r} px' for r in sizes)}). `ofa_sdk` does these steps "
+        "itself (`model.preprocess`); to feed a model without it, apply them in this order:", "",
+        f"1. decode and convert to Pillow mode {mode};",
+        "2. resize to the entry's resolution with Pillow `Image.resize(..., Image.BILINEAR)` on "
+        "the uint8 image (Pillow's bilinear filter antialiases when it downscales); other "
+        "resizers (e.g. torch bilinear without antialias) shift accuracy by up to ~0.3 pp;",
+        "3. scale to [0, 1] (divide by 255);",
+        f"4. normalise `(x - mean) / std` with {norm};",
+        "5. lay out as NHWC for `.tflite` (batch 1) or NCHW for `.onnx` (any batch), float32; "
+        "an int8 `.tflite` takes the result quantized with its input tensor's scale and zero "
+        "point.", "",
+        "The output is one logit per class, in the order of the labels below.", "",
+    ]
 
-    ``plots`` links ``plots/<device_class>.png`` (made by `zoo.plots.plot_pareto`).
+
+def _first_sidecar(folder: str | os.PathLike | None, index: ZooIndex) -> Any:
+    if folder is None:
+        return None
+    from ofa_sdk.metadata import ModelMetadata
+
+    for e in index.entries:
+        for f in e.files:
+            try:
+                return ModelMetadata.load(Path(folder) / f.path)
+            except (OSError, ValueError, OfaError):
+                continue
+    return None
+
+
+def _labels(index: ZooIndex) -> list[str]:
+    labels = index.dataset.labels or tuple(f"class{i}" for i in range(index.dataset.num_classes))
+    return ["## Labels", "", " · ".join(f"{i} `{_cell(name)}`" for i, name in enumerate(labels)),
+            ""]
+
+
+def _quick_start(source: str | None) -> list[str]:
+    zoo_arg = f' --zoo {source}' if source else ""
+    zoo_kw = f', zoo="{source}"' if source else ""
+    return [
+        "## Quick start", "",
+        "On the device (numpy, Pillow and LiteRT; no torch, no tensorflow):", "",
+        "```bash",
+        'pip install "ofa-sdk[device]"        # add [onnx] for onnxruntime',
+        f"ofa-sdk pick --budget 20ms{zoo_arg}       # measures candidates here, "
+        "prints the best that fits",
+        "```", "",
+        "```python",
+        "import ofa_sdk",
+        "",
+        f'model = ofa_sdk.load_best("auto", budget_ms=20{zoo_kw})',
+        'print(model.classify("image.png", top_k=3))   # one list per image: '
+        "[[(label, probability), ...]]",
+        "```", "",
+        "`pick` returns the entry, file, runtime, threads and the latency measured on this "
+        "device; measurements are cached (see the ofa-sdk README, \"The cache\").", "",
+    ]
+
+
+def _intended_use(index: ZooIndex) -> list[str]:
+    ds = index.dataset.name
+    return [
+        "## Intended use and limitations", "",
+        f"- **For:** {index.dataset.num_classes}-class image classification of images like "
+        f"**{ds}**'s, on CPUs, where an app has a latency budget in milliseconds. Pick the entry "
+        "for your device and budget with `ofa-sdk pick` rather than reading the tables: they "
+        "are another machine's numbers.",
+        f"- **Not for:** images unlike {ds} (other content, framing, colours or backgrounds). "
+        "The models always answer with one of the labels and do not detect out-of-distribution "
+        "input; an inverted or photographed image can get a confident wrong label.",
+        "- **Latency** holds for the CPU, runtime and threads of its device class. *Measured* "
+        "values were timed there; *predicted* values come from a per-layer lookup table "
+        "(typically within ±10 %). On another CPU, even of the same name with another ISA "
+        "(AVX2 vs AVX-512, NEON dot product), expect other numbers: `pick` measures on the "
+        "device.",
+        "- **int8** ONNX files use a recipe chosen to hold its accuracy on x86 with and without "
+        "VNNI (both measured); other CPUs are not measured: check a file's agreement on your "
+        "device (its int8 table below) before shipping it.", "",
+    ]
+
+
+def _training(index: ZooIndex, evaluation: Mapping[str, Any] | None) -> list[str]:
+    ev = dict(evaluation or {})
+    recal = (f"on {ev['recal_batches']} training batches of 100 " if "recal_batches" in ev
+             else "on training images ")
+    test = f"all {ev['test_images']:,} " if "test_images" in ev else "the "
+    calib = (f"int8 files are calibrated on {ev['num_calib']} training images. "
+             if "num_calib" in ev else "")
+    sn = (f" (weights sha256 `{ev['supernet_sha256'][:16]}…`)" if "supernet_sha256" in ev
+          else "")
+    return [
+        "## Training and evaluation", "",
+        f"One Once-for-All supernet{sn} over `{index.space.name}` was trained with progressive "
+        "shrinking (elastic kernel, depth and width, with knowledge distillation from the full "
+        f"network) on the {index.dataset.name} training split. Each entry is a subnet searched "
+        "for its device class's latency budgets (accuracy predictor + latency lookup table), "
+        f"extracted with no retraining, its BatchNorm statistics recalibrated {recal}and "
+        f"exported. {calib}Accuracy is top-1 on {test}{index.dataset.name} test images, measured "
+        "through ofa-sdk's own preprocessing (above) on each exported file, so it is the "
+        "accuracy a user of that file gets.", "",
+    ]
+
+
+def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
+                      plots: bool = True, source: str | None = "",
+                      folder: str | os.PathLike | None = None,
+                      evaluation: Mapping[str, Any] | None = None) -> str:
+    """Render ``README.md`` for a zoo: front matter, quick start, input spec, labels, intended
+    use, training and evaluation, per-device tables, int8 table, files, provenance.
+
+    ``plots`` links ``plots/<device_class>.png`` (made by `zoo.plots.plot_pareto`). ``source``
+    is the zoo argument the examples pass (default ``hf://<repo_id>``, else a placeholder path;
+    ``None`` for the bundled zoo, which needs none). ``folder`` is the zoo folder, read for a
+    sidecar's normalisation; ``evaluation`` may hold ``test_images``, ``recal_batches``,
+    ``num_calib`` and ``supernet_sha256``.
     """
     import yaml  # huggingface_hub depends on PyYAML; publishing installs it
 
     front = yaml.safe_dump(card_metadata(index), sort_keys=False, allow_unicode=True).strip()
-    source = f"hf://{repo_id}" if repo_id else "path/to/this/zoo"
+    if source == "":
+        source = f"hf://{repo_id}" if repo_id else "path/to/this/zoo"
     n = len(index.entries)
     p = index.producer
     lines = [
@@ -140,14 +267,11 @@ def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
         f"({index.dataset.num_classes} classes) and exported for on-device inference. Each "
         "entry lists its accuracy on the test set and its latency per device class, so a device "
         "can pick the most accurate subnet that fits its latency budget.", "",
-        "## Quick start", "",
-        "```python",
-        "from ofa_sdk.zoo import open_zoo",
-        "",
-        f'zoo = open_zoo("{source}")  # verifies sha256 and size of every file it hands out',
-        "entry = zoo.entries[0]",
-        "path = zoo.file_path(entry.files[0])",
-        "```", "",
+        *_quick_start(source),
+        *_input_spec(folder, index),
+        *_labels(index),
+        *_intended_use(index),
+        *_training(index, evaluation),
         "## Device classes", "",
         "| Device class | CPU | Runtime | Precision | Threads | Latency LUT | Measured on |",
         "|---|---|---|---|---:|---|---|",
@@ -184,3 +308,44 @@ def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
         "```bibtex", _CITATION, "```", "",
     ]
     return "\n".join(lines)
+
+
+def refresh_card(folder: str | os.PathLike, *, repo_id: str | None = None,
+                 source: str | None = "") -> Any:
+    """Re-render an existing zoo folder's ``README.md`` and ``plots/`` with this version's card
+    and plotter, then rewrite its index (hashes only: entries and latencies are kept)."""
+    from ofa_sdk.zoo import BUNDLED_ZOO
+    from zoo.index import verify_folder, write_index
+    from zoo.plots import plot_pareto
+
+    root = Path(folder)
+    index = verify_folder(root)
+    if source == "" and root.resolve() == BUNDLED_ZOO.resolve():
+        source = None
+    for dc in index.device_classes:
+        plot_pareto(index, dc, root / "plots" / f"{dc}.png")
+    text = render_model_card(index, repo_id=repo_id, source=source, folder=root)
+    with atomic_path(root / "README.md") as tmp:
+        Path(tmp).write_text(text)
+    return write_index(root, index)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m zoo.card ZOO_DIR [--repo-id ORG/NAME]``: refresh a zoo's card and plots."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m zoo.card", description=main.__doc__)
+    p.add_argument("folder")
+    p.add_argument("--repo-id")
+    args = p.parse_args(argv)
+    try:
+        index = refresh_card(args.folder, repo_id=args.repo_id)
+    except OfaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"refreshed {args.folder}: README.md, {len(index.device_classes)} plots, index.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,6 +16,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
 from ofa_sdk.device import detect_device  # noqa: E402
+from ofa_sdk.measurements import now_utc  # noqa: E402
 from ofa_sdk.pick import Measurement, MeasurementCache  # noqa: E402
 from pickzoo import NETS, make_pick_zoo  # noqa: E402
 
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _m(file: str, ms: float, threads: int = 1) -> Measurement:
     return Measurement(median_ms=ms, p90_ms=ms * 1.1, count=10, runtime="onnx",
                        runtime_version="onnxruntime x", precision="fp32", threads=threads,
-                       file=file, measured_at="2026-11-28T00:00:00+00:00")
+                       file=file, measured_at=now_utc().isoformat(timespec="seconds"))
 
 
 def test_writers_merge_instead_of_overwriting(tmp_path):
@@ -58,6 +59,7 @@ def test_four_processes_picking_at_once(tmp_path):
     code = textwrap.dedent("""
         import os, sys, time
         from ofa_sdk.errors import NoModelFitsBudget
+        from ofa_sdk.measure import MeasurePolicy
         from ofa_sdk.pick import pick
         import onnxruntime  # import before the start signal, so the measuring overlaps
         while not os.path.exists(sys.argv[2]):
@@ -65,8 +67,8 @@ def test_four_processes_picking_at_once(tmp_path):
         try:
             # nothing fits and nothing is skipped: every candidate is measured and written; each
         # process uses its own thread count, so each writes its own keys and a lost update shows
-            pick(1e-6, zoo=sys.argv[1], use_cache=False, slack=1e12, measure_runs=3,
-                 measure_time_s=0.0, threads=int(sys.argv[3]))
+            pick(1e-6, zoo=sys.argv[1], use_cache=False, slack=1e12, threads=int(sys.argv[3]),
+                 policy=MeasurePolicy(min_runs=3, min_time_s=0.0, warmup_s=0.0, rounds=1))
         except NoModelFitsBudget:
             print("ok")
     """)

@@ -156,6 +156,12 @@ def test_zoo_plot(zoo, tmp_path):
     assert len(data["points"]) == 6  # 3 entries x (fp32, int8)
     res = _invoke("zoo", "plot", "--out", tmp_path / "none.png", "--budget", "1e-6", "--zoo", zoo)
     assert res.exit_code == 3 and (tmp_path / "none.png").exists()
+    res = _invoke("zoo", "plot", "--out", tmp_path / "all.svg", "--zoo", zoo, "--json")
+    assert res.exit_code == 0, res.output  # no --budget: every point, no pick
+    assert json.loads(res.stdout)["pick"] is None
+    assert (tmp_path / "all.svg").read_bytes().lstrip().startswith(b"<?xml")
+    res = _invoke("zoo", "plot", "--out", tmp_path / "x.gif", "--zoo", zoo)
+    assert res.exit_code == 2 and "*.png" in res.output and not (tmp_path / "x.gif").exists()
 
 
 def test_device_command(zoo):
@@ -218,7 +224,7 @@ def test_subprocess_missing_runtime_and_matplotlib(zoo):
     res = run_blocked(code, "pick", "--budget", "20ms", "--zoo", str(zoo), "--runtime", "tflite",
                   blocked=("ai_edge_litert", "tflite_runtime"))
     assert res.returncode == 2 and 'pip install "ofa-sdk[tflite]"' in res.stderr
-    res = run_blocked(code, "zoo", "plot", "--out", "/nonexistent/x.png", "--budget", "10s", "--zoo",
+    res = run_blocked(code, "zoo", "plot", "--out", str(zoo.parent / "x.png"), "--budget", "10s", "--zoo",
                   str(zoo), blocked=("matplotlib",))
     assert res.returncode == 2 and 'pip install "ofa-sdk[plot]"' in res.stderr
     assert "Traceback" not in res.stderr

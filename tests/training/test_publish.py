@@ -187,6 +187,34 @@ def test_int8_files_carry_their_top1_agreement_with_fp32(zoo_dir):
     assert "## int8 quantization" in card and f"`{zoo.entries[0].id}` | onnx |" in card
 
 
+
+def test_zoo_ships_a_golden_set_and_each_class_isa(zoo_dir, inputs):
+    """The golden set holds the first test images and each file's top-1 through the SDK; a
+    class measured here records this CPU's ISA, and pick checks its choice against the set."""
+    from ofa_sdk.device import detect_device
+    from ofa_sdk.golden import golden_images, load_golden
+    from ofa_sdk.pick import pick
+    from ofa_sdk.zoo import open_zoo
+    from training.data import synthetic_dataset
+    from training.publish import file_predictions
+
+    zoo = open_zoo(zoo_dir[0])
+    golden = load_golden(zoo)
+    test = synthetic_dataset(50, num_classes=4, size=16, channels=1, seed=1)
+    assert golden is not None and golden.count == 50 and {"golden/manifest.json",
+                                                          "golden/inputs.npy"} <= set(
+        zoo.index.checksums)
+    images = golden_images(zoo, golden)
+    assert np.array_equal(images, test.images.transpose(0, 2, 3, 1))
+    for e in zoo.entries:
+        for f in e.files:
+            assert golden.expected(f) == tuple(file_predictions(zoo.file_path(f), test.images))
+    here = zoo.device_classes[HERE]
+    assert here.isa == detect_device().cpu_features and zoo.device_classes[OTHER].isa is None
+    p = pick(1e6, zoo=zoo)
+    assert p.agreement == 1.0 and p.golden["count"] == 50 and p.refused == ()
+
+
 def test_search_ladder_and_dedupe(zoo_dir, inputs):
     from training.publish import budget_ladder
 

@@ -111,6 +111,79 @@ def test_checkpoint_folders_are_atomic_and_pruned(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+
+def _save(tmp_path, name, keep=2):
+    return save_checkpoint(tmp_path, name=name, model={"w": torch.arange(4.0)}, teacher=None,
+                           optimizer=None, state={"name": name}, config_text="x = 1\n",
+                           keep=keep)
+
+
+def test_prune_goes_by_step_number_and_drops_half_deleted_folders(tmp_path):
+    """Regression: a kill during `_prune` left step-0000266 half deleted, which bumped its mtime;
+    pruning by mtime then kept it and deleted the valid step-0000267 and step-0000268."""
+    for step in (266, 267, 268):
+        _save(tmp_path, f"step-{step:07d}", keep=3)
+    root = tmp_path / "checkpoints"
+    half = root / "step-0000266"
+    (half / "model.safetensors").unlink()     # what rmtree did before the kill
+    os.utime(half, ns=(time.time_ns() + 10**10,) * 2)  # and the newest mtime of all
+    _save(tmp_path, "step-0000269", keep=2)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-0000268", "step-0000269"]
+    # step numbers, not name order or mtime: 1000 is newer than 999
+    for step in (999, 1000):
+        _save(tmp_path, f"step-{step:07d}", keep=2)
+    os.utime(root / "step-0000999", ns=(time.time_ns() + 10**10,) * 2)
+    _save(tmp_path, "step-0001001", keep=2)
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-0001000", "step-0001001"]
+    assert load_checkpoint(tmp_path).state == {"name": "step-0001001"}
+
+
+def test_prune_removes_stale_latest_temp_files(tmp_path):
+    _save(tmp_path, "step-0000001")
+    root = tmp_path / "checkpoints"
+    stale = [root / ".latest.k1ll3d.tmp", root / ".latest.x.tmp", root / ".trash-step-0000000"]
+    stale[0].write_text("step-0000001\n")   # a kill during the latest pointer write
+    stale[1].write_text("")
+    stale[2].mkdir()                          # a kill during `_remove`
+    _save(tmp_path, "step-0000002")
+    assert not [p for p in stale if p.exists()]
+    assert sorted(p.name for p in root.iterdir()) == ["latest", "step-0000001", "step-0000002"]
+
+
+_SAVE_CODE = """
+import sys, torch
+from training.checkpoint import save_tensors
+meta = {f"key{i}": str(i) for i in range(12)}
+if sys.argv[2] == "reversed":
+    meta = dict(reversed(list(meta.items())))
+save_tensors(sys.argv[1], {"b": torch.arange(6.0), "a": torch.ones(2, 3)}, meta)
+"""
+
+
+def test_safetensors_bytes_are_deterministic(tmp_path):
+    """Regression: identical runs wrote model.safetensors files whose header listed the
+    ``__metadata__`` keys in a different order each time (same tensors, another sha256)."""
+    from safetensors import safe_open
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    paths = []
+    for i, order in enumerate(("forward", "reversed", "forward")):
+        paths.append(tmp_path / f"m{i}.safetensors")
+        subprocess.run([sys.executable, "-c", _SAVE_CODE, str(paths[-1]), order], env=env,
+                       check=True, timeout=120)
+    blobs = [p.read_bytes() for p in paths]
+    assert blobs[0] == blobs[1] == blobs[2]
+    header_len = int.from_bytes(blobs[0][:8], "little")
+    assert header_len % 8 == 0
+    assert blobs[0][8:8 + header_len].index(b'"key0"') < blobs[0][8:8 + header_len].index(
+        b'"key9"')
+    tensors, meta = load_tensors(paths[0])
+    assert meta == {f"key{i}": str(i) for i in range(12)}
+    assert torch.equal(tensors["b"], torch.arange(6.0)) and tensors["a"].shape == (2, 3)
+    with safe_open(str(paths[0]), framework="pt") as f:  # the reference reader accepts it
+        assert sorted(f.keys()) == ["a", "b"]
+
+
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path)

@@ -1,0 +1,280 @@
+"""ONNX int8 quantization recipes on the zoo's subnets: accuracy per CPU, and latency here.
+
+An int8 ONNX file that is right on one x86 CPU can be wrong on another: without VNNI,
+onnxruntime multiplies uint8 activations by int8 weights with VPMADDUBSW, whose int16 pair sums
+saturate. This script exports every zoo subnet once in fp32 and once per recipe, then scores
+each file on the Fashion-MNIST test images on whatever CPU runs the ``score`` step, so the same
+files can be scored natively and under ``qemu-x86_64 -cpu Haswell`` (an AVX2-only x86 CPU with no
+AVX-512 and no VNNI; the ``score`` step records the ISA that numpy's cpuid check saw).
+
+    python benchmarks/bench_int8_recipes.py export --out runs/int8-recipes       # torch, ~10 min
+    python benchmarks/bench_int8_recipes.py score --dir runs/int8-recipes        # this CPU
+    qemu-x86_64 -cpu Haswell .venv/bin/python benchmarks/bench_int8_recipes.py score \\
+        --dir runs/int8-recipes --label haswell-qemu --recipes qdq-u8s8-pc,qdq-u8s8-pc-rr
+    python benchmarks/bench_int8_recipes.py latency --dir runs/int8-recipes      # this CPU
+    python benchmarks/bench_int8_recipes.py report --dir runs/int8-recipes
+
+``score`` and ``latency`` need only numpy and onnxruntime (no torch): they run under emulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+BUNDLED_INDEX = Path(__file__).resolve().parents[1] / "ofa_sdk" / "bundled_zoo" / "index.json"
+
+#: name -> OnnxInt8Recipe fields (the name is the recipe's own `.name`).
+RECIPES = {
+    "qdq-u8s8-pc": dict(activations="uint8", weights="int8", per_channel=True),
+    "qdq-u8s8-pc-rr": dict(activations="uint8", weights="int8", per_channel=True,
+                           reduce_range=True),
+    "qdq-u8s8-pt": dict(activations="uint8", weights="int8", per_channel=False),
+    "qdq-s8s8-pc": dict(activations="int8", weights="int8", per_channel=True),
+    "qdq-u8u8-pc": dict(activations="uint8", weights="uint8", per_channel=True),
+    "qoperator-u8s8-pc-rr": dict(activations="uint8", weights="int8", per_channel=True,
+                                 reduce_range=True, quant_format="qoperator"),
+}
+
+
+def cpu_isa() -> dict[str, bool]:
+    """The ISA numpy's cpuid check reports: what onnxruntime's kernel dispatch sees too."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as f
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as f
+    keys = ("AVX2", "FMA3", "AVX512F", "AVX512_SKX", "AVX512VNNI", "AVX512_ICL", "ASIMD",
+            "ASIMDDP", "ASIMDHP")
+    return {k: bool(f[k]) for k in keys if k in f}
+
+
+def _entries() -> list[str]:
+    return sorted(e["id"] for e in json.loads(BUNDLED_INDEX.read_text())["entries"])
+
+
+def export(args: argparse.Namespace) -> None:
+    """fp32 + one int8 file per recipe for every zoo entry; preprocessed test inputs."""
+    import torch
+
+    from ofa_sdk.arch import FMNIST, ArchSpec
+    from ofa_sdk.runtime import load_model
+    from training.collect_accuracy import load_supernet
+    from training.export import OnnxInt8Recipe, export_onnx, export_onnx_int8
+    from training.publish import load_data, recalibrated_subnet
+
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    supernet = load_supernet(args.supernet, FMNIST)
+    data = load_data("fmnist", FMNIST)
+    recipes = _chosen(args.recipes)
+    for i, eid in enumerate(_entries()):
+        spec = ArchSpec.from_str(eid, space=FMNIST)
+        folder = out / eid
+        folder.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        net, rep = recalibrated_subnet(supernet, spec, data, recal_batches=args.recal_batches,
+                                       num_calib=args.num_calib)
+        fp32 = folder / "fp32.onnx"
+        if not fp32.exists():
+            export_onnx(net, spec, fp32)
+        for name in recipes:
+            path = folder / f"{name}.onnx"
+            if not path.exists():
+                recipe = OnnxInt8Recipe(**RECIPES[name])
+                assert recipe.name == name, (recipe.name, name)
+                export_onnx_int8(fp32, path, representative=rep, spec=spec, recipe=recipe)
+        x_path = out / f"test_r{spec.resolution}.npy"
+        if not x_path.exists():
+            _save_inputs(x_path, data, spec, fp32, load_model, labels=data.labels,
+                         mean=data.mean, std=data.std)
+        print(f"[{i + 1}/15] {eid}: {time.perf_counter() - t0:.0f} s", flush=True)
+    np.save(out / "test_labels.npy", data.test.labels.astype(np.int64), allow_pickle=False)
+
+
+def _save_inputs(x_path, data, spec, fp32, load_model, **meta) -> None:
+    """The test images as the SDK preprocesses them (Pillow resize, normalisation)."""
+    from ofa_sdk.metadata import ModelMetadata
+
+    ModelMetadata(arch=spec.to_json(), format="onnx", precision="fp32",
+                  input_size=spec.resolution, channels=spec.space.in_channels, layout="NCHW",
+                  mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                  labels=tuple(meta["labels"])).save(fp32)
+    model = load_model(fp32, num_threads=1)
+    nhwc = np.ascontiguousarray(data.test.images.transpose(0, 2, 3, 1))
+    x = np.concatenate([model.preprocess(nhwc[i:i + 1000]) for i in range(0, len(nhwc), 1000)])
+    tmp = x_path.with_suffix(".tmp.npy")
+    np.save(tmp, x.astype(np.float32), allow_pickle=False)
+    os.replace(tmp, x_path)
+
+
+def _chosen(names: str | None) -> list[str]:
+    chosen = list(RECIPES) if not names else names.split(",")
+    unknown = sorted(set(chosen) - set(RECIPES))
+    if unknown:
+        raise SystemExit(f"unknown recipes {unknown}; choose from {sorted(RECIPES)}")
+    return chosen
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def score(args: argparse.Namespace) -> None:
+    """Top-1 of every file on the test inputs, on this CPU; saved as <file>.<label>.top1.npy."""
+    root = Path(args.dir)
+    label = args.label or platform.machine()
+    n = args.num_test
+    files = ([] if args.skip_fp32 else ["fp32"]) + _chosen(args.recipes)
+    entries = _entries() if not args.entries else args.entries.split(",")
+    t0 = time.perf_counter()
+    for eid in entries:
+        r = int(eid.rsplit("-r", 1)[1])
+        x = np.load(root / f"test_r{r}.npy", mmap_mode="r")[:n]
+        for name in files:
+            dst = root / eid / f"{name}.{label}.top1.npy"
+            if dst.exists() and len(np.load(dst)) >= len(x):
+                continue
+            sess = _session(root / eid / f"{name}.onnx")
+            top1 = np.concatenate([sess.run(None, {"input": np.ascontiguousarray(
+                x[i:i + 500])})[0].argmax(1) for i in range(0, len(x), 500)])
+            np.save(dst, top1.astype(np.int64), allow_pickle=False)
+            print(f"{eid} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
+    import onnxruntime
+
+    meta = {"label": label, "isa": cpu_isa(), "machine": platform.machine(),
+            "onnxruntime": onnxruntime.__version__, "num_test": n}
+    (root / f"cpu.{label}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(json.dumps(meta))
+
+
+def latency(args: argparse.Namespace) -> None:
+    """Median batch-1 latency of every file here, 1 thread (ofa_sdk.bench conventions)."""
+    root = Path(args.dir)
+    files = ["fp32"] + _chosen(args.recipes)
+    x_cache: dict[int, np.ndarray] = {}
+    res: dict[str, dict[str, float]] = {}
+    for eid in _entries():
+        r = int(eid.rsplit("-r", 1)[1])
+        x = x_cache.setdefault(r, np.ascontiguousarray(np.load(root / f"test_r{r}.npy")[:1]))
+        res[eid] = {}
+        for name in files:
+            sess = _session(root / eid / f"{name}.onnx")
+            feed = {"input": x}
+            t_end = time.perf_counter() + 0.3
+            while time.perf_counter() < t_end:
+                sess.run(None, feed)
+            times = []
+            t_end = time.perf_counter() + args.min_time
+            while len(times) < args.min_runs or time.perf_counter() < t_end:
+                t = time.perf_counter()
+                sess.run(None, feed)
+                times.append((time.perf_counter() - t) * 1e3)
+            res[eid][name] = float(np.median(times))
+        print(eid, " ".join(f"{k}={v:.3f}" for k, v in res[eid].items()), flush=True)
+    label = args.label or platform.machine()
+    (root / f"latency.{label}.json").write_text(json.dumps(
+        {"isa": cpu_isa(), "threads": 1, "median_ms": res}, indent=1) + "\n")
+
+
+def report(args: argparse.Namespace) -> None:
+    """Markdown tables: per recipe and CPU, worst/mean drop and agreement; latency vs fp32."""
+    root = Path(args.dir)
+    labels_all = np.load(root / "test_labels.npy")
+    cpus = sorted(p.name[4:-5] for p in root.glob("cpu.*.json"))
+    print("| recipe | CPU | files | worst drop (pp) | mean drop (pp) | worst agreement | "
+          "median int8/fp32 latency here |")
+    print("|---|---|---|---|---|---|---|")
+    lat = {}
+    for p in root.glob("latency.*.json"):
+        lat = json.loads(p.read_text())["median_ms"]
+    for name in RECIPES:
+        for cpu in cpus:
+            drops, agrees = [], []
+            for eid in _entries():
+                a, b = _fp32(root, eid, cpu, args.fp32_ref), root / eid / f"{name}.{cpu}.top1.npy"
+                if not (a.exists() and b.exists()):
+                    continue
+                fa, qa = np.load(a), np.load(b)
+                n = min(len(fa), len(qa))
+                y = labels_all[:n]
+                drops.append(100 * ((fa[:n] == y).mean() - (qa[:n] == y).mean()))
+                agrees.append(100 * (fa[:n] == qa[:n]).mean())
+            if not drops:
+                continue
+            ratio = [lat[e][name] / lat[e]["fp32"] for e in lat if name in lat[e]]
+            r = f"{np.median(ratio):.2f}x" if ratio else "-"
+            print(f"| {name} | {cpu} | {len(drops)} | {max(drops):.2f} | {np.mean(drops):.2f} | "
+                  f"{min(agrees):.2f} % | {r} |")
+    if args.per_file:
+        _per_file(root, args.per_file, cpus, labels_all, args.fp32_ref)
+
+
+def _fp32(root: Path, eid: str, cpu: str, ref: str) -> Path:
+    """The fp32 top-1 scored on ``cpu``, else on the reference CPU (fp32 top-1 does not depend
+    on the x86 ISA: 500 of 500 images agreed between native AVX-512 and emulated AVX2)."""
+    own = root / eid / f"fp32.{cpu}.top1.npy"
+    return own if own.exists() else root / eid / f"fp32.{ref}.top1.npy"
+
+
+def _per_file(root: Path, name: str, cpus: list[str], y_all: np.ndarray, ref: str) -> None:
+    print(f"\n| entry | fp32 acc | " + " | ".join(
+        f"{name} drop, {c} | agreement, {c}" for c in cpus) + " |")
+    print("|---|---|" + "---|---|" * len(cpus))
+    for eid in _entries():
+        fa = np.load(_fp32(root, eid, ref, ref))
+        cells = []
+        for c in cpus:
+            f, q = _fp32(root, eid, c, ref), root / eid / f"{name}.{c}.top1.npy"
+            if not q.exists():
+                cells += ["-", "-"]
+                continue
+            fc, qc = np.load(f), np.load(q)
+            n = len(qc)
+            cells += [f"{100 * ((fc[:n] == y_all[:n]).mean() - (qc == y_all[:n]).mean()):.2f}",
+                      f"{100 * (fc[:n] == qc).mean():.2f} %"]
+        print(f"| {eid} | {100 * (fa == y_all[:len(fa)]).mean():.2f} % | " + " | ".join(cells)
+              + " |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export")
+    e.add_argument("--out", required=True)
+    e.add_argument("--supernet", default="runs/fmnist")
+    e.add_argument("--recal-batches", type=int, default=20)
+    e.add_argument("--num-calib", type=int, default=300)
+    s = sub.add_parser("score")
+    s.add_argument("--num-test", type=int, default=10000)
+    s.add_argument("--entries")
+    s.add_argument("--skip-fp32", action="store_true",
+                   help="score only the int8 files (report compares them with --fp32-ref's)")
+    for q in (s, sub.add_parser("latency"), sub.add_parser("report")):
+        q.add_argument("--dir", required=True)
+        q.add_argument("--recipes")
+        q.add_argument("--label")
+        q.add_argument("--min-runs", type=int, default=100)
+        q.add_argument("--min-time", type=float, default=0.5)
+        q.add_argument("--per-file")
+        q.add_argument("--fp32-ref", default="avx512-vnni",
+                       help="CPU label whose fp32 top-1 serves a CPU that scored no fp32 file")
+    e.add_argument("--recipes")
+    args = p.parse_args()
+    {"export": export, "score": score, "latency": latency, "report": report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
