@@ -96,6 +96,7 @@ class Pick:
     refused: tuple[Mapping[str, Any], ...] = ()
     device: Mapping[str, Any] = field(default_factory=dict)
     match: Mapping[str, Any] = field(default_factory=dict)
+    alias: str | None = None        # the entry's short name in `ofa-sdk zoo list`
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,7 +105,8 @@ class Pick:
         return d
 
     def __str__(self) -> str:
-        lat = (f"{self.measured_ms:.3f} ms measured (p90 {self.measured_p90_ms:.3f})"
+        how = "cached" if self.latency_source == "cache" else "measured"
+        lat = (f"{self.measured_ms:.3f} ms {how} (p90 {self.measured_p90_ms:.3f})"
                if self.measured_ms is not None else f"{self.predicted_ms:.3f} ms predicted")
         return (f"{self.entry_id}: {self.runtime} {self.precision}, {threads_text(self.threads)}, "
                 f"{self.metric} {self.accuracy * 100:.2f}%, {lat}, budget {self.budget_ms:g} ms")
@@ -491,7 +493,7 @@ def _result(planner: _Planner, chosen: Candidate, budget: float, path: Path | No
             "count": golden.count, "min_agreement": planner.min_agreement,
             "source": golden.source, "checked": chosen.check is not None},
         refused=tuple(planner.refused), device=_device_json(planner.info),
-        match=_match_json(planner, cfg))
+        match=_match_json(planner, cfg), alias=z.index.aliases().get(chosen.entry.id))
 
 
 def _raise_nothing_fits(planner: _Planner, budget: float, excluded: set[int]) -> None:

@@ -362,12 +362,14 @@ class Entry:
     params: int
     files: tuple[FileEntry, ...]
     latency_ms: Mapping[str, Latency] = field(default_factory=dict)
+    #: a short name chosen by the publisher; None: `ZooIndex.aliases` gives one by size rank
+    alias: str | None = None
 
     @classmethod
     def from_json(cls, data: Any, where: str, *, space: SearchSpace, device_classes: Mapping,
                   require_hashes: bool = True) -> Entry:
         d = _obj(data, where, required=("id", "arch", "macs", "params", "files"),
-                 optional=("latency_ms",))
+                 optional=("latency_ms", "alias"))
         try:
             arch = ArchSpec.from_json(d["arch"], space=space)
         except ArchSpecError as e:
@@ -393,6 +395,7 @@ class Entry:
                         for i, f in enumerate(files)),
             latency_ms={dc: Latency.from_json(v, f"{where}.latency_ms.{dc}")
                         for dc, v in lat.items()},
+            alias=None if d.get("alias") is None else _ident(d["alias"], f"{where}.alias"),
         )
 
     def file(self, *, format: str | None = None, precision: str | None = None) -> FileEntry:
@@ -420,7 +423,24 @@ class Entry:
             "params": self.params,
             "files": [f.to_json() for f in self.files],
             "latency_ms": {k: v.to_json() for k, v in self.latency_ms.items()},
+            **({"alias": self.alias} if self.alias is not None else {}),
         }
+
+
+def _size_aliases(entries: tuple[Entry, ...]) -> dict[str, str]:
+    """``s01`` for the entry with the fewest MACs, ``s02`` next, ... (ties by id); an entry's
+    own ``alias`` wins. Computed from the index alone, so every reader agrees."""
+    order = sorted(entries, key=lambda e: (e.macs, e.id))
+    width = max(2, len(str(len(order))))
+    out = {e.id: e.alias or f"s{i:0{width}d}" for i, e in enumerate(order, 1)}
+    seen: dict[str, str] = {}
+    ids = {e.id for e in entries}
+    for entry_id, alias in out.items():
+        if alias in seen or (alias in ids and alias != entry_id):
+            raise ZooError(f"index.entries: alias {alias!r} of {entry_id!r} is also the alias "
+                           f"or id of {seen.get(alias, alias)!r}; aliases must be unique")
+        seen[alias] = entry_id
+    return out
 
 
 @dataclass(frozen=True)
@@ -508,6 +528,7 @@ class ZooIndex:
             if dc.lut is not None and require_hashes and dc.lut not in checksums:
                 raise ZooError(f"index.device_classes.{dc.id}.lut: {dc.lut!r} has no entry in "
                                "index.checksums")
+        _size_aliases(entries)  # refuse an index whose aliases collide
         return cls(name=_str(d["name"], "index.name"), created=created,
                    producer=Producer.from_json(d["producer"], "index.producer"),
                    space=space, dataset=dataset, device_classes=device_classes,
@@ -526,11 +547,19 @@ class ZooIndex:
             "checksums": {k: dataclasses.asdict(v) for k, v in sorted(self.checksums.items())},
         }
 
+    def aliases(self) -> dict[str, str]:
+        """Entry id -> short alias (``s01`` = fewest MACs, unless the entry names its own)."""
+        return _size_aliases(self.entries)
+
     def entry(self, entry_id: str) -> Entry:
+        """The entry with this id or alias."""
+        by_alias = {a: i for i, a in self.aliases().items()}
+        entry_id = by_alias.get(entry_id, entry_id)
         for e in self.entries:
             if e.id == entry_id:
                 return e
-        raise ZooError(f"no entry {entry_id!r} in zoo {self.name!r}")
+        raise ZooError(f"no entry {entry_id!r} in zoo {self.name!r} (see `ofa-sdk zoo list` for "
+                       "ids and aliases)")
 
     def expected(self, path: str) -> Checksum | None:
         """The sha256/size the index promises for any zoo-relative ``path`` (None if unlisted)."""
