@@ -134,7 +134,7 @@ def download(repo_id: str | None, path: str, *, revision: str | None, offline: b
                 f"To work offline, {_download_hint(repo_id, revision)}") from None
         raise ModelNotCached(
             f"{path} from {where} is not in the local Hugging Face cache ({hub_cache_dir()}) "
-            f"and offline mode is on (HF_HUB_OFFLINE=1 or offline=True). Run once with network "
+            f"and offline mode is on (HF_HUB_OFFLINE=1). Run once with network "
             f"access to fill the cache: {_download_hint(repo_id, revision)}") from None
     except hf_errors.RepositoryNotFoundError:
         raise ZooError(f"{where}: repository {repo_id!r} not found (or private; set HF_TOKEN "

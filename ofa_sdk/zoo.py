@@ -593,8 +593,8 @@ def parse_source(source: str | os.PathLike | None, revision: str | None = None
         if not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", body):
             raise ZooError(f"zoo source {text!r}: expected hf://<org>/<name>[@<revision>]")
         if rev and revision and rev != revision:
-            raise ZooError(f"zoo source {text!r} pins revision {rev!r} but revision="
-                           f"{revision!r} was also given")
+            raise ZooError(f"zoo source {text!r} pins revision {rev!r} but --revision "
+                           f"{revision} was also given; give one of them")
         return "hf", body, revision or rev
     return "local", text, revision
 
@@ -856,7 +856,7 @@ def open_zoo(source: str | os.PathLike | None = None, *, revision: str | None = 
                     "missing); pass a source: a zoo folder or hf://<org>/<name>")
             raise ZooError(f"zoo folder {root}: no {INDEX_NAME} (is this a zoo folder?)")
         if rev is not None:
-            raise ZooError(f"revision={rev!r} only applies to hf:// zoos, not {root}")
+            raise ZooError(f"--revision {rev} only applies to hf:// zoos, not the folder {root}")
         if (root / INDEX_NAME).is_symlink():
             raise ZooError(f"zoo folder {root}: {INDEX_NAME} is a symlink; symlinks are refused "
                            "in a zoo (copy the file instead)")

@@ -437,3 +437,32 @@ def test_copy_of_index_is_not_mutated(folder):
     before = copy.deepcopy(data)
     ZooIndex.from_json(data)
     assert data == before
+
+
+def test_aliases_by_size_and_accepted_as_ids(tmp_path):
+    make_zoo(tmp_path / "z", n_entries=3)
+    data = json.loads((tmp_path / "z" / "index.json").read_text())
+    index = ZooIndex.from_json(data)
+    by_size = sorted(index.entries, key=lambda e: (e.macs, e.id))
+    assert [index.aliases()[e.id] for e in by_size] == ["s01", "s02", "s03"]
+    assert index.entry("s01") is by_size[0] and index.entry(by_size[2].id) is by_size[2]
+    data["entries"][0]["alias"] = "tiny"
+    renamed = ZooIndex.from_json(copy.deepcopy(data))
+    assert renamed.entry("tiny").id == data["entries"][0]["id"]
+    assert renamed.to_json()["entries"][0]["alias"] == "tiny"
+    data["entries"][1]["alias"] = "tiny"
+    with pytest.raises(ZooError, match="aliases must be unique"):
+        ZooIndex.from_json(data)
+
+
+def test_zoo_list_fits_100_columns():
+    from click.testing import CliRunner
+
+    from ofa_sdk.cli import main
+
+    res = CliRunner().invoke(main, ["zoo", "list"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines[1:]) <= 100
+    ids = {e.id for e in open_zoo().entries}
+    assert sum(line.split()[1] in ids for line in lines[1:] if not line.startswith(" ")) == len(ids)
