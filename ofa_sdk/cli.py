@@ -14,22 +14,16 @@ from ofa_sdk import __version__
 
 __all__ = ["main", "OfaGroup", "json_option", "format_error", "emit_json", "do_pick"]
 
-from ofa_sdk.cli_common import (  # noqa: F401 - re-exported: device_bench and tests use them
+from ofa_sdk.cli_common import (  # noqa: F401 - OfaGroup, format_error: device_bench, tests
     BUDGET,
     OfaGroup,
-    device_option,
     emit_json,
     format_error,
-    is_quiet,
     json_option,
-    pick_runtime_option,
-    precision_option,
+    pick_options,
     revision_option,
-    threads_option,
-    warn_threads,
-    zoo_option,
 )
-from ofa_sdk.cli_pick import do_pick
+from ofa_sdk.cli_pick import do_pick  # noqa: F401 - re-exported
 from ofa_sdk.cli_run import bench, run
 from ofa_sdk.cli_zoo import zoo_group
 
@@ -61,12 +55,7 @@ main.add_command(zoo_group)
 @main.command("pick")
 @click.option("--budget", type=BUDGET, required=True,
               help="Latency budget: 20ms, '20 ms', 0.02s or 20 (ms).")
-@device_option
-@pick_runtime_option
-@precision_option
-@threads_option
-@zoo_option
-@revision_option
+@pick_options
 @click.option("--remeasure", is_flag=True,
               help="Measure again instead of reusing cached measurements (and replace them).")
 @click.option("--min-agreement", type=click.FloatRange(0, 1), default=None,

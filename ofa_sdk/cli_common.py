@@ -22,7 +22,7 @@ from ofa_sdk.errors import NoModelFitsBudget, OfaError
 __all__ = ["OfaGroup", "OfaCommand", "json_option", "emit_json", "format_error",
            "BudgetType", "BUDGET", "PRECISIONS", "runtime_option", "threads_option",
            "zoo_option", "revision_option", "device_option", "pick_runtime_option",
-           "precision_option", "is_quiet", "warn_threads", "budget_text"]
+           "precision_option", "is_quiet", "warn_threads", "budget_text", "pick_options"]
 
 _JSON_KEY = "ofa_sdk.json"
 _VERBOSITY_KEY = "ofa_sdk.verbosity"
@@ -252,6 +252,9 @@ runtime_option = click.option(
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=None,
     help="CPU threads for the runtime (default: the cores this process can use).")
+pick_threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None,
+    help="CPU threads (default: chosen from the zoo's device classes and this device's cores).")
 zoo_option = click.option(
     "--zoo", "zoo_source", default=None, envvar="OFA_SDK_ZOO", show_envvar=True,
     help="Zoo folder or hf://org/name[@revision] (default: the bundled zoo).")
@@ -266,3 +269,11 @@ pick_runtime_option = click.option(
 precision_option = click.option(
     "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
     help="Precision; auto measures fp32 and int8 where the zoo has both.")
+
+
+def pick_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """What chooses a pick: ``--device --runtime --precision --threads --zoo --revision``."""
+    for option in (revision_option, zoo_option, pick_threads_option, precision_option,
+                   pick_runtime_option, device_option):
+        func = option(func)
+    return func

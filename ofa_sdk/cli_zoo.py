@@ -12,14 +12,11 @@ import click
 from ofa_sdk.cli_common import (
     BUDGET,
     OfaGroup,
-    device_option,
     emit_json,
     is_quiet,
     json_option,
-    pick_runtime_option,
-    precision_option,
+    pick_options,
     revision_option,
-    threads_option,
     zoo_option,
 )
 from ofa_sdk.errors import InputError, NoModelFitsBudget
@@ -83,12 +80,7 @@ def zoo_list(zoo_source: str | None, revision: str | None, as_json: bool) -> Non
               help="Plot to write: .png, .svg, .pdf or .jpg.")
 @click.option("--budget", type=BUDGET, default=None,
               help="Also mark this budget and its pick (optional).")
-@device_option
-@pick_runtime_option
-@precision_option
-@threads_option
-@zoo_option
-@revision_option
+@pick_options
 @json_option
 def zoo_plot(out: str, budget: float | None, device: str, runtime: str, precision: str,
              threads: int | None, zoo_source: str | None, revision: str | None,
