@@ -78,9 +78,10 @@ def configure_logging(verbosity: int) -> None:
         log.addHandler(handler)
     log.setLevel(level)
     hf_level = {-1: "error", 0: "warning", 1: "info"}.get(verbosity, "debug")
-    os.environ["HF_HUB_VERBOSITY"] = hf_level
-    if verbosity < 0:
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "huggingface_hub" not in sys.modules:  # it applies these once, when imported
+        os.environ["HF_HUB_VERBOSITY"] = hf_level
+        if verbosity < 0:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     logging.getLogger("huggingface_hub").setLevel(hf_level.upper())
 
 

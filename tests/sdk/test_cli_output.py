@@ -22,8 +22,8 @@ BENCH_KEYS = {"model", "runtime", "runtime_version", "num_threads", "input_shape
               "peak_rss_mb", "machine"}
 
 
-def _cli(*args: object, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _cli(*args: object, timeout: float = 300, **env_extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
     return subprocess.run([sys.executable, "-m", "ofa_sdk.cli", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=timeout)
 
@@ -118,3 +118,24 @@ def test_quiet_and_threads_warning(plain_models):
     assert res.returncode == 0 and "--threads 64 is more than the" in res.stderr
     assert _cli(*args, "-q").stderr == ""
     assert _cli("-q", *args).stderr == ""
+
+
+@pytest.mark.integration
+def test_unreachable_hub_fails_fast_with_one_line():
+    """No server on the port: one quick attempt, one error line (no retries, no doubled
+    warnings), naming the command that prepares offline use."""
+    pytest.importorskip("huggingface_hub")
+    import socket
+    import time
+
+    with socket.socket() as s:  # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    res = _cli("zoo", "list", "--zoo", "hf://acme/nowhere@v1",
+               HF_ENDPOINT=f"http://127.0.0.1:{port}")
+    assert time.monotonic() - start < 15  # huggingface_hub's retries alone take ~25 s
+    assert res.returncode == 2 and res.stdout == ""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "cannot reach" in lines[0]
+    assert "ofa-sdk zoo download hf://acme/nowhere@v1" in lines[0]
