@@ -55,3 +55,16 @@ def test_readme_setup_and_main_job_word_for_word(tmp_path):
     assert got["file"].endswith(want["file"].removeprefix("..."))
     assert got["runtime"].split(",")[0] == want["runtime"].split(",")[0]  # tflite fp32
     assert got["device"].endswith(want["device"].rsplit(";", 1)[1])  # LiteRT only
+
+    # and the "Using the SDK" snippet, in that venv, prints the shapes its comments show
+    using = _section((ROOT / "README.md").read_text(), "## Using the SDK")
+    snippet = re.search(r"^```python\n(.*?)^```", using, re.S | re.M).group(1)
+    checkout = tmp_path / "ofa-sdk"
+    out = subprocess.run([str(checkout / ".venv" / "bin" / "python"), "-c", snippet],
+                         cwd=checkout, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    shown = [ln.lstrip("# ") for ln in snippet.splitlines() if ln.startswith("# [[")]
+    printed = out.stdout.splitlines()[1:]
+    assert len(shown) == len(printed) == 2
+    for comment, line in zip(shown, printed):  # same labels, probabilities to 4 places
+        assert re.sub(r"\d\.\d{5,}", lambda m: f"{float(m.group()):.4f}", line) == comment
