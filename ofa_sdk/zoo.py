@@ -853,7 +853,8 @@ def open_zoo(source: str | os.PathLike | None = None, *, revision: str | None = 
             if kind == "bundled":
                 raise ZooError(
                     f"the bundled zoo is not installed in this build ({root / INDEX_NAME} is "
-                    "missing); pass a source: a zoo folder or hf://<org>/<name>")
+                    "missing); name one with --zoo DIR or --zoo hf://<org>/<name> (or "
+                    "$OFA_SDK_ZOO; zoo= in Python)")
             raise ZooError(f"zoo folder {root}: no {INDEX_NAME} (is this a zoo folder?)")
         if rev is not None:
             raise ZooError(f"--revision {rev} only applies to hf:// zoos, not the folder {root}")
