@@ -30,7 +30,8 @@ import torch.nn.functional as F  # noqa: E402
 from ofa_sdk.arch import FMNIST, ArchSpec  # noqa: E402
 from training import export  # noqa: E402
 from training.bn import recalibrate_bn  # noqa: E402
-from training.data import load_fashion_mnist, to_input  # noqa: E402
+from training.data import to_input  # noqa: E402
+from training.datasets import add_data_arguments, source_from_args  # noqa: E402
 from training.supernet import OFAMobileNetV3  # noqa: E402
 
 
@@ -72,18 +73,22 @@ def main() -> int:
     p.add_argument("--num-test", type=int, default=10000)
     p.add_argument("--no-split", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    add_data_arguments(p)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
-
+    source = source_from_args(args)
+    train = None
     if args.checkpoint:
         net, spec = export.load_subnet(args.checkpoint, args.arch)
+        data = source.resolve(spec.space, fixed=True)
     elif args.quick_train > 0:
-        spec = ArchSpec.from_str(args.arch, space=FMNIST)
-        net = OFAMobileNetV3(FMNIST).extract(spec).train()
+        data = source.resolve(FMNIST)
+        spec = ArchSpec.from_str(args.arch, space=data.space)
+        net = OFAMobileNetV3(data.space).extract(spec).train()
+        train = data.arrays("train")
         opt = torch.optim.Adam(net.parameters(), 2e-3)
         for _ in range(args.quick_train):
             idx = rng.choice(len(train.labels), 64, replace=False)
@@ -95,6 +100,9 @@ def main() -> int:
             opt.step()
     else:
         p.error("give --checkpoint or --quick-train STEPS")
+    if train is None:
+        train = data.sample("train", min(data.size("train"), 60000), seed=args.seed)
+    test = data.arrays("test", limit=args.num_test)
 
     idx = np.sort(rng.choice(len(train.labels), args.num_calib, replace=False))
     rep = to_input(torch.from_numpy(train.images[idx]), spec.resolution, train.mean,
@@ -114,7 +122,7 @@ def main() -> int:
             export.tf_python()
         except export.BackendNotInstalled:
             formats.remove("tflite_int8")
-        paths = export.export_all(net, spec, work, representative=rep, labels=train.classes,
+        paths = export.export_all(net, spec, work, representative=rep, labels=data.labels,
                                   mean=train.mean, std=train.std, formats=formats,
                                   split_depthwise=not args.no_split)
         for fmt, path in paths.items():

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3,
                     help="time every model this many times round-robin, keep the median")
     ap.add_argument("--rebuild", action="store_true", help="measure the LUT again")
+    ap.add_argument("--interpolate", action="store_true",
+                    help="the probes cover some resolutions (training.probes --resolutions)")
     args = ap.parse_args(argv)
 
     from device_bench.lut import BenchSettings, build_lut
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         lut_path.unlink(missing_ok=True)
         t0 = time.perf_counter()
         build_lut(probes, lut_path, runtime=args.runtime, threads=args.threads,
-                  settings=settings)
+                  settings=settings, interpolate=args.interpolate)
         build_s = time.perf_counter() - t0
         (work / f"lut_{args.runtime}.build_seconds").write_text(f"{build_s:.1f}\n")
     elif (work / f"lut_{args.runtime}.build_seconds").exists():
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "runtime": lut.runtime, "runtime_version": lut.runtime_version, "threads": lut.threads,
         "space": space.name, "n": len(specs), "lut_entries": len(lut.entries),
+        "probes_timed": len(probes.probes), "interpolated": args.interpolate,
         "lut_build_s": build_s, "subnet_export_s": round(export_s, 1),
         "overhead": {"a_ms": a, "b": b, "probe_overhead_ms": null_ms},
         "measured_ms": {"min": float(measured.min()), "median": float(np.median(measured)),

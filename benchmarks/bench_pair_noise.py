@@ -38,29 +38,32 @@ import numpy as np  # noqa: E402
 _W: dict = {}
 
 
-def _init(checkpoint: str) -> None:
+def _init(checkpoint: str, source: object) -> None:
     import torch
 
-    from ofa_sdk.arch import FMNIST
-    from training.collect_accuracy import EvalData, load_supernet
-    from training.data import BatchLoader, load_fashion_mnist, train_val_split
+    from training.collect_accuracy import EvalData
+    from training.data import BatchLoader
+    from training.weights import load_supernet
 
     torch.set_num_threads(1)
-    train, val = train_val_split(load_fashion_mnist("train"), val_size=5000, seed=0)
+    net, sf = load_supernet(checkpoint)
+    data = source.resolve(sf.space, fixed=True, norm=sf.norm)  # type: ignore[attr-defined]
+    train, val = data.arrays("train"), data.arrays("val")
     calib = BatchLoader(train, batch_size=128, seed=0).fixed_batches(10, seed=1)
     halves = []
-    for idx in (np.arange(0, 2500), np.arange(2500, 5000)):
+    half = len(val) // 2
+    for idx in (np.arange(0, half), np.arange(half, 2 * half)):
         part = val.subset(idx)
         batches = BatchLoader(part, batch_size=500, seed=0, shuffle=False).fixed_batches()
         halves.append(EvalData(calib, batches, tuple(train.mean), tuple(train.std)))
-    _W.update(net=load_supernet(checkpoint, FMNIST), halves=halves)
+    _W.update(net=net, halves=halves)
 
 
 def _eval(spec_json: dict) -> tuple[float, float]:
-    from ofa_sdk.arch import FMNIST, ArchSpec
+    from ofa_sdk.arch import ArchSpec
     from training.collect_accuracy import evaluate_spec
 
-    spec = ArchSpec.from_json(spec_json, space=FMNIST)
+    spec = ArchSpec.from_json(spec_json, space=_W["net"].space)
     return tuple(evaluate_spec(_W["net"], spec, h) for h in _W["halves"])  # type: ignore
 
 
@@ -80,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=120)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json")
+    from training.datasets import add_data_arguments, source_from_args
+
+    add_data_arguments(p)
     args = p.parse_args(argv)
     if args.rederive:
         out = json.loads(Path(args.rederive).read_text())
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     import multiprocessing as mp
 
     with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init, initargs=(args.checkpoint,)) as pool:
+                             initializer=_init, initargs=(args.checkpoint, source_from_args(args))) as pool:
         ab = np.array(list(pool.map(_eval, [r["arch"] for r in rows])))
     full = np.array([r["val_acc"] for r in rows])
     a, b = ab[:, 0], ab[:, 1]

@@ -43,10 +43,12 @@ from training.checkpoint import (  # noqa: E402
     load_tensors,
 )
 from training.data import BatchLoader, augment, to_input  # noqa: E402
+from training.datasets import add_data_arguments  # noqa: E402
 from training.schedule import ConfigError  # noqa: E402
 from training.train import (  # noqa: E402
     TrainConfig,
     _load_data,
+    config_with_data,
     scratch_subnet,
     train,
 )
@@ -99,7 +101,9 @@ class _Eval:
     """Shared evaluation: the same recal batches and the same (test, else val) split for both."""
 
     def __init__(self, cfg: TrainConfig, data_dir: str | None) -> None:
-        train_ds, val_ds, test_ds = _load_data(cfg, data_dir=data_dir)
+        cfg, data = _load_data(cfg, data_dir=data_dir)
+        train_ds, val_ds = data.arrays("train"), data.arrays("val")
+        test_ds = data.arrays("test") if data.info.name != "synthetic" else None
         self.cfg, self.train_ds = cfg, train_ds
         self.mean, self.std = train_ds.mean, train_ds.std
         self.split = "test" if test_ds is not None else "val"
@@ -179,7 +183,8 @@ def estimate(cfg: TrainConfig, specs: dict[str, ArchSpec], *, steps: int, data_d
     """Median seconds per training step of each scratch net and of the supernet's full phase."""
     from training.supernet import OFAMobileNetV3
 
-    train_ds, _, _ = _load_data(cfg, data_dir=data_dir)
+    cfg, data = _load_data(cfg, data_dir=data_dir)
+    train_ds = data.arrays("train")
     loader = BatchLoader(train_ds, batch_size=cfg.batch_size, seed=cfg.seed)
     batches = list(loader.epoch(0, max_steps=steps + 2))
     gen = torch.Generator().manual_seed(0)
@@ -302,8 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--specs", default=",".join(SPEC_NAMES), help="smallest,middle,largest")
     p.add_argument("--out", default="runs/ps_vs_scratch", help="folder of the scratch runs")
     p.add_argument("--json", help="write the result here")
-    p.add_argument("--data-dir", help="dataset folder (overrides the config)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    add_data_arguments(p, default=None)
     p.add_argument("--no-scratch", action="store_true", help="only the OFA column")
     p.add_argument("--largest-scratch", metavar="CHECKPOINT",
                    help="take the largest subnet's scratch run from the supernet's end-of-full "
@@ -318,17 +323,17 @@ def main(argv: list[str] | None = None) -> int:
                         datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     try:
-        cfg = TrainConfig.from_file(args.config)
+        cfg = config_with_data(TrainConfig.from_file(args.config), args)
         names = [s.strip() for s in args.specs.split(",") if s.strip()]
         if args.estimate_steps:
             result = estimate(cfg, named_specs(cfg.space, names), steps=args.estimate_steps,
-                              data_dir=args.data_dir)
+                              data_dir=None)
             print(json.dumps(result, indent=1))
         else:
             if not args.supernet:
                 raise ConfigError("--supernet RUN_DIR is required (unless --estimate-steps)")
             result = compare(cfg, supernet=Path(args.supernet), names=names, out=Path(args.out),
-                             data_dir=args.data_dir, progress=sys.stderr.isatty(),
+                             data_dir=None, progress=sys.stderr.isatty(),
                              scratch=not args.no_scratch,
                              largest_scratch=Path(args.largest_scratch)
                              if args.largest_scratch else None,

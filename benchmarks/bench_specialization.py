@@ -91,7 +91,7 @@ def build_demo(work: Path, *, runtimes: tuple[str, str]) -> dict[str, str]:
             build_lut(work / "probes", out, runtime=rt, threads=1, settings=settings)
         luts[name] = str(out)
     return {"supernet": str(run), "predictor": str(pred_dir), "lut_a": luts["a"],
-            "lut_b": luts["b"], "dataset": "synthetic"}
+            "lut_b": luts["b"], "data": "synthetic"}
 
 
 def _median_rounds(paths: list[Path], threads: int, rounds: int, min_time_s: float
@@ -123,7 +123,10 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError(f"class A ({args.lut_a}) was not measured on this machine; the "
                          "comparison must run on A (or pass --force)")
     net = load_supernet(args.supernet, space)
-    data = load_data(args.dataset, space, data_dir=args.data_dir, test_limit=args.test_limit)
+    from training.datasets import source_from_args
+
+    data = load_data(source_from_args(args, synthetic_size=400), space,
+                     test_limit=args.test_limit)
     cfg = EvolutionConfig(population_size=args.population, generations=args.generations)
 
     ladder_a = budget_ladder(a.predictor, 64)
@@ -185,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="build a tiny supernet, predictor and two LUTs in DIR and use those")
     p.add_argument("--demo-runtimes", default="tflite,onnx",
                    help="runtimes of A and B in --demo (tflite,onnx or onnx,tflite)")
-    p.add_argument("--dataset", choices=("fmnist", "synthetic"), default="fmnist")
-    p.add_argument("--data-dir")
+    from training.datasets import add_data_arguments
+
+    add_data_arguments(p)
     p.add_argument("--test-limit", type=int)
     p.add_argument("--positions", type=float, nargs="+", default=[0.25, 0.5, 0.75],
                    help="budgets as positions in A's log latency range (0 = fastest subnet)")

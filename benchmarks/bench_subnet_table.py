@@ -26,10 +26,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench_ps_vs_scratch import _Eval, load_supernet, middle_spec  # noqa: E402
+from training.datasets import add_data_arguments  # noqa: E402
 from ofa_sdk.arch import ArchSpec, SearchSpace  # noqa: E402
 from ofa_sdk.errors import OfaError  # noqa: E402
 from training.checkpoint import atomic_write_bytes  # noqa: E402
-from training.train import TrainConfig  # noqa: E402
+from training.train import TrainConfig, config_with_data  # noqa: E402
 
 log = logging.getLogger("bench_subnet_table")
 
@@ -68,15 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--supernet", required=True, help="the trained supernet's run folder")
     p.add_argument("--random", type=int, default=4, help="random subnets added to the table")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir")
     p.add_argument("--threads", type=int, default=1)
+    add_data_arguments(p, default=None)
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     try:
-        cfg = TrainConfig.from_file(args.config)
-        ev = _Eval(cfg, args.data_dir)
+        cfg = config_with_data(TrainConfig.from_file(args.config), args)
+        ev = _Eval(cfg, None)
+        cfg = ev.cfg  # the space adapted to the data
         net = load_supernet(cfg, Path(args.supernet))
         rows = []
         for name, spec in spanning_specs(cfg.space, args.random, args.seed):

@@ -38,11 +38,14 @@ def main() -> None:
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Stop after timing this many models; run again to resume.")
 @click.option("--restart", is_flag=True, help="Discard partial results of an earlier run.")
+@click.option("--interpolate", is_flag=True,
+              help="The probes cover some resolutions only (training.probes --resolutions): "
+                   "interpolate the other layers' latencies.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 def lut(runtime: str, threads: int, probes_dir: str, out: str, precision: str, min_runs: int,
         min_time: float, warmup_time: float, rounds: int, limit: int | None, restart: bool,
-        no_progress: bool, as_json: bool) -> None:
+        interpolate: bool, no_progress: bool, as_json: bool) -> None:
     """Time every probe and calibration model; write the LUT (resumable)."""
     from tqdm import tqdm
 
@@ -62,7 +65,8 @@ def lut(runtime: str, threads: int, probes_dir: str, out: str, precision: str, m
 
     try:
         res = build_lut(probes, out, runtime=runtime, threads=threads, precision=precision,
-                        settings=settings, limit=limit, restart=restart, progress=progress)
+                        settings=settings, limit=limit, restart=restart,
+                        interpolate=interpolate, progress=progress)
     finally:
         bar.close()
     summary = {"out": out if res.lut else None, "partial": str(res.partial),

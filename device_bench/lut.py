@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -26,7 +27,7 @@ from ofa_sdk.latency import LatencyEntry, LatencyLUT, fit_overhead, required_key
 from device_bench.probes import NULL_KEY, ProbeFile, ProbeSet, format_for
 
 __all__ = ["BenchSettings", "BuildResult", "build_lut", "partial_path", "raw_path",
-           "check_runtime"]
+           "check_runtime", "interpolate_entries"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def _check_out(out: Path, space: SearchSpace) -> None:
 def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
               runtime: str, threads: int = 1, precision: str = "fp32",
               settings: BenchSettings = BenchSettings(), limit: int | None = None,
-              restart: bool = False,
+              restart: bool = False, interpolate: bool = False,
               progress: Callable[[str, int, int], None] | None = None) -> BuildResult:
     """Time every probe and calibration model, fit the overhead, write the LUT to ``out``.
 
@@ -161,6 +162,8 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
         settings: timing settings per model.
         limit: take at most this many timings in this call, then stop (resume later).
         restart: discard partial results of an earlier run.
+        interpolate: the probes cover only some resolutions (``training.probes
+            --resolutions``): fill the other layers' entries by `interpolate_entries`.
         progress: called as ``progress(name, done, total)`` after each model.
 
     Returns:
@@ -187,7 +190,9 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
     probes = probes.unpacked(fmt)  # a shipped folder holds <fmt>.zip: verify, unpack to cache
     needed = required_keys(space)
     missing = [layer.key for layer in needed if layer.key not in probes.probes]
-    if missing:
+    if interpolate:
+        needed = [layer for layer in needed if layer.key in probes.probes]
+    elif missing:
         raise ZooError(f"probes folder {probes.folder} lacks {len(missing)} of the layers space "
                        f"{space.name!r} needs, e.g. {missing[0]!r}; export it again")
     if not probes.null or fmt not in probes.null:
@@ -255,6 +260,8 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
         entries[layer.key] = LatencyEntry(max(float(e["ms"]) - null_ms, 0.0),
                                           None if p90 is None else max(float(p90) - null_ms, 0.0),
                                           int(e.get("n", 0)))
+    if interpolate:
+        entries = interpolate_entries(entries, required_keys(space))
     device = {**_device_info(), "probe_overhead_ms": null_ms}
     lut = LatencyLUT(space=space, entries=entries, device=device, runtime=runtime,
                      runtime_version=runtime_version, precision=precision, threads=threads)
@@ -266,3 +273,50 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
     logger.info("wrote %s: %d entries, overhead a=%.4f ms b=%.3f", out, len(entries),
                 *lut.overhead)
     return BuildResult(lut, measured, resumed, 0, part_path)
+
+
+def _family(key: str) -> tuple[str, int]:
+    """A LUT key without its input size, and the size: ``block:in28:c16...`` -> (``block:c16...``,
+    28)."""
+    m = re.search(r":in(\d+)", key)
+    if m is None:
+        raise LatencyTableError(f"LUT key {key!r} has no input size")
+    return key[:m.start()] + key[m.end():], int(m.group(1))
+
+
+def interpolate_entries(measured: Mapping[str, LatencyEntry], needed: Any
+                        ) -> dict[str, LatencyEntry]:
+    """Entries for every layer of ``needed`` (`LayerInfo` list) from those of ``measured``.
+
+    A layer that was not measured takes the latency of the same layer (same channels, kernel,
+    expansion, stride, SE, activation) at the measured input sizes just below and above, linearly
+    interpolated in input pixels (``in_hw**2``); beyond the measured sizes, the nearest one scaled
+    by the pixel ratio. Interpolated entries have ``n = 0``.
+    """
+    known: dict[str, list[tuple[int, LatencyEntry]]] = {}
+    for key, entry in measured.items():
+        fam, hw = _family(key)
+        known.setdefault(fam, []).append((hw, entry))
+    out = {}
+    for layer in needed:
+        if layer.key in measured:
+            out[layer.key] = measured[layer.key]
+            continue
+        fam, hw = _family(layer.key)
+        points = sorted(known.get(fam, []), key=lambda p: p[0])
+        if not points:
+            raise LatencyTableError(f"no measured layer like {layer.key!r} to interpolate from; "
+                                    "probe more resolutions")
+        below = [p for p in points if p[0] < hw]
+        above = [p for p in points if p[0] > hw]
+        if below and above:
+            (h0, e0), (h1, e1) = below[-1], above[0]
+            t = (hw * hw - h0 * h0) / (h1 * h1 - h0 * h0)
+            ms = e0.ms + t * (e1.ms - e0.ms)
+            p90 = (None if e0.p90 is None or e1.p90 is None else e0.p90 + t * (e1.p90 - e0.p90))
+        else:
+            h0, e0 = below[-1] if below else above[0]
+            ratio = (hw * hw) / (h0 * h0)
+            ms, p90 = e0.ms * ratio, None if e0.p90 is None else e0.p90 * ratio
+        out[layer.key] = LatencyEntry(float(ms), None if p90 is None else float(p90), 0)
+    return out

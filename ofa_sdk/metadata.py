@@ -21,6 +21,16 @@ __all__ = ["ModelMetadata", "sidecar_path", "SCHEMA_VERSION"]
 SCHEMA_VERSION = 1
 
 
+def _resize(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, dict) or value.get("mode") != "center_crop"
+            or not 0 < float(value.get("crop_fraction", 0)) <= 1):
+        raise ModelLoadError(f"metadata resize must be {{'mode': 'center_crop', "
+                             f"'crop_fraction': (0, 1]}} or absent, got {value!r}")
+    return {"mode": "center_crop", "crop_fraction": float(value["crop_fraction"])}
+
+
 def sidecar_path(model_path: str | os.PathLike) -> Path:
     """``model.tflite`` -> ``model.tflite.json``."""
     p = Path(model_path)
@@ -47,6 +57,10 @@ class ModelMetadata:
     labels: tuple[str, ...]
     tool_versions: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    #: How an image becomes ``input_size`` x ``input_size``: ``{"mode": "center_crop",
+    #: "crop_fraction": f}`` resizes the shorter side to ``input_size / f`` and keeps the centre
+    #: (as training decodes an image folder); ``None`` (older sidecars) stretches the image.
+    resize: dict[str, Any] | None = None
 
     def arch_spec(self, space: SearchSpace | None = None) -> ArchSpec:
         return ArchSpec.from_json(self.arch, space=space or get_space(self.arch["space"]))
@@ -75,6 +89,7 @@ class ModelMetadata:
                 labels=tuple(str(v) for v in data["labels"]),
                 tool_versions=dict(data.get("tool_versions", {})),
                 schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
+                resize=_resize(data.get("resize")),
             )
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ModelLoadError):

@@ -317,7 +317,7 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     root = Path(run_dir) / "checkpoints"
     try:
         name = (root / _LATEST).read_text().strip()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no run folder there, or a file
         return None
     path = root / name
     return path if (path / "state.json").is_file() else None

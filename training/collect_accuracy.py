@@ -4,10 +4,18 @@ Each sampled subnet is set active, its BN statistics are recalibrated on a few t
 (`training.bn.recalibrate_bn`) and it is evaluated on the VALIDATION split, never the test set.
 Every result is appended as one JSON line, so a run is resumable: specs already in the output are
 skipped. ``--workers N`` evaluates in N processes of one torch thread each; only the parent
-writes the file.
+writes the file. Under ``torchrun`` every rank takes the subnets whose index in the sampled list
+is its rank modulo the world size, appends them to its own ``OUT.rank<R>`` file (resumable with
+any world size: every shard file counts as done), and rank 0 merges the shards into ``OUT`` in
+sample order at the end, so the file holds the same pairs as a one-process run.
 
     python -m training.collect_accuracy --checkpoint runs/fmnist --out pairs.jsonl -n 2000 \\
         --workers 2
+    torchrun --nproc-per-node 2 -m training.collect_accuracy --checkpoint runs/ofa-w12 \\
+        --data imagefolder:/data/imagenet-val --out pairs.jsonl -n 16000
+
+``OUT.json`` records the data (`training.datasets.DataInfo`), the space and the supernet's
+sha256; ``training.predictors`` reads it.
 """
 
 from __future__ import annotations
@@ -25,11 +33,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ofa_sdk.arch import ArchSpec, SearchSpace, get_space
-from ofa_sdk.cache import sha256_file
 from ofa_sdk.errors import OfaError
 
-__all__ = ["EvalData", "evaluate_spec", "sample_specs", "done_specs", "collect", "weights_file",
-           "main"]
+__all__ = ["EvalData", "evaluate_spec", "sample_specs", "done_specs", "collect", "merge_shards",
+           "eval_data", "weights_file", "load_supernet", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +107,22 @@ def sample_specs(space: SearchSpace, n: int, *, seed: int) -> list[ArchSpec]:
     return out
 
 
-def done_specs(path: Path, space: SearchSpace, *, supernet_sha256: str | None = None) -> set[str]:
+def done_specs(path: Path, space: SearchSpace, *, supernet_sha256: str | None = None,
+               data_key: str | None = None) -> set[str]:
     """Canonical short strings of the subnets already in ``path``; repairs a torn last line.
 
-    With ``supernet_sha256``, a line recorded from another supernet's weights is an error:
-    appending to it would mix two supernets' accuracies in one predictor's training data.
+    With ``supernet_sha256`` (``data_key``), a line recorded from another supernet's weights (on
+    other data) is an error: appending to it would mix two supernets' accuracies in one
+    predictor's training data.
     """
+    return set(_read_rows(path, space, supernet_sha256=supernet_sha256, data_key=data_key))
+
+
+def _read_rows(path: Path, space: SearchSpace, *, supernet_sha256: str | None = None,
+               data_key: str | None = None) -> dict[str, str]:
+    """``{canonical spec: its line}`` of a pairs file (see `done_specs`)."""
     if not path.exists():
-        return set()
+        return {}
     raw = path.read_bytes()
     if raw and not raw.endswith(b"\n"):
         # An interrupted write left half a line: cut it, so appending starts on a clean line.
@@ -116,21 +131,54 @@ def done_specs(path: Path, space: SearchSpace, *, supernet_sha256: str | None = 
         with open(path, "r+b") as f:
             f.truncate(len(keep))
         raw = keep
-    done = set()
+    rows = {}
     for i, line in enumerate(raw.decode().splitlines()):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            done.add(str(ArchSpec.from_json(row["arch"], space=space).canonical()))
+            rows[str(ArchSpec.from_json(row["arch"], space=space).canonical())] = line
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise CollectError(f"{path}:{i + 1} is not a result line: {e}") from None
-        theirs = row.get("supernet_sha256")
-        if supernet_sha256 is not None and theirs is not None and theirs != supernet_sha256:
-            raise CollectError(
-                f"{path}:{i + 1} was measured on another supernet (sha256 {theirs[:12]}..., "
-                f"this one is {supernet_sha256[:12]}...): write to a new --out file")
-    return done
+        for key, ours, what in (("supernet_sha256", supernet_sha256, "another supernet"),
+                                ("data", data_key, "other data")):
+            theirs = row.get(key)
+            if ours is not None and theirs is not None and theirs != ours:
+                raise CollectError(
+                    f"{path}:{i + 1} was measured on {what} ({key} {theirs[:24]}, this run's is "
+                    f"{ours[:24]}): write to a new --out file")
+    return rows
+
+
+def _shard_path(path: Path, rank: int) -> Path:
+    return path.with_name(f"{path.name}.rank{rank}")
+
+
+def _shards(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.glob(f"{path.name}.rank*") if p.suffix[5:].isdigit())
+
+
+def merge_shards(path: str | os.PathLike, *, space: SearchSpace, n: int, seed: int) -> int:
+    """Append the lines of ``OUT.rank*`` (a torchrun collection) to ``OUT`` in sample order,
+    atomically, then remove the shard files; returns how many lines were added."""
+    from training.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    shards = _shards(path)
+    if not shards:
+        return 0
+    have = _read_rows(path, space)
+    rows: dict[str, str] = {}
+    for shard in shards:
+        rows.update(_read_rows(shard, space))
+    order = [str(s) for s in sample_specs(space, n, seed=seed)]
+    order += sorted(set(rows) - set(order))
+    new = [rows[k] for k in order if k in rows and k not in have]
+    old = path.read_bytes() if path.exists() else b""
+    atomic_write_bytes(path, old + "".join(line + "\n" for line in new).encode())
+    for shard in shards:
+        shard.unlink()
+    return len(new)
 
 
 def _append(path: Path, row: dict[str, Any]) -> None:
@@ -165,31 +213,44 @@ def _worker_eval(spec_json: dict[str, Any], space_json: dict[str, Any]
 def collect(load: Callable[[], tuple[Any, EvalData]], out: str | os.PathLike, *,
             space: SearchSpace, n: int, seed: int = 0, workers: int = 1,
             progress: Callable[[int, int], None] | None = None,
-            supernet_sha256: str | None = None) -> int:
-    """Evaluate ``n`` sampled subnets (minus those already in ``out``); return how many were new.
+            supernet_sha256: str | None = None, data_key: str | None = None,
+            rank: int = 0, world_size: int = 1) -> int:
+    """Evaluate ``n`` sampled subnets (minus those already done); return how many were new.
 
     ``load()`` returns ``(supernet, EvalData)``; it runs once per worker process (it must be
     picklable, e.g. a `functools.partial` of a module-level function), or once here when
     ``workers == 1``. ``progress(done, total)`` is called after each subnet.
-    ``supernet_sha256`` (of the weights ``load`` reads) is written on every line and checked
-    against the lines already in ``out`` (`done_specs`).
+    ``supernet_sha256`` (of the weights ``load`` reads) and ``data_key`` are written on every
+    line and checked against the lines already done (`done_specs`). With ``world_size > 1``
+    this process is rank ``rank`` of a torchrun job: it takes every ``world_size``-th subnet and
+    writes ``OUT.rank<rank>`` (`merge_shards` joins them); a one-process run first merges the
+    shards an interrupted torchrun job left.
     """
     if workers < 1:
         raise CollectError(f"workers must be >= 1, got {workers}")
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = done_specs(path, space, supernet_sha256=supernet_sha256)
-    todo = [s for s in sample_specs(space, n, seed=seed) if str(s) not in done]
-    log.info("%d of %d subnets already in %s; evaluating %d", n - len(todo), n, path, len(todo))
+    if world_size == 1:
+        merge_shards(path, space=space, n=n, seed=seed)
+    check = dict(supernet_sha256=supernet_sha256, data_key=data_key)
+    done = done_specs(path, space, **check)
+    for shard in _shards(path):
+        done |= done_specs(shard, space, **check)
+    mine = [s for i, s in enumerate(sample_specs(space, n, seed=seed)) if i % world_size == rank]
+    todo = [s for s in mine if str(s) not in done]
+    log.info("%d of %d subnets already done; evaluating %d%s", len(mine) - len(todo), len(mine),
+             len(todo), f" (rank {rank} of {world_size})" if world_size > 1 else "")
     if not todo:
         return 0
+    write_to = path if world_size == 1 else _shard_path(path, rank)
+
     def record(spec_json: dict[str, Any], acc: float, seconds: float, finished: int,
                n_val: int) -> None:
         row = {"arch": spec_json, "str": str(ArchSpec.from_json(spec_json, space=space)),
                "val_acc": acc, "n_val": n_val, "seconds": round(seconds, 3)}
-        if supernet_sha256 is not None:
-            row["supernet_sha256"] = supernet_sha256
-        _append(path, row)
+        row.update({k: v for k, v in (("supernet_sha256", supernet_sha256),
+                                      ("data", data_key)) if v is not None})
+        _append(write_to, row)
         if progress is not None:
             progress(finished, len(todo))
 
@@ -214,88 +275,99 @@ def collect(load: Callable[[], tuple[Any, EvalData]], out: str | os.PathLike, *,
     return len(todo)
 
 
-# ---- loading a checkpoint and Fashion-MNIST ----------------------------------------------------
+# ---- loading a checkpoint and the data ----------------------------------------------------------
 
 def weights_file(checkpoint: str | os.PathLike) -> Path:
-    """The ``.safetensors`` file behind ``checkpoint``: the file itself, a run folder's
-    ``model.safetensors``, or the latest checkpoint's of an unfinished run."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        from training.checkpoint import latest_checkpoint
+    """The weights file behind ``checkpoint`` (`training.weights.weights_path`)."""
+    from training.weights import weights_path
 
-        folder = path if (path / "model.safetensors").is_file() else latest_checkpoint(path)
-        if folder is None:
-            raise CollectError(f"no checkpoint (model.safetensors) in {path}")
-        path = folder / "model.safetensors"
-    if not path.is_file():
-        raise CollectError(f"checkpoint {path} does not exist")
-    return path
+    return weights_path(checkpoint)
 
 
-def load_supernet(checkpoint: str | os.PathLike, space: SearchSpace) -> Any:
-    """`training.supernet.OFAMobileNetV3` with weights from a ``.safetensors`` state dict, or
-    from a checkpoint folder / run folder of ``training.train`` (its ``model.safetensors``)."""
-    from safetensors.torch import load_file
+def load_supernet(checkpoint: str | os.PathLike, space: SearchSpace | None = None) -> Any:
+    """`training.supernet.OFAMobileNetV3` with the weights of ``checkpoint``: a run or checkpoint
+    folder, a ``.safetensors`` state dict or an official ``.pth`` (`training.weights`)."""
+    from training.weights import load_supernet as load
 
-    from training.supernet import OFAMobileNetV3
-
-    path = weights_file(checkpoint)
-    model = OFAMobileNetV3(space)
-    model.load_state_dict(load_file(str(path)))
-    model.eval()
-    return model
+    return load(checkpoint, space=space)[0]
 
 
-def load_fmnist_eval(*, data_dir: str | None, val_size: int, split_seed: int,
-                     calib_batches: int, batch_size: int, val_limit: int | None) -> EvalData:
-    """Calibration batches from the train split and the validation split, as in training."""
-    from training.data import BatchLoader, load_fashion_mnist, train_val_split
+def eval_data(data: Any, *, calib_batches: int, batch_size: int, split_seed: int,
+              val_limit: int | None = None) -> EvalData:
+    """Calibration batches from the train split and the validation split, as in training.
 
-    train, val = train_val_split(load_fashion_mnist("train", data_dir=data_dir),
-                                 val_size=val_size, seed=split_seed)
-    if val_limit:
-        val = val.subset(np.arange(min(val_limit, len(val))))
-    calib = BatchLoader(train, batch_size=batch_size, seed=split_seed).fixed_batches(
-        calib_batches, seed=split_seed + 1)
+    ``data`` is a resolved `training.datasets.Data`; a folder decodes only the images used.
+    """
+    from training.data import BatchLoader
+
+    calib = data.loader("train", batch_size=min(batch_size, data.size("train")),
+                        seed=split_seed, stream=True).fixed_batches(calib_batches,
+                                                                    seed=split_seed + 1)
+    val = data.arrays("val", limit=val_limit)
     val_batches = BatchLoader(val, batch_size=min(512, len(val)), seed=split_seed,
                               shuffle=False).fixed_batches()
-    return EvalData(calib, val_batches, tuple(train.mean), tuple(train.std))
+    return EvalData(calib, val_batches, tuple(data.info.mean), tuple(data.info.std))
 
 
-def _load_for_cli(checkpoint: str, space_name: str, data_kwargs: dict[str, Any]
-                  ) -> tuple[Any, EvalData]:
-    space = get_space(space_name)
-    return load_supernet(checkpoint, space), load_fmnist_eval(**data_kwargs)
+def _load_for_cli(checkpoint: str, space_json: str, data: EvalData) -> tuple[Any, EvalData]:
+    space = SearchSpace.from_json(json.loads(space_json))
+    return load_supernet(checkpoint, space), data
+
+
+def _parser() -> argparse.ArgumentParser:
+    from training.datasets import add_data_arguments
+
+    p = argparse.ArgumentParser(prog="python -m training.collect_accuracy",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="supernet: a training run/checkpoint "
+                   "folder, a .safetensors state dict, or an official OFA .pth")
+    p.add_argument("--out", required=True, help="JSON-lines output (appended; resumable)")
+    p.add_argument("-n", type=int, required=True, help="number of subnets in total")
+    p.add_argument("--space", help="space of a checkpoint that records none (default: the "
+                   "official space an official .pth fits)")
+    p.add_argument("--seed", type=int, default=0, help="subnet sampling seed")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--calib-batches", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--val-limit", type=int, default=None, help="evaluate on the first N val images")
+    add_data_arguments(p)
+    return p
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size), joining the torchrun job's gloo group when there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world
+
+
+def _write_sidecar(out: Path, data: Any, sf: Any) -> None:
+    from ofa_sdk.cache import atomic_write_json
+
+    atomic_write_json(out.with_name(out.name + ".json"), {
+        "data": data.info.to_json(), "space": data.space.to_json(),
+        "supernet": str(sf.path), "supernet_sha256": sf.sha256})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     import functools
 
-    p = argparse.ArgumentParser(prog="python -m training.collect_accuracy",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True,
-                   help="supernet .safetensors state dict, or a training run/checkpoint folder")
-    p.add_argument("--out", required=True, help="JSON-lines output (appended; resumable)")
-    p.add_argument("-n", type=int, required=True, help="number of subnets in total")
-    p.add_argument("--space", default="ofa_mbv3_fmnist_d234_e346_k357")
-    p.add_argument("--seed", type=int, default=0, help="subnet sampling seed")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--val-size", type=int, default=5000,
-                   help="validation split carved from train (must match training)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val split")
-    p.add_argument("--calib-batches", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--val-limit", type=int, default=None, help="evaluate on the first N val images")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = _parser().parse_args(argv)
+    rank, world = _dist()
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
+    from training.datasets import describe, source_from_args
+    from training.weights import read_supernet
+
     torch.set_num_threads(1)
-    data_kwargs = dict(data_dir=args.data_dir, val_size=args.val_size, split_seed=args.split_seed,
-                       calib_batches=args.calib_batches, batch_size=args.batch_size,
-                       val_limit=args.val_limit)
     t0 = time.perf_counter()
 
     def progress(i: int, total: int) -> None:
@@ -303,12 +375,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.info("%d / %d subnets (%.1f s)", i, total, time.perf_counter() - t0)
 
     try:
-        space = get_space(args.space)
-        weights = weights_file(args.checkpoint)
-        load = functools.partial(_load_for_cli, str(weights), space.name, data_kwargs)
-        new = collect(load, args.out, space=space, n=args.n, seed=args.seed,
-                      workers=args.workers, progress=progress,
-                      supernet_sha256=sha256_file(weights))
+        sf = read_supernet(args.checkpoint, space=get_space(args.space) if args.space else None)
+        data = source_from_args(args).resolve(sf.space, fixed=True, norm=sf.norm,
+                                              progress=rank == 0)
+        describe(data)
+        ev = eval_data(data, calib_batches=args.calib_batches, batch_size=args.batch_size,
+                       split_seed=args.split_seed or 0, val_limit=args.val_limit)
+        load = functools.partial(_load_for_cli, str(sf.path), json.dumps(sf.space.to_json()), ev)
+        new = collect(load, args.out, space=sf.space, n=args.n, seed=args.seed,
+                      workers=args.workers, progress=progress, supernet_sha256=sf.sha256,
+                      data_key=data.info.key, rank=rank, world_size=world)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        if rank == 0:
+            new = merge_shards(args.out, space=sf.space, n=args.n, seed=args.seed) or new
+            _write_sidecar(Path(args.out), data, sf)
     except OfaError as e:
         log.error("%s", e)
         return e.exit_code

@@ -29,11 +29,13 @@ __all__ = [
     "ArrayDataset",
     "ImageFolder",
     "BatchLoader",
+    "EpochOrder",
     "FMNIST_DIR",
     "FMNIST_CLASSES",
     "read_idx",
     "load_fashion_mnist",
     "load_image_folder",
+    "decode_image",
     "synthetic_dataset",
     "train_val_split",
     "augment",
@@ -234,24 +236,27 @@ class ImageFolder:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        from PIL import Image, UnidentifiedImageError
-
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as im:
-                im = im.convert("L" if self.channels == 1 else "RGB")
-                w, h = im.size
-                scale = self.image_size / min(w, h)
-                im = im.resize((max(self.image_size, round(w * scale)),
-                                max(self.image_size, round(h * scale))), Image.BILINEAR)
-                w, h = im.size
-                left, top = (w - self.image_size) // 2, (h - self.image_size) // 2
-                im = im.crop((left, top, left + self.image_size, top + self.image_size))
-                arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DatasetError(f"cannot read image {path}: {e}") from None
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        return np.ascontiguousarray(arr), label
+        return decode_image(path, size=self.image_size, crop_fraction=1.0,
+                            channels=self.channels), label
+
+
+def decode_image(path: str | os.PathLike[str], *, size: int, crop_fraction: float,
+                 channels: int) -> np.ndarray:
+    """One image as uint8 ``(C, size, size)``: shorter side to ``size / crop_fraction`` (Pillow
+    BILINEAR), centre crop. Raises `DatasetError` naming the file if it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ofa_sdk.runtime.preprocess import crop_box  # the device's geometry, so they agree
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            target, box = crop_box(*im.size, size, crop_fraction)
+            arr = np.asarray(im.resize(target, Image.BILINEAR).crop(box), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"corrupt image {path}: {e}") from None
+    return np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
 
 
 def load_image_folder(root: str | os.PathLike[str], *, image_size: int, channels: int = 3,
@@ -302,64 +307,84 @@ def to_input(images: torch.Tensor, resolution: int, mean: Sequence[float], std: 
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)
 
 
-class BatchLoader:
-    """Shuffled uint8 batches of an in-memory `ArrayDataset`, sharded over ranks.
+class EpochOrder:
+    """Which samples each step takes: the order both `BatchLoader` and a streaming loader
+    (`training.datasets.FolderLoader`) follow.
 
     The epoch's order depends only on ``(seed, epoch)``, so a resumed run can skip to any step;
     every rank draws the same permutation and takes its own interleaved shard. The last partial
     batch is dropped so that all ranks run the same number of steps.
     """
 
-    def __init__(self, ds: ArrayDataset, *, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu",
-                 shuffle: bool = True) -> None:
+    def __init__(self, size: int, *, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1, shuffle: bool = True) -> None:
         if batch_size <= 0:
             raise DatasetError(f"batch_size must be positive, got {batch_size}")
-        self.ds = ds
-        self.batch_size = batch_size
-        self.seed = seed
+        self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.shuffle = shuffle
-        self.device = torch.device(device)
-        self.images = torch.from_numpy(ds.images).to(self.device)
-        self.labels = torch.from_numpy(ds.labels).to(self.device)
         if self.steps_per_epoch() == 0:
-            raise DatasetError(f"{len(ds)} images are fewer than one batch of {batch_size} "
+            raise DatasetError(f"{size} images are fewer than one batch of {batch_size} "
                                f"on each of {world_size} ranks")
 
     def steps_per_epoch(self) -> int:
-        return len(self.ds) // (self.batch_size * self.world_size)
+        return self.size // (self.batch_size * self.world_size)
 
     def _order(self, epoch: int) -> torch.Tensor:
         n = self.steps_per_epoch() * self.batch_size * self.world_size
         if not self.shuffle:
             return torch.arange(n)
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(len(self.ds), generator=g)[:n]
+        return torch.randperm(self.size, generator=g)[:n]
 
-    def epoch(self, epoch: int, *, start_step: int = 0, max_steps: int | None = None
-              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(uint8 images, labels)`` of ``epoch`` on this rank, from ``start_step`` on."""
+    def batch_indices(self, epoch: int, *, start_step: int = 0, max_steps: int | None = None
+                      ) -> Iterator[torch.Tensor]:
+        """The sample indices of each step of ``epoch`` on this rank, from ``start_step`` on."""
         order = self._order(epoch)[self.rank::self.world_size]
         steps = self.steps_per_epoch() if max_steps is None else min(max_steps,
                                                                       self.steps_per_epoch())
         for step in range(start_step, steps):
-            idx = order[step * self.batch_size:(step + 1) * self.batch_size].to(self.device)
-            yield self.images[idx], self.labels[idx]
+            yield order[step * self.batch_size:(step + 1) * self.batch_size]
 
-    def fixed_batches(self, n: int | None = None, *, seed: int | None = None
-                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``n`` batches (all by default, last one partial) in a fixed order, unsharded.
+    def fixed_indices(self, n: int | None = None, *, seed: int | None = None
+                      ) -> list[torch.Tensor]:
+        """``n`` batches of indices (all by default, last one partial) in a fixed order, unsharded.
 
         With ``seed`` the order is a fixed permutation (BN recalibration should see every class,
         and an image folder is sorted by class); without it, the dataset order (evaluation).
         """
-        total = len(self.ds)
-        order = (torch.randperm(total, generator=torch.Generator().manual_seed(seed))
-                 if seed is not None else torch.arange(total)).to(self.device)
-        nb = -(-total // self.batch_size)
+        order = (torch.randperm(self.size, generator=torch.Generator().manual_seed(seed))
+                 if seed is not None else torch.arange(self.size))
+        nb = -(-self.size // self.batch_size)
+        return [order[i * self.batch_size:(i + 1) * self.batch_size]
+                for i in range(nb if n is None else min(n, nb))]
+
+
+class BatchLoader(EpochOrder):
+    """Shuffled uint8 batches of an in-memory `ArrayDataset`, sharded over ranks (`EpochOrder`)."""
+
+    def __init__(self, ds: ArrayDataset, *, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1, device: torch.device | str = "cpu",
+                 shuffle: bool = True) -> None:
+        super().__init__(len(ds), batch_size=batch_size, seed=seed, rank=rank,
+                         world_size=world_size, shuffle=shuffle)
+        self.ds = ds
+        self.device = torch.device(device)
+        self.images = torch.from_numpy(ds.images).to(self.device)
+        self.labels = torch.from_numpy(ds.labels).to(self.device)
+
+    def epoch(self, epoch: int, *, start_step: int = 0, max_steps: int | None = None
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(uint8 images, labels)`` of ``epoch`` on this rank, from ``start_step`` on."""
+        for idx in self.batch_indices(epoch, start_step=start_step, max_steps=max_steps):
+            idx = idx.to(self.device)
+            yield self.images[idx], self.labels[idx]
+
+    def fixed_batches(self, n: int | None = None, *, seed: int | None = None
+                      ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` batches in a fixed order, unsharded (`EpochOrder.fixed_indices`)."""
         out = []
-        for i in range(nb if n is None else min(n, nb)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        for idx in self.fixed_indices(n, seed=seed):
+            idx = idx.to(self.device)
             out.append((self.images[idx], self.labels[idx]))
         return out

@@ -560,7 +560,8 @@ def export_all(model: nn.Module, spec: ArchSpec, out_dir: str | os.PathLike, *,
                representative: Any = None, labels: Sequence[str], mean: Sequence[float],
                std: Sequence[float], formats: Iterable[str] = FORMATS,
                split_depthwise: bool = True, onnx_int8: OnnxInt8Recipe = ONNX_INT8_RECIPE,
-               progress: Callable[[str], None] | None = None) -> dict[str, Path]:
+               progress: Callable[[str], None] | None = None,
+               resize: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Export ``model`` (an extracted, BN-recalibrated subnet of ``spec``) in every format.
 
     Args:
@@ -577,6 +578,8 @@ def export_all(model: nn.Module, spec: ArchSpec, out_dir: str | os.PathLike, *,
             `export_tflite`).
         onnx_int8: how the int8 ONNX model is quantized (`ONNX_INT8_RECIPE`).
         progress: called with each format's name before it is exported.
+        resize: how the device turns an image into the input (`ModelMetadata.resize`, from
+            `training.datasets.DataInfo.resize`); None: stretched.
 
     Returns:
         ``{format: path}`` for the formats written.
@@ -610,6 +613,7 @@ def export_all(model: nn.Module, spec: ArchSpec, out_dir: str | os.PathLike, *,
             channels=channels, layout="NHWC" if kind == "tflite" else "NCHW",
             mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
             labels=tuple(str(v) for v in labels), tool_versions=dict(versions),
+            resize=dict(resize) if resize is not None else None,
         ).save(path)
         written[fmt] = path
 
@@ -645,114 +649,102 @@ def export_all(model: nn.Module, spec: ArchSpec, out_dir: str | os.PathLike, *,
 
 # ---- CLI ---------------------------------------------------------------------------------------
 
-def _space_from_state(state: Mapping[str, Any]):
-    from ofa_sdk.arch import SearchSpace, get_space
-
-    candidates = [state.get("space"), (state.get("config") or {}).get("space"),
-                  ((state.get("config") or {}).get("model") or {}).get("space")]
-    for c in candidates:
-        if isinstance(c, str):
-            return get_space(c)
-        if isinstance(c, Mapping):
-            return SearchSpace.from_json(c)
-    return None
-
-
 def load_subnet(checkpoint: str | os.PathLike, spec_text: str, *, space_name: str | None = None
                 ) -> tuple[nn.Module, ArchSpec]:
-    """Load a supernet checkpoint (folder or ``.safetensors``) and extract ``spec_text``.
+    """Load a supernet checkpoint and extract ``spec_text``; or load an extracted subnet.
 
-    A folder is a training checkpoint (``model.safetensors`` + ``state.json``; the space comes
-    from ``state.json``'s ``config.model.space``). A ``.safetensors`` file holds either the
-    supernet's or the extracted subnet's state dict; its ``space`` metadata, when present, names
-    the space. ``space_name`` overrides both; the default is FMNIST.
+    ``checkpoint`` is anything `training.weights.read_supernet` takes (run or checkpoint folder,
+    ``.safetensors``, official ``.pth``), or a ``.safetensors`` of the extracted subnet's own
+    state dict (then ``space_name``, or the file's ``space`` metadata, names the space).
     """
-    from ofa_sdk.arch import FMNIST, get_space
-    from training.checkpoint import load_checkpoint, load_tensors
-    from training.supernet import OFAMobileNetV3
+    return _load_subnet(checkpoint, spec_text, space_name=space_name)[:2]
 
-    checkpoint = Path(checkpoint)
+
+def _load_subnet(checkpoint: str | os.PathLike, spec_text: str, *, space_name: str | None = None
+                 ) -> tuple[nn.Module, ArchSpec, Any]:
+    from ofa_sdk.arch import FMNIST, get_space
+    from training.checkpoint import CheckpointError, load_tensors
+    from training.weights import load_supernet, read_supernet, weights_path
+
     space = get_space(space_name) if space_name else None
-    if checkpoint.is_dir():
-        ckpt = load_checkpoint(checkpoint)
-        tensors = ckpt.model
-        space = space or _space_from_state(ckpt.state)
-    elif checkpoint.is_file():
-        tensors, meta = load_tensors(checkpoint)
-        if space is None and meta.get("space"):  # training's final model.safetensors says it
-            try:
-                space = _space_from_state({"space": json.loads(meta["space"])})
-            except json.JSONDecodeError:
-                raise ModelLoadError(f"{checkpoint}: malformed 'space' metadata") from None
-    else:
-        raise ModelLoadError(f"checkpoint {checkpoint} does not exist")
-    space = space or FMNIST
-    spec = ArchSpec.from_str(spec_text, space=space)
-    supernet = OFAMobileNetV3(space)
     try:
-        supernet.load_state_dict(tensors, strict=True)
-        subnet = supernet.extract(spec)
-    except RuntimeError as super_err:
-        subnet = supernet.extract(spec)
+        sf = read_supernet(checkpoint, space=space)
+    except CheckpointError as super_err:
+        path = weights_path(checkpoint)
+        if path.suffix != ".safetensors":
+            raise
+        tensors, meta = load_tensors(path)  # an extracted subnet's own state dict?
+        if space is None and meta.get("space"):
+            from ofa_sdk.arch import SearchSpace
+
+            space = SearchSpace.from_json(json.loads(meta["space"]))
+        spec = ArchSpec.from_str(spec_text, space=space or FMNIST)
+        from training.supernet import OFAMobileNetV3
+
+        subnet = OFAMobileNetV3(spec.space).extract(spec)
         try:
             subnet.load_state_dict(tensors, strict=True)
         except RuntimeError:
-            raise ModelLoadError(f"{checkpoint} matches neither the {space.name} supernet nor "
-                                 f"subnet {spec}: {str(super_err)[:300]}") from None
-    return subnet.eval(), spec
+            raise ModelLoadError(f"{checkpoint} matches neither a supernet nor subnet {spec}: "
+                                 f"{super_err}") from None
+        return subnet.eval(), spec, None
+    spec = ArchSpec.from_str(spec_text, space=sf.space)
+    supernet, _ = load_supernet(sf)
+    return supernet.extract(spec).eval(), spec, sf
 
 
-def _representative_from_fmnist(spec: ArchSpec, n: int, seed: int, data_dir: str | None
-                                ) -> tuple[torch.Tensor, tuple, tuple, tuple]:
-    from training.data import load_fashion_mnist, to_input
-
-    ds = load_fashion_mnist("train", data_dir=data_dir)
-    idx = np.random.default_rng(seed).choice(len(ds.labels), size=n, replace=False)
-    x = to_input(torch.from_numpy(ds.images[np.sort(idx)]), spec.resolution, ds.mean, ds.std)
-    return x.contiguous(), ds.mean, ds.std, ds.classes
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.export --checkpoint CKPT --arch k..-e..-d..-r.. --out DIR``."""
+def _parser() -> Any:
     import argparse
+
+    from training.datasets import add_data_arguments
 
     p = argparse.ArgumentParser(prog="python -m training.export",
                                 description="Export one subnet to ONNX/TFLite fp32 and int8.")
-    p.add_argument("--checkpoint", required=True,
-                   help="checkpoint folder (model.safetensors + state.json) or .safetensors")
+    p.add_argument("--checkpoint", required=True, help="supernet: run or checkpoint folder, "
+                   ".safetensors, official OFA .pth; or an extracted subnet's .safetensors")
     p.add_argument("--arch", required=True, help="subnet, short form k..-e..-d..-r..")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--space", help="search space name (default: from the checkpoint, else FMNIST)")
+    p.add_argument("--space", help="search space name (default: from the checkpoint)")
     p.add_argument("--formats", default=",".join(FORMATS),
                    help=f"comma-separated subset of {','.join(FORMATS)}")
-    p.add_argument("--data-dir", help="Fashion-MNIST folder (default: the Debian package's)")
     p.add_argument("--num-calib", type=int, default=300,
                    help="training images for BN recalibration and int8 calibration")
     p.add_argument("--no-recalibrate-bn", action="store_true",
                    help="skip BN recalibration (the checkpoint's statistics are used)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the written paths as JSON")
-    args = p.parse_args(argv)
+    add_data_arguments(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.export --checkpoint CKPT --arch k..-e..-d..-r.. --out DIR``."""
+    args = _parser().parse_args(argv)
     # onnxruntime's quantizer logs every scale adjustment at INFO on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("training").setLevel(logging.INFO)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    from training.data import to_input
+    from training.datasets import source_from_args
+
     try:
-        subnet, spec = load_subnet(args.checkpoint, args.arch, space_name=args.space)
-        if spec.space.in_channels != 1:
-            raise InputError("the CLI calibrates on Fashion-MNIST (1 channel); for space "
-                             f"{spec.space.name!r} call training.export.export_all from Python")
+        subnet, spec, sf = _load_subnet(args.checkpoint, args.arch, space_name=args.space)
         if not 1 <= args.num_calib <= 60000:
             raise InputError("--num-calib must be between 1 and 60000")
-        rep, mean, std, labels = _representative_from_fmnist(spec, args.num_calib, args.seed,
-                                                             args.data_dir)
+        data = source_from_args(args).resolve(spec.space, fixed=True,
+                                              norm=sf.norm if sf is not None else None)
+        calib = data.sample("train", min(args.num_calib, data.size("train")), seed=args.seed)
+        info = data.info
+        rep = to_input(torch.from_numpy(calib.images), spec.resolution, info.mean, info.std)
+        rep = rep.contiguous()
         if not args.no_recalibrate_bn:
             from training.bn import recalibrate_bn
 
             recalibrate_bn(subnet, [rep[i:i + 100] for i in range(0, len(rep), 100)])
         subnet.eval()
-        paths = export_all(subnet, spec, args.out, representative=rep, labels=labels, mean=mean,
-                           std=std, formats=[f for f in args.formats.split(",") if f],
+        paths = export_all(subnet, spec, args.out, representative=rep, labels=data.labels,
+                           mean=info.mean, std=info.std, resize=info.resize,
+                           formats=[f for f in args.formats.split(",") if f],
                            progress=lambda f: print(f"exporting {f} ...", file=sys.stderr))
     except OfaError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,7 +10,7 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["import_official"]
+__all__ = ["import_official", "write_random_checkpoint"]
 
 
 def _stub_torchvision() -> None:
@@ -35,3 +35,25 @@ def import_official(module: str = "ofa.imagenet_classification.elastic_nn.networ
 
     _stub_torchvision()
     return importlib.import_module(module)
+
+
+def write_random_checkpoint(path: str, *, width_mult: float = 1.0, seed: int = 0,
+                            n_classes: int = 1000) -> Any:
+    """Write an official-layout checkpoint with random weights: the official package's
+    ``OFAMobileNetV3`` (k357 e346 d234) saved as ``{"state_dict": {"module.<key>": tensor}}``,
+    as the released ``.pth`` files are (a stand-in for them in tests and recipe dry runs)."""
+    import torch
+
+    networks = import_official()
+    torch.manual_seed(seed)
+    net = networks.OFAMobileNetV3(n_classes=n_classes, ks_list=[3, 5, 7],
+                                  expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4],
+                                  width_mult=width_mult)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # non-trivial BN statistics, so recalibration has work to do
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
+    return net

@@ -461,6 +461,35 @@ def evaluate(pred: AccuracyPredictor, specs: Sequence[ArchSpec] | ArchArrays,
                               else pred.predict_specs(specs), accuracies)
 
 
+def _pairs_sidecar(args: Any) -> tuple[SearchSpace | None, dict[str, Any] | None]:
+    """The space and data of ``--pairs`` from ``PAIRS.json`` (`training.collect_accuracy`); with
+    ``--data``, check the pairs were measured on that data."""
+    space = get_space(args.space) if args.space else None
+    path = Path(args.pairs + ".json")
+    side = json.loads(path.read_text()) if path.is_file() else {}
+    if space is None and side.get("space"):
+        from ofa_sdk.arch import register_space
+
+        space = SearchSpace.from_json(side["space"])
+        try:
+            space = register_space(space)
+        except ArchSpecError:
+            pass
+    data = side.get("data")
+    if args.data:
+        if data is None or space is None:
+            raise PredictorError(f"--data: {path} does not say which data the pairs were "
+                                 "measured on (collect them again with training.collect_accuracy)")
+        from training.datasets import source_from_args
+
+        mine = source_from_args(args).resolve(space, fixed=True, compute_norm=False).info
+        if f"{data['name']}-{data['fingerprint']}" != mine.key:
+            raise PredictorError(f"{args.pairs} was measured on {data['source']} "
+                                 f"({data['name']}-{data['fingerprint']}), not on --data "
+                                 f"{args.data} ({mine.key})")
+    return space, data
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -481,13 +510,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--holdout", type=int, default=0,
                         help="pairs held out of training and early stopping, for the reported "
                              "test RMSE and Kendall tau (metrics['holdout'])")
+    from training.datasets import add_data_arguments
+
+    add_data_arguments(parser, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
     torch.set_num_threads(1)
-    space = get_space(args.space) if args.space else None
     try:
+        space, data = _pairs_sidecar(args)
         specs, accs, supernet_sha256 = _read_pairs(args.pairs, space=space)
         train_idx, hold_idx = holdout_split(len(specs), args.holdout, seed=args.seed)
         config = TrainConfig(hidden_size=args.hidden, n_layers=args.layers, lr=args.lr,
@@ -498,11 +530,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   space=space, config=config)
         else:
             pred = train_predictor(train_specs, accs[train_idx], space=space, config=config)
-    except (PredictorError, OSError) as e:
+    except (OfaError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # Which supernet's accuracies it learned: publish refuses to pair it with another supernet.
     pred.metrics["pairs"] = {"n": len(specs), "supernet_sha256": supernet_sha256}
+    if data is not None:
+        pred.metrics["pairs"]["data"] = data
     if len(hold_idx):
         pred.metrics["holdout"] = {**evaluate(pred, [specs[i] for i in hold_idx],
                                               accs[hold_idx]), "seed": args.seed}

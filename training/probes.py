@@ -37,6 +37,7 @@ from ofa_sdk.cache import atomic_write_json, sha256_file
 from ofa_sdk.errors import InputError, OfaError
 from ofa_sdk.latency import required_keys
 from ofa_sdk.metadata import ModelMetadata
+from training.datasets import add_data_arguments
 
 __all__ = [
     "MANIFEST",
@@ -315,6 +316,13 @@ def calibration_specs(space: SearchSpace, *, count: int = NUM_RANDOM_CALIBRATION
     return specs
 
 
+def _at_resolutions(space: SearchSpace, resolutions: Sequence[int]) -> SearchSpace:
+    bad = sorted(set(resolutions) - set(space.resolutions))
+    if bad or not resolutions:
+        raise InputError(f"--resolutions {bad or 'empty'}: choose from {list(space.resolutions)}")
+    return dataclasses.replace(space, resolutions=tuple(resolutions))
+
+
 def _read_manifest(folder: Path, space: SearchSpace) -> dict[str, Any] | None:
     path = folder / MANIFEST
     if not path.is_file():
@@ -332,6 +340,7 @@ def _read_manifest(folder: Path, space: SearchSpace) -> dict[str, Any] | None:
 def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
                   formats: Sequence[str] = PROBE_FORMATS, calibration: int = NUM_RANDOM_CALIBRATION,
                   limit: int | None = None, seed: int = 0, pack: bool = True,
+                  resolutions: Sequence[int] | None = None,
                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Export a probe per `required_keys` entry plus calibration subnets; return the manifest.
 
@@ -348,6 +357,9 @@ def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
         seed: seeds the random inputs of the export check (weights are a fixed pattern).
         pack: when every model is exported, pack each format into ``<fmt>.zip``
             (`pack_probes`): what a zoo ships.
+        resolutions: probe the layers at these resolutions only (a sized probe set for a large
+            space; ``device_bench lut --interpolate`` fills in the rest); calibration subnets
+            still come from the whole space.
         progress: called with each probe key (or ``calibration:<spec>``) before it is exported.
     """
     from training.export import tool_versions
@@ -375,7 +387,9 @@ def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
         old_probes[NULL_KEY] = old["null"]
     gen = torch.Generator().manual_seed(seed)
     done_new = 0
-    layers = required_keys(space)
+    layers = required_keys(space if resolutions is None else _at_resolutions(space, resolutions))
+    if resolutions is not None:
+        manifest["resolutions"] = sorted(set(int(r) for r in resolutions))
     t_start = time.perf_counter()
     timings: dict[str, float] = {f: 0.0 for f in formats}
 
@@ -516,10 +530,36 @@ def pack_probes(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[str
 
 # ---- CLI ---------------------------------------------------------------------------------------
 
+def _space_for(args: argparse.Namespace) -> SearchSpace:
+    """``--space`` (adapted to ``--data`` when given) or the space of ``--supernet``."""
+    from training.datasets import source_from_args
+
+    if bool(args.space) == bool(args.supernet):
+        raise InputError("give --space NAME or --supernet PATH")
+    if args.supernet:
+        from training.weights import read_supernet
+
+        return read_supernet(args.supernet).space
+    if args.space.endswith(".toml"):  # a training config: its space, as training adapts it
+        from training.train import TrainConfig
+
+        space = TrainConfig.from_file(args.space).space
+    else:
+        space = get_space(args.space)
+    if args.data:
+        space = source_from_args(args).resolve(space, compute_norm=False).space
+    return space
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.probes", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", required=True, help="search space name (ofa_sdk.arch)")
+    parser.add_argument("--space", help="search space name (ofa_sdk.arch) or a training config "
+                        "(.toml), adapted to --data as training adapts it")
+    parser.add_argument("--supernet", help="take the space from this supernet (run folder, "
+                        ".safetensors or official .pth) instead")
+    parser.add_argument("--resolutions", help="comma-separated: probe layers at these "
+                        "resolutions only (then build the LUT with device_bench --interpolate)")
     parser.add_argument("--out", required=True, help="the probes/ folder to write")
     parser.add_argument("--formats", default=",".join(f.split("_")[0] for f in PROBE_FORMATS),
                         help="comma-separated: tflite,onnx (fp32)")
@@ -528,24 +568,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None,
                         help="stop after this many new exports (resume later)")
     parser.add_argument("--seed", type=int, default=0)
+    add_data_arguments(parser, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     torch.set_num_threads(1)
     try:
-        space = get_space(args.space)
+        space = _space_for(args)
+        resolutions = ([int(r) for r in args.resolutions.split(",") if r.strip()]
+                       if args.resolutions else None)
         formats = []
         for name in (s.strip() for s in args.formats.split(",") if s.strip()):
             fmt = name if name in PROBE_FORMATS else f"{name}_fp32"
             formats.append(fmt)
         from tqdm import tqdm
 
-        total = len(required_keys(space)) + args.calibration + 3
+        probed = space if resolutions is None else _at_resolutions(space, resolutions)
+        total = len(required_keys(probed)) + args.calibration + 3
         with tqdm(total=total, desc="probes", unit="model") as bar:
             t0 = time.perf_counter()
             manifest = export_probes(space, args.out, formats=formats,
                                      calibration=args.calibration, limit=args.limit,
-                                     seed=args.seed, progress=lambda key: bar.update(1))
+                                     seed=args.seed, resolutions=resolutions,
+                                     progress=lambda key: bar.update(1))
         dt = time.perf_counter() - t0
     except OfaError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -279,44 +279,45 @@ class PublishData:
     labels: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    info: Any = None  # training.datasets.DataInfo
+
+    @property
+    def resize(self) -> dict[str, Any] | None:
+        return self.info.resize if self.info is not None else None
 
     def key(self) -> str:
         """Identifies the data for the cache (name, sizes and a hash of the test labels)."""
         h = hashlib.sha256(self.test.labels.tobytes()).hexdigest()[:12]
-        return f"{self.name}-{len(self.train)}-{len(self.test)}-{h}"
+        base = f"{self.name}-{len(self.train)}-{len(self.test)}-{h}"
+        return base if self.name != "imagefolder" else f"{base}-{self.info.fingerprint}"
 
 
-def load_data(dataset: str, space: SearchSpace, *, data_dir: str | None = None,
-              test_limit: int | None = None, synthetic_size: int = 400, seed: int = 0
-              ) -> PublishData:
-    """``fmnist``: the training split (without the 5,000 validation images) and the 10,000 test
-    images; ``synthetic``: `training.data.synthetic_dataset` train/test sets (tests, smoke runs).
+def load_data(dataset: Any, space: SearchSpace, *, data_dir: str | None = None,
+              test_limit: int | None = None, synthetic_size: int = 400, seed: int = 0,
+              norm: Any = None, train_images: int | None = None) -> PublishData:
+    """The data to publish with: the train split (all of it for fmnist and synthetic, the first
+    ``train_images`` of a seeded order for an image folder) and the test split.
+
+    ``dataset`` is a `training.datasets.DataSource` or its ``--data`` text (``fmnist``,
+    ``imagefolder:PATH``, ``synthetic``); ``norm`` the supernet's recorded ``(mean, std)``.
+    The space is the predictor's: the data is converted to its channels and may not have more
+    classes than it.
     """
-    from training.data import (load_fashion_mnist, synthetic_dataset, train_val_split)
+    from training.datasets import DataSource
 
-    if dataset == "fmnist":
-        train, _ = train_val_split(load_fashion_mnist("train", data_dir=data_dir),
-                                   val_size=5000, seed=0)
-        test = load_fashion_mnist("test", data_dir=data_dir)
-        name = "fashion_mnist"
-    elif dataset == "synthetic":
-        size = max(space.resolutions)
-        kw = dict(num_classes=space.num_classes, size=size, channels=space.in_channels)
-        train = synthetic_dataset(synthetic_size, seed=seed, **kw)
-        test = synthetic_dataset(max(2, synthetic_size // 4), seed=seed + 1, **kw)
-        name = "synthetic"
+    src = dataset if isinstance(dataset, DataSource) else DataSource.parse(
+        f"{dataset}:{data_dir}" if data_dir and ":" not in str(dataset) else str(dataset),
+        synthetic_size=synthetic_size, split_seed=0 if dataset == "fmnist" else seed)
+    if test_limit is not None and test_limit < 1:
+        raise InputError(f"--test-limit must be >= 1, got {test_limit}")
+    data = src.resolve(space, fixed=True, norm=norm)
+    if data.info.name == "imagefolder":
+        train = data.sample("train", min(train_images or 2000, data.size("train")), seed=seed)
     else:
-        raise InputError(f"unknown dataset {dataset!r}; use fmnist or synthetic")
-    if test_limit is not None:
-        if test_limit < 1:
-            raise InputError(f"--test-limit must be >= 1, got {test_limit}")
-        test = test.subset(np.arange(min(test_limit, len(test))))
-    labels = tuple(train.classes) or tuple(f"class{i}" for i in range(space.num_classes))
-    if len(labels) != space.num_classes or train.images.shape[1] != space.in_channels:
-        raise InputError(f"dataset {dataset!r} has {len(labels)} classes and "
-                         f"{train.images.shape[1]} channels; space {space.name!r} needs "
-                         f"{space.num_classes} and {space.in_channels}")
-    return PublishData(name, train, test, labels, tuple(train.mean), tuple(train.std))
+        train = data.arrays("train")
+    test = data.device_arrays("test", limit=test_limit)  # the crop is the device's to apply
+    return PublishData(data.info.name, train, test, data.labels, tuple(data.info.mean),
+                       tuple(data.info.std), data.info)
 
 
 def file_predictions(path: str | os.PathLike, images: np.ndarray, *, batch: int = 500
@@ -324,8 +325,9 @@ def file_predictions(path: str | os.PathLike, images: np.ndarray, *, batch: int 
     """Top-1 class per image of a model file, through `ofa_sdk.runtime.load_model` and its
     preprocessing.
 
-    ``images`` are uint8 ``(N, C, H, W)`` as stored in the dataset; they go through
-    ``model.preprocess`` exactly as a user's images do.
+    ``images`` are uint8 ``(N, C, H, W)`` as stored in the dataset (an image folder's test
+    split uncropped: `training.datasets.Data.device_arrays`); they go through
+    ``model.preprocess`` exactly as a user's images do, centre crop included.
     """
     from ofa_sdk.runtime import load_model
 
@@ -468,7 +470,7 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
                                        num_calib=settings.num_calib)
         export_all(net, spec, folder, representative=rep if any(
             f.endswith("int8") for f in todo) else None, labels=data.labels, mean=data.mean,
-            std=data.std, formats=todo)
+            std=data.std, formats=todo, resize=data.resize)
         for fmt in todo:
             path = folder / FILENAMES[fmt]
             fresh[fmt] = top1 = file_predictions(path, data.test.images)
@@ -604,7 +606,8 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
     """Specialize, export, score, measure and write the zoo; optionally publish it to the Hub.
 
     Args:
-        supernet: a training run folder (its ``model.safetensors``) or a ``.safetensors`` file.
+        supernet: a training run folder (its ``model.safetensors``), a ``.safetensors`` file or
+            an official OFA ``.pth`` (`training.weights.read_supernet`).
         predictor: the accuracy predictor folder (`training.predictors.AccuracyPredictor`).
         luts: ``PATH`` or ``ID=PATH`` per device class.
         to: the zoo folder to write (replaced as a whole, atomically). Default with ``repo_id``:
@@ -618,7 +621,8 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
         probes: a probes folder to copy into ``probes/``.
         cache_dir: exports and measurements per entry, keyed by supernet/data hash and subnet;
             default ``$OFA_SDK_CACHE/publish`` (``~/.cache/ofa_sdk/publish``).
-        dataset, data_dir, test_limit, synthetic_size: see `load_data`.
+        dataset, data_dir, test_limit, synthetic_size: see `load_data` (``dataset``: a
+            `training.datasets.DataSource` or ``fmnist`` / ``imagefolder:PATH`` / ``synthetic``).
         share_tolerance_pp: let budget rungs share subnets that are at most this many
             percentage points (predicted) below their own best (`specialize`): a smaller zoo.
         entry_formats: ``all`` (every entry in every format of ``formats``) or ``classes``
@@ -630,7 +634,6 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
             ``entry``, ``write``, ``publish``).
     """
     from ofa_sdk.zoo import ZooIndex
-    from training.collect_accuracy import load_supernet
     from training.predictors import AccuracyPredictor
     from training.search import EvolutionConfig
     from zoo.index import default_producer, now_iso, verify_folder, write_index
@@ -659,20 +662,17 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
             raise InputError(f"device class {dc.id} runs {dc.format.replace('_', '-')}, which is "
                              f"not in --formats {','.join(formats)}")
 
-    sn_path = Path(supernet)
-    if sn_path.is_dir() and (sn_path / "model.safetensors").is_file():
-        sn_path = sn_path / "model.safetensors"
-    if not sn_path.is_file():
-        raise ModelLoadError(f"--supernet {supernet}: no model.safetensors there")
-    _check_space_meta(sn_path, space)
-    sn_hash = sha256_file(sn_path)
+    from training.weights import load_supernet, read_supernet
+
+    sf = read_supernet(supernet, space=space)
+    sn_hash = sf.sha256
     learned = (acc.metrics.get("pairs") or {}).get("supernet_sha256")
     if learned is not None and learned != sn_hash:
         raise InputError(f"the accuracy predictor {predictor} learned the subnet accuracies of "
                          f"another supernet (sha256 {learned[:12]}..., --supernet is "
                          f"{sn_hash[:12]}...): collect pairs on this supernet and retrain it "
                          "(docs/publishing.md, step 2)")
-    net = load_supernet(sn_path, space)
+    net, _ = load_supernet(sf)
 
     target = Path(to) if to is not None else None
     if target is not None:
@@ -687,7 +687,8 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
         target = cache / "zoos" / _slug(repo_id or "zoo")
 
     data = load_data(dataset, space, data_dir=data_dir, test_limit=test_limit,
-                     synthetic_size=synthetic_size, seed=seed)
+                     synthetic_size=synthetic_size, seed=seed, norm=sf.norm,
+                     train_images=recal_batches * 100 + num_calib)
     config = EvolutionConfig(population_size=population, generations=generations)
     choices, report = specialize(acc, classes, budgets=budgets, seed=seed, config=config,
                                  share_tolerance=share_tolerance_pp / 100, progress=progress)
@@ -745,24 +746,6 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
         hub = publish_folder(target, repo_id, revision_tag=tag, dry_run=dry_run, token=token,
                              endpoint=endpoint)
     return PublishResult(target, index, report, hub)
-
-
-def _check_space_meta(path: Path, space: SearchSpace) -> None:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types for bad headers
-        raise ModelLoadError(f"--supernet {path}: not a safetensors file ({e})") from None
-    if meta.get("space"):
-        try:
-            saved = SearchSpace.from_json(json.loads(meta["space"]))
-        except (ValueError, TypeError) as e:
-            raise ModelLoadError(f"--supernet {path}: malformed space metadata ({e})") from None
-        if saved != space:
-            raise InputError(f"--supernet {path} is for space {saved.name!r}, the predictor for "
-                             f"{space.name!r}")
 
 
 def _command() -> str:
@@ -894,6 +877,8 @@ def _write_golden(tmp: Path, data: PublishData, choices: Sequence[Choice], entry
 # ---- CLI ---------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
+    from training.datasets import add_data_arguments
+
     p = argparse.ArgumentParser(prog="python training/publish.py",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -923,10 +908,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", help="probes folder to ship in the zoo (python -m training.probes)")
     p.add_argument("--cache-dir", help="exports/measurements cache (default: "
                    "$OFA_SDK_CACHE/publish or ~/.cache/ofa_sdk/publish)")
-    p.add_argument("--dataset", choices=("fmnist", "synthetic"), default="fmnist")
-    p.add_argument("--data-dir", help="Fashion-MNIST folder (default: the Debian package's)")
+    p.add_argument("--dataset", dest="data", help=argparse.SUPPRESS)  # the old name of --data
     p.add_argument("--test-limit", type=int, help="score on the first N test images only")
-    p.add_argument("--synthetic-size", type=int, default=400, help=argparse.SUPPRESS)
+    add_data_arguments(p)
     p.add_argument("--name", help="zoo name (default ofa-<space>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--population", type=int, default=100)
@@ -946,6 +930,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: parse, call `publish`, print a summary; errors exit with their code."""
+    from training.datasets import source_from_args
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -965,8 +951,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       budgets=args.budgets, dry_run=args.dry_run, tag=args.tag,
                       formats=[f.strip() for f in args.formats.split(",") if f.strip()],
                       measure_here=args.measure_here, probes=args.probes,
-                      cache_dir=args.cache_dir, dataset=args.dataset, data_dir=args.data_dir,
-                      test_limit=args.test_limit, synthetic_size=args.synthetic_size,
+                      cache_dir=args.cache_dir,
+                      dataset=source_from_args(args, synthetic_size=400),
+                      test_limit=args.test_limit,
                       name=args.name, seed=args.seed, population=args.population,
                       generations=args.generations, recal_batches=args.recal_batches,
                       num_calib=args.num_calib, bench_min_runs=args.bench_min_runs,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -43,16 +44,8 @@ from training.checkpoint import (
     torch_rng_from_json,
     torch_rng_to_json,
 )
-from training.data import (
-    ArrayDataset,
-    BatchLoader,
-    augment,
-    load_fashion_mnist,
-    load_image_folder,
-    synthetic_dataset,
-    to_input,
-    train_val_split,
-)
+from training.data import BatchLoader, augment, to_input
+from training.datasets import add_data_arguments
 from training.schedule import (
     ConfigError,
     Phase,
@@ -62,7 +55,8 @@ from training.schedule import (
     phase_choices,
 )
 
-__all__ = ["TrainConfig", "train", "main", "state_hash", "kd_loss", "scratch_subnet"]
+__all__ = ["TrainConfig", "train", "main", "state_hash", "kd_loss", "scratch_subnet",
+           "config_with_data", "data_source"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +80,11 @@ class TrainConfig:
     val_size: int = 5000
     train_limit: int = 0
     synthetic_size: int = 2048
+    crop_fraction: float = 0.0  # 0: the default of `training.datasets.DataSource.resolve`
+    stream: bool = False        # decode an image folder's training batches as they are needed
+    data_workers: int = 0       # processes decoding an image folder
+    channels: int = 0           # convert an image folder's images to 1 or 3 (0: from the data)
+    split_seed: int = -1        # seed of the train/val split (-1: the run's seed)
     batch_size: int = 128
     pad: int = 2
     flip: bool = True
@@ -285,37 +284,55 @@ def state_hash(state_dict: dict[str, torch.Tensor]) -> str:
 
 # ---- the trainer -------------------------------------------------------------------------------
 
-def _load_data(cfg: TrainConfig, *, data_dir: str | None) -> tuple[ArrayDataset, ArrayDataset,
-                                                                 ArrayDataset | None]:
-    """(train, val, test-or-None)."""
-    data_dir = data_dir or cfg.data_dir or None
-    test = None
-    if cfg.dataset == "fmnist":
-        full = load_fashion_mnist("train", data_dir=data_dir)
-        test = load_fashion_mnist("test", data_dir=data_dir)
-    elif cfg.dataset == "imagefolder":
-        if not data_dir:
-            raise ConfigError("dataset = 'imagefolder' needs data_dir (or --data-dir)")
-        channels = cfg.space.in_channels
-        root = Path(data_dir)
-        if (root / "train").is_dir():
-            full = load_image_folder(root / "train", image_size=cfg.image_size, channels=channels)
-            if (root / "val").is_dir():
-                test = load_image_folder(root / "val", image_size=cfg.image_size,
-                                         channels=channels)
-        else:
-            full = load_image_folder(root, image_size=cfg.image_size, channels=channels)
-    else:
-        full = synthetic_dataset(cfg.synthetic_size, num_classes=cfg.space.num_classes,
-                                 size=cfg.image_size, channels=cfg.space.in_channels,
-                                 seed=cfg.seed)
-    train_ds, val_ds = train_val_split(full, val_size=cfg.val_size, seed=cfg.seed)
+def data_source(cfg: TrainConfig, *, data: str | None = None, data_dir: str | None = None,
+                workers: int | None = None) -> Any:
+    """The config's dataset (``[data]``) as a `training.datasets.DataSource`; ``data``
+    (``--data KIND[:PATH]``) and ``data_dir`` (``--data-dir``) override it."""
+    from training.datasets import DataSource
+
+    text = data or cfg.dataset
+    kind, sep, path = text.partition(":")
+    path = data_dir or (path if sep else "") or (cfg.data_dir if kind == cfg.dataset else "")
+    if kind == "imagefolder" and not path:
+        raise ConfigError("dataset = 'imagefolder' needs data_dir (or --data imagefolder:PATH)")
+    return DataSource.parse(f"{kind}:{path}" if path else kind, val_size=cfg.val_size or None,
+                            split_seed=cfg.seed if cfg.split_seed < 0 else cfg.split_seed,
+                            image_size=cfg.image_size,
+                            crop_fraction=cfg.crop_fraction or None,
+                            channels=cfg.channels or None,
+                            workers=cfg.data_workers if workers is None else workers,
+                            synthetic_size=cfg.synthetic_size)
+
+
+def _load_data(cfg: TrainConfig, *, data_dir: str | None = None, data: str | None = None
+               ) -> tuple[TrainConfig, Any]:
+    """The config with its space adapted to the data, and the resolved `Data`."""
+    resolved = data_source(cfg, data=data, data_dir=data_dir).resolve(cfg.space)
+    if resolved.space != cfg.space:
+        log.info("space %s adapted to the data: %s", cfg.space.name, resolved.space.name)
+    return dataclasses.replace(cfg, space=resolved.space), resolved
+
+
+def _loaders(cfg: TrainConfig, data: Any, dist_info: _Dist, dev: torch.device
+             ) -> tuple[Any, Any, BatchLoader, BatchLoader | None]:
+    """(train, recalibration, validation, test-or-None) loaders."""
+    stream = cfg.stream
+    train_split = "train"
     if cfg.train_limit:
-        train_ds = train_ds.subset(np.arange(min(cfg.train_limit, len(train_ds))))
-    if full.num_classes > cfg.space.num_classes:
-        raise ConfigError(f"dataset has {full.num_classes} classes, the space "
-                          f"{cfg.space.name!r} {cfg.space.num_classes}")
-    return train_ds, val_ds, test
+        data = dataclasses.replace(data, splits={**data.splits, "train": data.splits[
+            "train"].subset(np.arange(min(cfg.train_limit, data.size("train"))))})
+    loader = data.loader(train_split, batch_size=cfg.batch_size, seed=cfg.seed,
+                         rank=dist_info.rank, world_size=dist_info.world, stream=stream,
+                         device=dev)
+    recal = data.loader(train_split, batch_size=cfg.batch_size, seed=cfg.seed, stream=stream,
+                        device=dev)
+    val = BatchLoader(data.arrays("val"), batch_size=min(cfg.batch_size * 2, data.size("val")),
+                      seed=cfg.seed, device=dev, shuffle=False)
+    test = None
+    if data.info.name != "synthetic":
+        test = BatchLoader(data.arrays("test"), batch_size=min(256, data.size("test")),
+                           seed=cfg.seed, device=dev, shuffle=False)
+    return loader, recal, val, test
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -369,7 +386,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
           phases: Sequence[str] | None = None, resume: bool = False,
           init: str | os.PathLike[str] | None = None, device: str = "cpu",
           data_dir: str | None = None, stop_after_steps: int | None = None,
-          progress: bool = True, fixed_arch: ArchSpec | None = None) -> Path:
+          progress: bool = True, fixed_arch: ArchSpec | None = None,
+          data: str | None = None) -> Path:
     """Run progressive shrinking as configured; returns the run folder.
 
     Args:
@@ -379,9 +397,12 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
         phases: names of the phases to run (default: all in the config), in schedule order.
         resume: continue from the run folder's latest checkpoint (same weights as an
             uninterrupted run, on CPU with a fixed seed).
-        init: a checkpoint (folder or run folder) whose model/teacher weights start the run.
+        init: a checkpoint (folder or run folder) whose model/teacher weights start the run, or
+            any supernet file `training.weights.read_supernet` takes (an official ``.pth``).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun, the local rank picks the GPU).
         data_dir: overrides the config's ``data_dir``.
+        data: overrides the config's dataset: ``fmnist``, ``imagefolder:PATH`` or ``synthetic``
+            (`training.datasets`); the space is adapted to its channels and classes.
         stop_after_steps: test hook: checkpoint and return once the global step reaches this.
         progress: show tqdm bars (rank 0 only).
         fixed_arch: train this one architecture from scratch instead of the supernet: a
@@ -422,14 +443,13 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
 
     from training.supernet import OFAMobileNetV3
 
+    cfg, resolved = _load_data(cfg, data_dir=data_dir, data=data)
     space = cfg.space
-    train_ds, val_ds, test_ds = _load_data(cfg, data_dir=data_dir)
-    loader = BatchLoader(train_ds, batch_size=cfg.batch_size, seed=cfg.seed,
-                         rank=dist_info.rank, world_size=dist_info.world, device=dev)
-    recal_loader = BatchLoader(train_ds, batch_size=cfg.batch_size, seed=cfg.seed, device=dev)
-    val_loader = BatchLoader(val_ds, batch_size=min(cfg.batch_size * 2, len(val_ds)),
-                             seed=cfg.seed, device=dev, shuffle=False)
-    mean, std = train_ds.mean, train_ds.std
+    if fixed_arch is not None and fixed_arch.space != space:  # the data adapted the space
+        fixed_arch = ArchSpec(fixed_arch.kernel_sizes, fixed_arch.expand_ratios,
+                              fixed_arch.depths, fixed_arch.resolution, space=space)
+    loader, recal_loader, val_loader, test_loader = _loaders(cfg, resolved, dist_info, dev)
+    mean, std = resolved.info.mean, resolved.info.std
 
     torch.manual_seed(cfg.seed)
     base = OFAMobileNetV3(space) if fixed_arch is None else scratch_subnet(space, fixed_arch)
@@ -455,7 +475,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
                                   f"{space.name!r}: {str(e).splitlines()[0]}") from None
 
     if init is not None:
-        ck = load_checkpoint(init)
+        ck = _init_weights(init, space)
         teacher = load_weights(ck)
         log.info("initialised from %s", ck.path)
     if resume:
@@ -526,6 +546,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
             "rng": {"arch": numpy_rng_to_json(arch_rng), "ranks": per_rank},
             "world_size": dist_info.world,
             "config": cfg.raw,
+            "space": space.to_json(),  # the config's space adapted to the data
         }
         if fixed_arch is not None:
             state["fixed_arch"] = str(fixed_arch)
@@ -669,12 +690,14 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
         pos = _Position(pos.phase, 0, 0, pos.global_step, pos.started)
 
     if dist_info.main:
-        meta = {"space": json.dumps(space.to_json()), "format": "ofa_mbv3"}
+        meta = {"space": json.dumps(space.to_json()), "format": "ofa_mbv3",
+                "data": json.dumps(resolved.info.to_json())}
         if fixed_arch is not None:
             meta.update(format="ofa_mbv3_subnet", arch=json.dumps(fixed_arch.to_json()))
         save_tensors(run / "model.safetensors", model.state_dict(), meta)
         final: dict[str, Any] = {"global_step": pos.global_step, "space": space.name,
-                                 "phases": [p.name for p in selected]}
+                                 "phases": [p.name for p in selected],
+                                 "data": resolved.info.to_json()}
         if fixed_arch is not None:
             final["fixed_arch"] = str(fixed_arch)
 
@@ -686,9 +709,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
                                  whole=True)
 
         final.update(evaluate(val_loader, "val"))
-        if test_ds is not None:
-            test_loader = BatchLoader(test_ds, batch_size=min(256, len(test_ds)), seed=cfg.seed,
-                                      device=dev, shuffle=False)
+        if test_loader is not None:
             final.update(evaluate(test_loader, "test"))
         from training.checkpoint import atomic_write_bytes
 
@@ -697,6 +718,19 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
     if dist_info.world > 1:
         _check_replicas(model, run, dist_info)
     return run
+
+
+def _init_weights(init: str | os.PathLike[str], space: SearchSpace) -> Any:
+    """``--init``: a training checkpoint (model and teacher), else any supernet file
+    (`training.weights.read_supernet`: a run folder, ``.safetensors``, an official ``.pth``)."""
+    from training.checkpoint import Checkpoint
+    from training.weights import read_supernet
+
+    try:
+        return load_checkpoint(init)
+    except CheckpointError:
+        sf = read_supernet(init, space=space)
+        return Checkpoint(sf.path, sf.state, None, None, {})
 
 
 def _check_replicas(model: nn.Module, run: Path, dist_info: _Dist) -> None:
@@ -761,15 +795,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="output folder (default: the config's run_dir)")
     p.add_argument("--phases", help="comma-separated subset, e.g. kernel,depth1")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--init", help="start from this checkpoint's weights (fresh schedule)")
+    p.add_argument("--init", help="start from this checkpoint's weights (fresh schedule): a "
+                   "training checkpoint, or any supernet file (.safetensors, official .pth)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
-    p.add_argument("--data-dir", help="dataset folder (overrides the config)")
+    p.add_argument("--stream", action="store_true", default=None,
+                   help="decode an image folder's training batches as they are needed "
+                        "(a folder too large for memory)")
+    add_data_arguments(p, default=None)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     p.add_argument("--fixed-arch", help="train this one subnet (short form k..-e..-d..-r..) from "
                    "scratch with the full phase's recipe (the PS-vs-scratch baseline)")
     p.add_argument("--stop-after-steps", type=int, help=argparse.SUPPRESS)  # test hook
     return p
+
+
+def config_with_data(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+    """The config with the ``--data`` options (`training.datasets.add_data_arguments`) given on
+    the command line (training, and the benchmarks that train or evaluate as it does)."""
+    names = {"val_size": "val_size", "image_size": "image_size", "crop_fraction": "crop_fraction",
+             "synthetic_size": "synthetic_size", "channels": "channels", "stream": "stream",
+             "data_workers": "data_workers", "split_seed": "split_seed"}
+    given = {field: getattr(args, arg) for arg, field in names.items()
+             if getattr(args, arg, None) is not None}
+    if "data_workers" in given and not given["data_workers"]:
+        del given["data_workers"]
+    if getattr(args, "data", None) or getattr(args, "data_dir", None):
+        kind, sep, path = (args.data or cfg.dataset).partition(":")
+        given.update(dataset=kind, data_dir=args.data_dir or (path if sep else
+                                                              cfg.data_dir if kind == cfg.dataset
+                                                              else ""))
+    cfg = dataclasses.replace(cfg, **given)
+    cfg._validate()
+    return cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -780,17 +838,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        cfg = TrainConfig.from_file(args.config)
+        cfg = config_with_data(TrainConfig.from_file(args.config), args)
         phases = [s.strip() for s in args.phases.split(",") if s.strip()] if args.phases else None
         fixed = (ArchSpec.from_str(args.fixed_arch, space=cfg.space) if args.fixed_arch
                  else None)
         train(cfg, run_dir=args.run_dir, phases=phases, resume=args.resume, init=args.init,
-              device=args.device, data_dir=args.data_dir, stop_after_steps=args.stop_after_steps,
+              device=args.device, stop_after_steps=args.stop_after_steps,
               progress=not args.no_progress and sys.stderr.isatty(), fixed_arch=fixed)
+        _close_dist(wait=True)
     except OfaError as e:
         log.error("%s", e)
         return e.exit_code
+    finally:
+        _close_dist(wait=False)
     return 0
+
+
+def _close_dist(*, wait: bool) -> None:
+    """Tear the process group down before the interpreter exits (``wait``: after every rank got
+    here): a gloo group still alive at exit can abort a rank ("terminate called without an active
+    exception", seen when a finished run resumes and every rank returns at once). After an error
+    there is no barrier, so a failed rank cannot hang on the others."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 from ofa_sdk.errors import InputError
 from ofa_sdk.metadata import ModelMetadata
 
-__all__ = ["preprocess_images", "quantize", "dequantize", "softmax"]
+__all__ = ["preprocess_images", "crop_box", "quantize", "dequantize", "softmax"]
 
 # ITU-R 601-2 luma, the weights Pillow's convert("L") uses, so float and uint8 inputs agree.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -61,7 +61,22 @@ def _open(path: str | os.PathLike) -> Any:
         raise InputError(f"cannot read image {os.fspath(path)}: {e}") from None
 
 
-def _pil_to_array(im: Any, channels: int, size: int) -> np.ndarray:
+def crop_box(w: int, h: int, size: int, crop: float | None) -> tuple[tuple[int, int], Any]:
+    """The resize target and centre-crop box of a ``w`` x ``h`` image for a ``size`` input.
+
+    ``crop`` is the sidecar's crop fraction: the shorter side goes to ``size / crop`` and the
+    centre ``size`` x ``size`` is kept (training decodes image folders with this same function,
+    ``training.data.decode_image``); ``None`` stretches to ``size`` x ``size`` (no box).
+    """
+    if crop is None:
+        return (size, size), None
+    scale = size / crop / min(w, h)
+    rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (rw - size) // 2, (rh - size) // 2
+    return (rw, rh), (left, top, left + size, top + size)
+
+
+def _pil_to_array(im: Any, channels: int, size: int, crop: float | None = None) -> np.ndarray:
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
@@ -70,12 +85,16 @@ def _pil_to_array(im: Any, channels: int, size: int) -> np.ndarray:
         if im.mode in ("I", "I;16", "I;16B", "I;16L", "F") and mode == "RGB":
             im = im.convert("L")
         im = im.convert(mode)
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BILINEAR)
+    target, box = crop_box(*im.size, size, crop)
+    if im.size != target:
+        im = im.resize(target, Image.BILINEAR)
+    if box is not None and im.size != (size, size):
+        im = im.crop(box)
     return np.asarray(im).reshape(size, size, channels)  # uint8; scaled in preprocess_images
 
 
-def _float_array_to_array(arr: np.ndarray, channels: int, size: int) -> np.ndarray:
+def _float_array_to_array(arr: np.ndarray, channels: int, size: int,
+                          crop: float | None = None) -> np.ndarray:
     from PIL import Image
 
     arr = arr.astype(np.float32, copy=False)
@@ -87,21 +106,23 @@ def _float_array_to_array(arr: np.ndarray, channels: int, size: int) -> np.ndarr
     elif c == 1 and channels == 3:
         arr = np.repeat(arr, 3, axis=2)
     if arr.shape[:2] != (size, size):
-        planes = [
-            np.asarray(Image.fromarray(np.ascontiguousarray(arr[..., i]), mode="F")
-                       .resize((size, size), Image.BILINEAR))
-            for i in range(channels)
-        ]
+        target, box = crop_box(arr.shape[1], arr.shape[0], size, crop)
+        planes = []
+        for i in range(channels):
+            plane = Image.fromarray(np.ascontiguousarray(arr[..., i]), mode="F").resize(
+                target, Image.BILINEAR)
+            planes.append(np.asarray(plane.crop(box) if box is not None else plane))
         arr = np.stack(planes, axis=-1)
     return arr
 
 
-def _one_image(image: Any, channels: int, size: int, index: int) -> np.ndarray:
+def _one_image(image: Any, channels: int, size: int, index: int, crop: float | None = None
+               ) -> np.ndarray:
     """A single image -> H x W x C at the model's size: uint8 (0-255) or float32 (0-1)."""
     if isinstance(image, (str, os.PathLike)):
-        return _pil_to_array(_open(image), channels, size)
+        return _pil_to_array(_open(image), channels, size, crop)
     if not isinstance(image, np.ndarray):
-        return _pil_to_array(image, channels, size)
+        return _pil_to_array(image, channels, size, crop)
     arr = image
     if arr.ndim == 2:
         arr = arr[..., None]
@@ -116,9 +137,9 @@ def _one_image(image: Any, channels: int, size: int, index: int) -> np.ndarray:
         mode = {1: "L", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
         plane = arr[..., 0] if mode == "L" else arr
         im = Image.fromarray(np.ascontiguousarray(plane), mode=mode)
-        return _pil_to_array(im, channels, size)
+        return _pil_to_array(im, channels, size, crop)
     if np.issubdtype(arr.dtype, np.floating):
-        return _float_array_to_array(arr, channels, size)
+        return _float_array_to_array(arr, channels, size, crop)
     raise InputError(f"image {index}: expected uint8 (0-255) or float (0-1) pixels, "
                      f"got {arr.dtype}")
 
@@ -128,11 +149,13 @@ def preprocess_images(images: Any, metadata: ModelMetadata) -> np.ndarray:
 
     ``images`` is a path, a PIL image, a numpy array (H x W, H x W x C or N x H x W x C; uint8 in
     0-255 or float in 0-1), or a list of these. Each image is converted to the model's channel
-    count (L or RGB), resized to ``input_size`` with Pillow BILINEAR, scaled to [0, 1], normalised
+    count (L or RGB), resized to ``input_size`` with Pillow BILINEAR (shorter side, then a centre
+    crop, when the metadata's ``resize`` says so; else stretched), scaled to [0, 1], normalised
     with the metadata mean/std and laid out as NHWC or NCHW.
     """
     size, channels = metadata.input_size, metadata.channels
-    items = [_one_image(im, channels, size, i) for i, im in enumerate(_split(images))]
+    crop = metadata.resize["crop_fraction"] if metadata.resize else None
+    items = [_one_image(im, channels, size, i, crop) for i, im in enumerate(_split(images))]
     mean = np.asarray(metadata.mean, dtype=np.float64)
     std = np.asarray(metadata.std, dtype=np.float64)
     # (x / range - mean) / std as one multiply-add per pixel, written straight into the layout.

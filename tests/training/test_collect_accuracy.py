@@ -97,7 +97,7 @@ def test_pairs_record_their_supernet_and_never_mix_two(checkpoint, tmp_path):
 
     register_space(TINY)
     rc = main(["--checkpoint", str(checkpoint), "--out", str(out), "-n", "3",
-               "--space", TINY.name])
+               "--space", TINY.name, "--data", "synthetic", "--synthetic-size", "100"])
     assert rc == CollectError.exit_code != 0 and out.read_bytes() == before
     # A file mixing two supernets (e.g. concatenated by hand) cannot train a predictor.
     row = dict(_lines(out)[0], supernet_sha256="c" * 64)

@@ -252,3 +252,17 @@ def test_init_from_another_space_is_a_clear_error(tiny, tmp_path):
                     state={}, config_text="")
     with pytest.raises(CheckpointError, match="does not fit"):
         train(tiny, run_dir=tmp_path / "run", init=tmp_path, progress=False)
+
+
+def test_init_from_a_supernet_file(tiny, tmp_path):
+    """``--init`` takes any supernet file, not only a training checkpoint folder."""
+    from training.checkpoint import load_tensors
+
+    full = dataclasses.replace(tiny.phases[0], epochs=1)
+    cfg = dataclasses.replace(tiny, phases=(full,))
+    first = train(cfg, run_dir=tmp_path / "a", progress=False)
+    weights, _ = load_tensors(first / "model.safetensors")
+    second = train(dataclasses.replace(cfg, phases=(dataclasses.replace(full, epochs=0),)),
+                   run_dir=tmp_path / "b", init=first / "model.safetensors", progress=False)
+    again, _ = load_tensors(second / "model.safetensors")
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
