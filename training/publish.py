@@ -583,6 +583,13 @@ class PublishResult:
     hub: Any = None  # zoo.hub.PublishResult
 
 
+
+def default_zoo_name(space_name: str) -> str:
+    """``ofa-<space>`` with hyphens, without doubling a prefix the space already has:
+    ``ofa_mbv3_fmnist_d234_e346_k357`` -> ``ofa-mbv3-fmnist-d234-e346-k357``."""
+    base = space_name.replace("_", "-")
+    return base if base.startswith("ofa-") else f"ofa-{base}"
+
 def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
             luts: Sequence[str], *, to: str | os.PathLike | None = None,
             repo_id: str | None = None, budgets: int = 8, dry_run: bool = False,
@@ -719,7 +726,7 @@ def publish(supernet: str | os.PathLike, predictor: str | os.PathLike,
                            report, previous=_read_json(target / "index.json"),
                            measure=measure_here, probes=probes,
                            repo_id=repo_id, seed=seed,
-                           name=name or f"ofa-{space.name}",
+                           name=name or default_zoo_name(space.name),
                            command=command or _command(), created=now_iso(),
                            producer=default_producer, write_index=write_index,
                            zoo_index=ZooIndex, golden_count=golden_count)

@@ -845,10 +845,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         train(cfg, run_dir=args.run_dir, phases=phases, resume=args.resume, init=args.init,
               device=args.device, stop_after_steps=args.stop_after_steps,
               progress=not args.no_progress and sys.stderr.isatty(), fixed_arch=fixed)
+        _close_dist(wait=True)
     except OfaError as e:
         log.error("%s", e)
         return e.exit_code
+    finally:
+        _close_dist(wait=False)
     return 0
+
+
+def _close_dist(*, wait: bool) -> None:
+    """Tear the process group down before the interpreter exits (``wait``: after every rank got
+    here): a gloo group still alive at exit can abort a rank ("terminate called without an active
+    exception", seen when a finished run resumes and every rank returns at once). After an error
+    there is no barrier, so a failed rank cannot hang on the others."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":
