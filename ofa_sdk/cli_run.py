@@ -3,6 +3,8 @@ time any ``.tflite`` / ``.onnx`` file (a sidecar is used when present, never req
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,6 +22,8 @@ from ofa_sdk.cli_common import (
 )
 
 __all__ = ["run", "bench", "bench_rows"]
+
+logger = logging.getLogger(__name__)
 
 
 def _threads(threads: int | None) -> int:
@@ -47,8 +51,9 @@ def _threads(threads: int | None) -> int:
 def run(inputs: tuple[str, ...], top_k: int, threads: int | None, runtime: str, best: bool,
         budget: float | None, zoo_source: str | None, revision: str | None, precision: str,
         as_json: bool) -> None:
-    """Classify IMAGE... with MODEL (.tflite or .onnx with its .json sidecar, which gives the
-    input size, mean/std and labels), or with the best zoo entry for a latency budget:
+    """Classify IMAGE... with MODEL (.tflite or .onnx; its .json sidecar gives the input size,
+    mean/std and labels: without one they are read from the model's shape, pixels in [0, 1] and
+    classes class0..., with a warning), or with the best zoo entry for a latency budget:
     ``run --best --budget 20ms IMAGE...``."""
     from ofa_sdk.cli import do_pick
     from ofa_sdk.runtime import load_model
@@ -68,7 +73,14 @@ def run(inputs: tuple[str, ...], top_k: int, threads: int | None, runtime: str, 
             raise click.UsageError("give MODEL and at least one IMAGE (or --best --budget B)")
         model, images = inputs[0], inputs[1:]
         threads = _threads(threads)
-    m = load_model(model, runtime=runtime, num_threads=threads)
+    m = load_model(model, runtime=runtime, num_threads=threads, require_metadata=False)
+    if m.metadata is None:
+        md = m.assume_metadata()
+        logger.warning("%s has no sidecar: assuming %dx%d %s %s input scaled to [0, 1] without "
+                       "mean/std, and labels class0..class%d; scores may be off (export writes "
+                       "the sidecar)", Path(model).name, md.input_size, md.input_size,
+                       "grayscale" if md.channels == 1 else "RGB", md.layout,
+                       len(md.labels) - 1)
     results = m.classify(list(images), top_k=top_k)
     if as_json:
         emit_json({

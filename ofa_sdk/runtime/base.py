@@ -127,6 +127,31 @@ class Model(abc.ABC):
                 f"classify images, put the sidecar that export wrote next to the model")
         return self.metadata
 
+    def assume_metadata(self) -> ModelMetadata:
+        """For a model without a sidecar: metadata read from the model itself, so images can be
+        classified anyway. The shape gives the size, channels and layout (NHWC when the last
+        dimension is 1 or 3, else NCHW); pixels are scaled to [0, 1] with no further
+        normalisation and the classes are named ``class0``...; a model trained with a mean/std
+        will score worse than with its sidecar. Returns (and keeps) the metadata in use."""
+        if self.metadata is not None:
+            return self.metadata
+        shape = self.input_shape
+        if len(shape) != 4 or any(d is None for d in shape[1:]):
+            raise InputError(f"{self.path.name} has no metadata sidecar and its input shape "
+                             f"{_fmt_shape(shape)} is not one fixed-size image batch")
+        nhwc = shape[3] in (1, 3)
+        h, w, c = (shape[1], shape[2], shape[3]) if nhwc else (shape[2], shape[3], shape[1])
+        if h != w or c not in (1, 3):
+            raise InputError(f"{self.path.name} has no metadata sidecar and takes "
+                             f"{_fmt_shape(shape)}: only square 1- or 3-channel images can be "
+                             "assumed; put the sidecar export wrote next to the model")
+        self.metadata = ModelMetadata(
+            arch={}, format=self.runtime, precision="int8" if self.input_info.quantized
+            else "fp32", input_size=int(h), channels=int(c), layout="NHWC" if nhwc else "NCHW",
+            mean=(0.0,) * int(c), std=(1.0,) * int(c),
+            labels=tuple(f"class{i}" for i in range(self.num_classes)))
+        return self.metadata
+
     def preprocess(self, images: Any) -> np.ndarray:
         """Images (paths, PIL images, arrays, or a list of them) -> float32 batch for `predict`.
 

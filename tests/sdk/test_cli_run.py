@@ -51,12 +51,21 @@ def test_run_human_table(onnx_model, rgb_png):
 def test_run_errors_map_to_exit_codes(onnx_model, tmp_path, rgb_png):
     bare = tmp_path / "bare.onnx"
     bare.write_bytes(onnx_model.path.read_bytes())
-    res = _invoke("run", bare, rgb_png)
+    missing = tmp_path / "missing.onnx"
+    res = _invoke("run", missing, rgb_png)
     assert res.exit_code == ModelLoadError.exit_code
-    assert "Error:" in res.stderr and "sidecar" in res.stderr and res.stdout == ""
-    res = _invoke("run", bare, rgb_png, "--json")
+    assert "Error:" in res.stderr and "no model file" in res.stderr and res.stdout == ""
+    res = _invoke("run", missing, rgb_png, "--json")
     err = json.loads(res.stdout)
     assert err["error"] == "ModelLoadError" and err["exit_code"] == res.exit_code == 2
+    # a model without a sidecar still classifies: shapes from the model, with a warning
+    res = _invoke("run", bare, rgb_png, "--top-k", 2)
+    assert res.exit_code == 0, res.output
+    assert "no sidecar: assuming" in res.stderr and "[0, 1]" in res.stderr
+    assert res.stdout.splitlines()[1].split()[1].startswith("class")
+    res = _invoke("run", bare, rgb_png, "--json")
+    preds = json.loads(res.stdout)["results"][0]["predictions"]
+    assert res.exit_code == 0 and all(p["label"].startswith("class") for p in preds)
     bad_image = tmp_path / "bad.png"
     bad_image.write_text("nope")
     res = _invoke("run", onnx_model.path, bad_image)
