@@ -711,7 +711,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
         final.update(evaluate(val_loader, "val"))
         if test_loader is not None:
             final.update(evaluate(test_loader, "test"))
-        from training.checkpoint import atomic_write_bytes
+        from ofa_sdk.cache import atomic_write_bytes
 
         atomic_write_bytes(run / "final.json", json.dumps(final, indent=1).encode())
         log.info("done: %s", final)
@@ -744,7 +744,7 @@ def _check_replicas(model: nn.Module, run: Path, dist_info: _Dist) -> None:
     dist.all_gather(gathered, local)
     hashes = [bytes(g.cpu().tolist()).hex() for g in gathered]
     if dist_info.main:
-        from training.checkpoint import atomic_write_bytes
+        from ofa_sdk.cache import atomic_write_bytes
 
         atomic_write_bytes(run / "replicas.json", json.dumps({"state_sha256": hashes}).encode())
     dist.barrier()
