@@ -43,6 +43,8 @@ __all__ = [
     "EpochOrder",
     "FMNIST_DIR",
     "FMNIST_CLASSES",
+    "FMNIST_MEAN",
+    "FMNIST_STD",
     "read_idx",
     "load_fashion_mnist",
     "load_image_folder",

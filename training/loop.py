@@ -37,7 +37,7 @@ from training.checkpoint import (
     torch_rng_from_json,
     torch_rng_to_json,
 )
-from training.data import BatchLoader, augment, to_input
+from training.data import augment, to_input
 from training.distributed import Dist, check_replicas, float_buffers, sync
 from training.evaluation import eval_fixed, eval_min_max
 from training.schedule import Phase, extreme_choice, lr_at, phase_choices
