@@ -38,6 +38,7 @@ from ofa_sdk.errors import InputError, OfaError
 from ofa_sdk.latency import required_keys
 from ofa_sdk.metadata import ModelMetadata
 from training.datasets import add_data_arguments
+from training.probe_archive import MANIFEST, pack_probes
 from training.probe_nets import (NULL_KEY, NULL_LAYER, build_probe, fill_pattern_,
                                  probe_filename)
 
@@ -57,11 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-#: A format's archive in the probes folder: ``onnx_fp32.zip`` holds every ONNX model and sidecar.
-ARCHIVE_SUFFIX = ".zip"
-_ZIP_DATE = (2020, 4, 26, 0, 0, 0)  # fixed member timestamps: the same probes, the same bytes
 #: Formats a probe can be exported to (int8 probes are not built: int8 calibration per layer
 #: would need realistic activations, and the whole-model int8 path goes through TensorFlow).
 PROBE_FORMATS = ("tflite_fp32", "onnx_fp32")
@@ -409,53 +406,6 @@ class _ProbeExport:
         if todo:
             self.save()
         return True
-
-
-def pack_probes(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Pack each complete format of a probe folder into ``<fmt>.zip``; record it in the manifest.
-
-    One ZIP_DEFLATED archive per format holds that format's probe and calibration files with
-    their sidecars, under the manifest's relative paths. ``manifest["archives"][fmt]`` gets the
-    archive's path, sha256 and size and each member's sha256 and size, so the device checks the
-    download and every file it unpacks (``device_bench.probes``). Writes are atomic; the
-    manifest is saved too. Formats with a missing file are skipped (the export is unfinished).
-    """
-    import zipfile
-
-    folder = Path(folder)
-    records = [manifest.get("null", {}), *manifest.get("probes", {}).values(),
-               *manifest.get("calibration", [])]
-    archives: dict[str, Any] = {}
-    for fmt in manifest.get("formats", []):
-        rels = [r["files"][fmt]["path"] for r in records if fmt in r.get("files", {})]
-        if len(rels) != len(records):
-            continue
-        members: dict[str, Any] = {}
-        path = folder / f"{fmt}{ARCHIVE_SUFFIX}"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
-                                 compresslevel=9) as zf:
-                for rel in rels:
-                    for name in (rel, rel + ".json"):
-                        src = folder / name
-                        info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-                        info.compress_type = zipfile.ZIP_DEFLATED
-                        info.external_attr = 0o644 << 16
-                        data = src.read_bytes()
-                        zf.writestr(info, data, compresslevel=9)
-                        members[name] = {"sha256": sha256_file(src), "size": len(data)}
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        archives[fmt] = {"path": path.name, "sha256": sha256_file(path),
-                         "size": path.stat().st_size, "members": members}
-        logger.info("packed %d %s files (%.1f MB) into %s (%.2f MB)", len(members), fmt,
-                    sum(m["size"] for m in members.values()) / 1e6, path,
-                    path.stat().st_size / 1e6)
-    manifest["archives"] = archives
-    atomic_write_json(folder / MANIFEST, manifest)
-    return manifest
 
 
 # ---- CLI ---------------------------------------------------------------------------------------
