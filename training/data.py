@@ -20,40 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.arrays import (
-    FMNIST_CLASSES,
-    FMNIST_DIR,
-    FMNIST_MEAN,
-    FMNIST_STD,
-    ArrayDataset,
-    DatasetError,
-    DatasetNotFound,
-    load_fashion_mnist,
-    read_idx,
-    synthetic_dataset,
-    train_val_split,
-)
+from training.arrays import *  # noqa: F403  (the numpy-only datasets, re-exported)
+from training.arrays import __all__ as _ARRAY_NAMES
+from training.arrays import ArrayDataset, DatasetError, DatasetNotFound
 
-__all__ = [
-    "DatasetError",
-    "DatasetNotFound",
-    "ArrayDataset",
-    "ImageFolder",
-    "BatchLoader",
-    "EpochOrder",
-    "FMNIST_DIR",
-    "FMNIST_CLASSES",
-    "FMNIST_MEAN",
-    "FMNIST_STD",
-    "read_idx",
-    "load_fashion_mnist",
-    "load_image_folder",
-    "decode_image",
-    "synthetic_dataset",
-    "train_val_split",
-    "augment",
-    "to_input",
-]
+__all__ = [*_ARRAY_NAMES, "ImageFolder", "BatchLoader", "EpochOrder", "load_image_folder",
+           "decode_image", "augment", "to_input"]
 
 log = logging.getLogger(__name__)
 
