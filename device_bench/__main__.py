@@ -8,7 +8,6 @@ Errors are one line on stderr with the error's exit code (`ofa_sdk.cli.OfaGroup`
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
@@ -17,12 +16,8 @@ from ofa_sdk.cli import OfaGroup, emit_json, json_option
 
 
 @click.group(cls=OfaGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="-v for info, -vv for debug logs.")
-def main(verbose: int) -> None:
-    """Measure latency lookup tables on this device."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+def main() -> None:
+    """Measure latency lookup tables on this device (-v info, -vv debug logs, -q quiet)."""
 
 
 @main.command()

@@ -2,7 +2,9 @@
 
 Init time (loading the model), the first inference on its own, warm-up runs, then at least
 ``min_runs`` runs AND at least ``min_time_s`` seconds (capped by ``max_time_s``); latencies are
-reported as median, p90, min, max, mean and std in ms, with peak RSS of this process.
+reported as p50 (median), p90, p95, p99, min, max, mean and std in ms; memory as the growth of
+this process's peak RSS during init and overall (benchmark_model's "memory footprint delta"),
+and the peak RSS itself. A model needs no sidecar: shapes and dtypes come from the runtime.
 """
 
 from __future__ import annotations
@@ -34,17 +36,24 @@ class BenchResult:
     num_threads: int | None
     input_shape: tuple[int, ...]
     input_dtype: str
+    has_sidecar: bool
     init_ms: float
     first_inference_ms: float
     warmup_runs: int
+    warmup_s: float
     count: int
+    measured_s: float
     median_ms: float
+    p50_ms: float
     p90_ms: float
+    p95_ms: float
     p99_ms: float
     min_ms: float
     max_ms: float
     mean_ms: float
     std_ms: float
+    init_memory_mb: float | None
+    overall_memory_mb: float | None
     peak_rss_mb: float | None
     machine: str
 
@@ -71,13 +80,18 @@ class TimedRuns:
 
 def warm_up(model: Any, x: Any, *, runs: int, min_time_s: float) -> int:
     """Invoke until both ``runs`` calls and ``min_time_s`` seconds are done; returns the count."""
+    return _warm_up(model, x, runs=runs, min_time_s=min_time_s)[0]
+
+
+def _warm_up(model: Any, x: Any, *, runs: int, min_time_s: float) -> tuple[int, float]:
     clock = time.perf_counter_ns
     start, done = clock(), 0
     while done < runs or (clock() - start) / 1e9 < min_time_s:
         model.invoke(x)
         done += 1
-    logger.debug("warm-up: %d runs", done)
-    return done
+    wall = (clock() - start) / 1e9
+    logger.debug("warm-up: %d runs in %.3f s", done, wall)
+    return done, wall
 
 
 def timed_runs(model: Any, x: Any, *, min_runs: int, min_time_s: float, max_time_s: float,
@@ -104,8 +118,8 @@ def timed_runs(model: Any, x: Any, *, min_runs: int, min_time_s: float, max_time
         elapsed = (t1 - start) / 1e9
         if elapsed >= max_time_s:
             if len(times) < min_runs:
-                logger.warning("stopped after max_time_s=%.1f s with %d of %d runs",
-                               max_time_s, len(times), min_runs)
+                logger.warning("stopped at the time limit of %.1f s with %d of the %d runs "
+                               "asked for", max_time_s, len(times), min_runs)
             break
         if len(times) >= min_runs and elapsed >= min_time_s:
             break
@@ -144,7 +158,8 @@ def benchmark(model_or_path: Any, *, warmup_runs: int = 1, warmup_min_time_s: fl
 
     Args:
         model_or_path: a loaded `ofa_sdk.runtime.Model`, or a model file to load (then ``init_ms``
-            is this load; for a loaded model it is the load that made it).
+            is this load; for a loaded model it is the load that made it). A file needs no
+            metadata sidecar: the runtime reports the input shape and dtype.
         warmup_runs, warmup_min_time_s: warm-up until both are met (``benchmark_model``: 1, 0.5 s).
         min_runs, min_time_s: measure until both are met (``benchmark_model``: 50, 1 s) ...
         max_time_s: ... but stop after this long even if ``min_runs`` is not reached.
@@ -152,7 +167,7 @@ def benchmark(model_or_path: Any, *, warmup_runs: int = 1, warmup_min_time_s: fl
         progress: called as ``progress(runs_done, min_runs)`` after each measured run.
 
     >>> r = benchmark("mbv3.tflite", num_threads=4)   # doctest: +SKIP
-    >>> r.median_ms, r.p90_ms                         # doctest: +SKIP
+    >>> r.p50_ms, r.p90_ms, r.p99_ms                  # doctest: +SKIP
     """
     from ofa_sdk.runtime import Model, load_model
 
@@ -162,10 +177,13 @@ def benchmark(model_or_path: Any, *, warmup_runs: int = 1, warmup_min_time_s: fl
     min_time_s = _check_seconds("min_time_s", min_time_s)
     max_time_s = _check_seconds("max_time_s", max_time_s)
 
+    rss0 = peak_rss_mb()
     if isinstance(model_or_path, Model):
         model = model_or_path
+        rss0 = None  # loaded before we started: no baseline for the growth
     elif isinstance(model_or_path, (str, os.PathLike)):
-        model = load_model(model_or_path, runtime=runtime, num_threads=num_threads)
+        model = load_model(model_or_path, runtime=runtime, num_threads=num_threads,
+                           require_metadata=False)
     else:
         raise InputError("benchmark takes a Model or a model path, "
                          f"got {type(model_or_path).__name__}")
@@ -176,12 +194,19 @@ def benchmark(model_or_path: Any, *, warmup_runs: int = 1, warmup_min_time_s: fl
     t0 = time.perf_counter_ns()
     model.invoke(x)
     first_ms = (time.perf_counter_ns() - t0) / 1e6
-    done = warm_up(model, x, runs=warmup_runs, min_time_s=warmup_min_time_s)
+    done, warm_s = _warm_up(model, x, runs=warmup_runs, min_time_s=warmup_min_time_s)
     runs = timed_runs(model, x, min_runs=min_runs, min_time_s=min_time_s,
                       max_time_s=max_time_s, progress=progress)
-    times = runs.times_ns
+    rss1 = peak_rss_mb()
+    return _result(model, x, runs, first_ms=first_ms, warmup=(done, warm_s),
+                   overall_mb=None if rss0 is None or rss1 is None else rss1 - rss0, peak_mb=rss1)
 
-    ms = np.asarray(times, dtype=np.float64) / 1e6
+
+def _result(model: Any, x: np.ndarray, runs: TimedRuns, *, first_ms: float,
+            warmup: tuple[int, float], overall_mb: float | None,
+            peak_mb: float | None) -> BenchResult:
+    ms = np.asarray(runs.times_ns, dtype=np.float64) / 1e6
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, [50, 90, 95, 99]))
     return BenchResult(
         model=str(model.path),
         runtime=model.runtime,
@@ -189,17 +214,24 @@ def benchmark(model_or_path: Any, *, warmup_runs: int = 1, warmup_min_time_s: fl
         num_threads=model.num_threads,
         input_shape=tuple(int(v) for v in x.shape),
         input_dtype=str(x.dtype),
+        has_sidecar=model.metadata is not None,
         init_ms=float(model.init_ms),
         first_inference_ms=float(first_ms),
-        warmup_runs=done,
+        warmup_runs=warmup[0],
+        warmup_s=warmup[1],
         count=int(ms.size),
-        median_ms=float(np.median(ms)),
-        p90_ms=float(np.percentile(ms, 90)),
-        p99_ms=float(np.percentile(ms, 99)),
+        measured_s=runs.wall_s,
+        median_ms=p50,
+        p50_ms=p50,
+        p90_ms=p90,
+        p95_ms=p95,
+        p99_ms=p99,
         min_ms=float(ms.min()),
         max_ms=float(ms.max()),
         mean_ms=float(ms.mean()),
         std_ms=float(ms.std()),
-        peak_rss_mb=peak_rss_mb(),
+        init_memory_mb=model.init_memory_mb,
+        overall_memory_mb=overall_mb,
+        peak_rss_mb=peak_mb,
         machine=f"{platform.system()} {platform.machine()}",
     )

@@ -16,7 +16,6 @@ from typing import Any, Iterator
 
 __all__ = [
     "cache_dir",
-    "hf_cache_dir",
     "sha256_file",
     "atomic_path",
     "atomic_write_bytes",
@@ -44,20 +43,6 @@ def cache_dir(*parts: str, create: bool = True) -> Path:
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time.
-
-    huggingface_hub reads ``HF_HOME`` / ``HF_HUB_CACHE`` once at import; reading them here and
-    passing ``cache_dir=`` explicitly keeps a later change of the variables effective.
-    """
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "huggingface")
-    return Path(home) / "hub"
 
 
 def parse_json(text: str | bytes) -> Any:

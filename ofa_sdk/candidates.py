@@ -100,8 +100,9 @@ def resolve_device(zoo: Zoo, device: Any) -> tuple[DeviceInfo, DeviceClass | Non
         here = (_match(info, dc).kind == "exact" and dc.runtime in info.runtimes
                 and dc.threads <= info.cores)
         return info, dc, here
-    raise DeviceError(f"unknown device {device!r}: use 'auto' (this device) or a device class of "
-                      f"zoo {zoo.index.name!r}: {sorted(zoo.device_classes)}")
+    raise DeviceError(f"unknown device {device!r}: use --device auto (this device) or a device "
+                      f"class of zoo {zoo.index.name!r}: {sorted(zoo.device_classes)} "
+                      "(`ofa-sdk device` shows which match here)")
 
 
 def _default_threads(info: DeviceInfo) -> int:
@@ -112,7 +113,7 @@ def _default_threads(info: DeviceInfo) -> int:
 def _forced(forced: DeviceClass, runtime: str, precision: str, threads: int | None) -> Config:
     if runtime not in ("auto", forced.runtime) or precision not in ("auto", forced.precision):
         raise DeviceError(f"device class {forced.id!r} runs {forced.runtime} "
-                          f"{forced.precision}, not runtime={runtime} precision={precision}")
+                          f"{forced.precision}, not --runtime {runtime} --precision {precision}")
     if threads is not None and threads != forced.threads:
         raise DeviceError(f"device class {forced.id!r} was measured with {forced.threads} "
                           f"threads, not {threads}")
@@ -139,7 +140,8 @@ def configs(zoo: Zoo, info: DeviceInfo, *, runtime: str, precision: str, threads
     pairs = [(r, p) for r in runtimes for p in precisions if (r, p) in available]
     if not pairs:
         raise DeviceError(f"zoo {zoo.index.name!r} has no {'/'.join(runtimes)} file in "
-                          f"{'/'.join(precisions)} (it has {sorted(available)})")
+                          f"{'/'.join(precisions)} (it has {sorted(available)}); choose another "
+                          "--runtime/--precision")
     return [config_for(zoo, info, rt, prec, threads) for rt, prec in pairs]
 
 

@@ -1,17 +1,64 @@
-"""What ``ofa-sdk pick`` and ``ofa-sdk cache list`` print (the commands are in ``cli.py``)."""
+"""What ``ofa-sdk pick`` and ``ofa-sdk cache list`` print (the commands are in ``cli.py``), and
+`do_pick`, the one call of `ofa_sdk.pick` that every command shares, with its progress bars."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-__all__ = ["pick_rows", "cache_listing", "cache_lines"]
+__all__ = ["pick_rows", "cache_listing", "cache_lines", "do_pick", "Progress"]
+
+
+class Progress:
+    """tqdm bars on stderr for downloads and measurements (off when not a TTY, -q or --json)."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        bar = self._bars.get(what)
+        if bar is None:
+            from tqdm import tqdm
+
+            measuring = what.startswith("measure ")
+            bar = tqdm(total=total or None, desc=what, file=sys.stderr, disable=None,
+                       leave=False, unit="run" if measuring else "B",
+                       unit_scale=not measuring)
+            self._bars[what] = bar
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+
+def do_pick(budget: float, *, device: str, runtime: str, precision: str, threads: int | None,
+            zoo_source: Any, revision: str | None, remeasure: bool = False,
+            min_agreement: float | None = None) -> Any:
+    """`ofa_sdk.pick.pick` with the CLI's progress bars and --threads warning."""
+    from ofa_sdk.cli_common import is_quiet, warn_threads
+    from ofa_sdk.pick import pick
+
+    warn_threads(threads)
+    progress = None if is_quiet() else Progress()
+    extra = {} if min_agreement is None else {"min_agreement": min_agreement}
+    try:
+        return pick(budget, device=device, zoo=zoo_source, runtime=runtime, precision=precision,
+                    threads=threads, revision=revision, progress=progress,
+                    use_cache=not remeasure, **extra)
+    finally:
+        if progress is not None:
+            progress.close()
 
 
 def _latency(p: Any) -> str:
     if p.measured_ms is None:
         return f"{p.predicted_ms:.3f} ms (zoo, not measured here)"
     p99 = f", p99 {p.measured_p99_ms:.3f} ms" if p.measured_p99_ms is not None else ""
-    text = f"{p.measured_ms:.3f} ms (p90 {p.measured_p90_ms:.3f} ms{p99}, {p.latency_source})"
+    source = "cached" if p.latency_source == "cache" else p.latency_source
+    text = f"{p.measured_ms:.3f} ms (p90 {p.measured_p90_ms:.3f} ms{p99}, {source})"
     if p.trusted is False:
         text += (f"; UNRELIABLE, the machine was busy ({'; '.join(p.unreliable)}): decided "
                  f"with {p.estimate_ms:.3f} ms")
@@ -51,12 +98,16 @@ def pick_rows(p: Any) -> list[tuple[str, str]]:
     """The ``key value`` rows of ``ofa-sdk pick``'s report."""
     from ofa_sdk.device import threads_text
 
-    rows = [
-        ("entry", p.entry_id), ("arch", p.arch), ("file", p.path or p.file),
+    from ofa_sdk.cli_common import budget_text
+
+    ids = [("entry", p.entry_id)] + ([("alias", p.alias)] if p.alias else []) + (
+        [("arch", p.arch)] if p.arch != p.entry_id else [])
+    rows = ids + [
+        ("file", p.path or p.file),
         ("runtime", f"{p.runtime} {p.precision}, {threads_text(p.threads)}"),
         ("accuracy", f"{p.accuracy * 100:.2f}% {p.metric}"),
         ("latency", _latency(p)), ("predicted", f"{p.predicted_ms:.3f} ms"),
-        ("budget", f"{p.budget_ms:g} ms"), ("device", _device(p.device)),
+        ("budget", budget_text(p.budget_ms)), ("device", _device(p.device)),
         ("ranked by", _ranked(p)), ("golden", _golden(p)),
     ]
     for r in p.refused:

@@ -127,6 +127,11 @@ def _cpu_model(info: Mapping[str, str], arch: str) -> str:
     return platform.processor() or arch
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    return _cores()
+
+
 def _cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -96,6 +96,7 @@ class Pick:
     refused: tuple[Mapping[str, Any], ...] = ()
     device: Mapping[str, Any] = field(default_factory=dict)
     match: Mapping[str, Any] = field(default_factory=dict)
+    alias: str | None = None        # the entry's short name in `ofa-sdk zoo list`
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,7 +105,8 @@ class Pick:
         return d
 
     def __str__(self) -> str:
-        lat = (f"{self.measured_ms:.3f} ms measured (p90 {self.measured_p90_ms:.3f})"
+        how = "cached" if self.latency_source == "cache" else "measured"
+        lat = (f"{self.measured_ms:.3f} ms {how} (p90 {self.measured_p90_ms:.3f})"
                if self.measured_ms is not None else f"{self.predicted_ms:.3f} ms predicted")
         return (f"{self.entry_id}: {self.runtime} {self.precision}, {threads_text(self.threads)}, "
                 f"{self.metric} {self.accuracy * 100:.2f}%, {lat}, budget {self.budget_ms:g} ms")
@@ -123,15 +125,23 @@ def resolve_zoo(zoo: Zoo | str | os.PathLike | None = None, *, revision: str | N
 
 def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise DeviceError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+        raise DeviceError(f"unknown --{name} {value!r}; choose {'|'.join(choices)}")
     return value
+
+
+def _roomy(ms: float) -> str:
+    """A round budget a little above ``ms`` (``0.31`` -> ``0.4``), to suggest on the CLI."""
+    import math
+
+    step = 10 ** math.floor(math.log10(ms * 1.2))
+    return f"{math.ceil(ms * 1.2 / step) * step:.{max(0, -math.floor(math.log10(step)))}f}"
 
 
 def _check_threads(threads: Any) -> int | None:
     if threads is None:
         return None
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InputError(f"threads must be a positive integer or None, got {threads!r}")
+        raise InputError(f"--threads must be a positive integer, got {threads!r}")
     return threads
 
 
@@ -491,7 +501,7 @@ def _result(planner: _Planner, chosen: Candidate, budget: float, path: Path | No
             "count": golden.count, "min_agreement": planner.min_agreement,
             "source": golden.source, "checked": chosen.check is not None},
         refused=tuple(planner.refused), device=_device_json(planner.info),
-        match=_match_json(planner, cfg))
+        match=_match_json(planner, cfg), alias=z.index.aliases().get(chosen.entry.id))
 
 
 def _raise_nothing_fits(planner: _Planner, budget: float, excluded: set[int]) -> None:
@@ -503,7 +513,8 @@ def _raise_nothing_fits(planner: _Planner, budget: float, excluded: set[int]) ->
     if not pool:
         raise NoModelFitsBudget(f"every file of zoo {planner.zoo.index.name!r} that fits the "
                                 f"budget of {budget:g} ms was refused: "
-                                f"{'; '.join(r['file'] + ' ' + r['reason'] for r in planner.refused)}")
+                                f"{'; '.join(r['file'] + ' ' + r['reason'] for r in planner.refused)}"
+                                "; lower --min-agreement to accept them")
     measured = [c for c in pool if c.measurement is not None]
     fastest = min(measured or pool, key=lambda c: (c.latency_ms, c.entry.id))
     how = "measured on this device" if measured else \
@@ -512,7 +523,8 @@ def _raise_nothing_fits(planner: _Planner, budget: float, excluded: set[int]) ->
         if planner.refused else ""
     raise NoModelFitsBudget(
         f"no entry of zoo {planner.zoo.index.name!r} fits the budget of {budget:g} ms; the "
-        f"fastest is {fastest.label} at {fastest.latency_ms:.3f} ms {how}{refused}",
+        f"fastest is {fastest.label} at {fastest.latency_ms:.3f} ms {how}{refused}; run again "
+        f"with --budget {_roomy(fastest.latency_ms)}ms or more",
         fastest=fastest.entry.id, fastest_ms=fastest.latency_ms)
 
 
@@ -529,7 +541,8 @@ def load_best(device: Any = "auto", *, budget_ms: float | str, **kwargs: Any) ->
     p = pick(budget_ms, device=device, **kwargs)
     if not p.path:
         raise DeviceError(f"device class {p.device_class!r} is not this device; its pick "
-                          f"{p.entry_id} was not fetched (use device='auto' to load a model here)")
+                          f"{p.entry_id} was not fetched (load_best(device='auto'), the default, "
+                          "loads a model measured here)")
     return load_model(p.path, runtime=p.runtime, num_threads=p.threads)
 
 

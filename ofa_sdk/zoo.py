@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ofa_sdk import hub
 from ofa_sdk.arch import ArchSpec, SearchSpace
-from ofa_sdk.cache import hf_cache_dir, parse_json, sha256_file
+from ofa_sdk.cache import parse_json, sha256_file
 from ofa_sdk.errors import (
     ArchSpecError,
-    BackendNotInstalled,
     DeviceError,
     IntegrityError,
-    ModelNotCached,
     ZooError,
 )
 
@@ -60,7 +59,6 @@ LATENCY_KINDS = ("measured", "predicted")
 _SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 #: ``progress(path, bytes_done, bytes_total)``; called while a file downloads and once at the end.
 ProgressFn = Callable[[str, int, int], None]
@@ -362,12 +360,14 @@ class Entry:
     params: int
     files: tuple[FileEntry, ...]
     latency_ms: Mapping[str, Latency] = field(default_factory=dict)
+    #: a short name chosen by the publisher; None: `ZooIndex.aliases` gives one by size rank
+    alias: str | None = None
 
     @classmethod
     def from_json(cls, data: Any, where: str, *, space: SearchSpace, device_classes: Mapping,
                   require_hashes: bool = True) -> Entry:
         d = _obj(data, where, required=("id", "arch", "macs", "params", "files"),
-                 optional=("latency_ms",))
+                 optional=("latency_ms", "alias"))
         try:
             arch = ArchSpec.from_json(d["arch"], space=space)
         except ArchSpecError as e:
@@ -393,6 +393,7 @@ class Entry:
                         for i, f in enumerate(files)),
             latency_ms={dc: Latency.from_json(v, f"{where}.latency_ms.{dc}")
                         for dc, v in lat.items()},
+            alias=None if d.get("alias") is None else _ident(d["alias"], f"{where}.alias"),
         )
 
     def file(self, *, format: str | None = None, precision: str | None = None) -> FileEntry:
@@ -420,7 +421,24 @@ class Entry:
             "params": self.params,
             "files": [f.to_json() for f in self.files],
             "latency_ms": {k: v.to_json() for k, v in self.latency_ms.items()},
+            **({"alias": self.alias} if self.alias is not None else {}),
         }
+
+
+def _size_aliases(entries: tuple[Entry, ...]) -> dict[str, str]:
+    """``s01`` for the entry with the fewest MACs, ``s02`` next, ... (ties by id); an entry's
+    own ``alias`` wins. Computed from the index alone, so every reader agrees."""
+    order = sorted(entries, key=lambda e: (e.macs, e.id))
+    width = max(2, len(str(len(order))))
+    out = {e.id: e.alias or f"s{i:0{width}d}" for i, e in enumerate(order, 1)}
+    seen: dict[str, str] = {}
+    ids = {e.id for e in entries}
+    for entry_id, alias in out.items():
+        if alias in seen or (alias in ids and alias != entry_id):
+            raise ZooError(f"index.entries: alias {alias!r} of {entry_id!r} is also the alias "
+                           f"or id of {seen.get(alias, alias)!r}; aliases must be unique")
+        seen[alias] = entry_id
+    return out
 
 
 @dataclass(frozen=True)
@@ -508,6 +526,7 @@ class ZooIndex:
             if dc.lut is not None and require_hashes and dc.lut not in checksums:
                 raise ZooError(f"index.device_classes.{dc.id}.lut: {dc.lut!r} has no entry in "
                                "index.checksums")
+        _size_aliases(entries)  # refuse an index whose aliases collide
         return cls(name=_str(d["name"], "index.name"), created=created,
                    producer=Producer.from_json(d["producer"], "index.producer"),
                    space=space, dataset=dataset, device_classes=device_classes,
@@ -526,11 +545,19 @@ class ZooIndex:
             "checksums": {k: dataclasses.asdict(v) for k, v in sorted(self.checksums.items())},
         }
 
+    def aliases(self) -> dict[str, str]:
+        """Entry id -> short alias (``s01`` = fewest MACs, unless the entry names its own)."""
+        return _size_aliases(self.entries)
+
     def entry(self, entry_id: str) -> Entry:
+        """The entry with this id or alias."""
+        by_alias = {a: i for i, a in self.aliases().items()}
+        entry_id = by_alias.get(entry_id, entry_id)
         for e in self.entries:
             if e.id == entry_id:
                 return e
-        raise ZooError(f"no entry {entry_id!r} in zoo {self.name!r}")
+        raise ZooError(f"no entry {entry_id!r} in zoo {self.name!r} (see `ofa-sdk zoo list` for "
+                       "ids and aliases)")
 
     def expected(self, path: str) -> Checksum | None:
         """The sha256/size the index promises for any zoo-relative ``path`` (None if unlisted)."""
@@ -566,14 +593,10 @@ def parse_source(source: str | os.PathLike | None, revision: str | None = None
         if not re.match(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", body):
             raise ZooError(f"zoo source {text!r}: expected hf://<org>/<name>[@<revision>]")
         if rev and revision and rev != revision:
-            raise ZooError(f"zoo source {text!r} pins revision {rev!r} but revision="
-                           f"{revision!r} was also given")
+            raise ZooError(f"zoo source {text!r} pins revision {rev!r} but --revision "
+                           f"{revision} was also given; give one of them")
         return "hf", body, revision or rev
     return "local", text, revision
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class Zoo:
@@ -584,8 +607,7 @@ class Zoo:
     """
 
     def __init__(self, index: ZooIndex, *, source: str, root: Path | None = None,
-                 repo_id: str | None = None, revision: str | None = None,
-                 endpoint: str | None = None, offline: bool = False,
+                 repo_id: str | None = None, revision: str | None = None, offline: bool = False,
                  progress: ProgressFn | None = None) -> None:
         self.index = index
         self.source = source
@@ -593,7 +615,6 @@ class Zoo:
         self.repo_id = repo_id
         #: For a Hub zoo, the commit sha every file is read from.
         self.revision = revision
-        self._endpoint = endpoint
         self.offline = offline
         self._progress = progress
         self._verified: dict[str, tuple[Path, int, int]] = {}
@@ -687,19 +708,22 @@ class Zoo:
 
     def download_all(self, *, formats: tuple[str, ...] | None = None,
                      progress: ProgressFn | None = None) -> list[Path]:
-        """Fetch and verify every model file (optionally only some formats) and every LUT.
+        """Fetch and verify every file the index lists: model files and sidecars (only those of
+        ``formats`` when given), LUTs, and, with no ``formats``, every other checksummed file
+        (golden set, probes, card, plots); after this the zoo works offline.
 
         From the Hub, the files come in one parallel ``snapshot_download`` of the pinned commit,
-        then each is verified as `file_path` does.
+        then each is verified as `file_path` does (``ofa-sdk zoo download`` calls this).
         """
         files = [f for e in self.entries for f in e.files
                  if formats is None or f.format in formats]
         luts = [dc.lut for dc in self.device_classes.values() if dc.lut is not None]
+        extra = [] if formats is not None else sorted(set(self.index.checksums) - set(luts))
         if self._root is None and not self.offline:
-            wanted = [p for f in files for p in (f.path, f.metadata)] + luts
-            _hf_snapshot(self.repo_id, wanted, revision=self.revision, endpoint=self._endpoint)
+            wanted = [p for f in files for p in (f.path, f.metadata)] + luts + extra
+            hub.snapshot(self.repo_id, wanted, revision=self.revision)
         out = [self.file_path(f, progress=progress) for f in files]
-        out += [self.fetch(p, progress=progress) for p in luts]
+        out += [self.fetch(p, progress=progress) for p in luts + extra]
         return out
 
     def _file_by_path(self, path: str) -> FileEntry:
@@ -710,8 +734,8 @@ class Zoo:
         raise ZooError(f"no model file {path!r} in zoo {self.index.name!r}")
 
     def _hub_fetch(self, path: str, expected: Checksum, progress: ProgressFn | None) -> Path:
-        local = _hf_download(self.repo_id, path, revision=self.revision, endpoint=self._endpoint,
-                             offline=self.offline, progress=progress, size=expected.size)
+        local = hub.download(self.repo_id, path, revision=self.revision, offline=self.offline,
+                             progress=progress, size=expected.size)
         why = _mismatch(local, expected)
         if not why:
             return local
@@ -720,8 +744,8 @@ class Zoo:
                 f"cached {path} from {self.source} {why}, and offline mode forbids fetching it "
                 f"again; go online (unset HF_HUB_OFFLINE) to repair the cache")
         logger.warning("cached %s from %s %s; downloading it again", path, self.source, why)
-        local = _hf_download(self.repo_id, path, revision=self.revision, endpoint=self._endpoint,
-                             offline=False, progress=progress, size=expected.size, force=True)
+        local = hub.download(self.repo_id, path, revision=self.revision, offline=False,
+                             progress=progress, size=expected.size, force=True)
         why = _mismatch(local, expected)
         if why:
             raise IntegrityError(f"{path} downloaded from {self.source} {why} even after a fresh "
@@ -768,98 +792,7 @@ def _mismatch(path: Path, expected: Checksum) -> str | None:
     return None
 
 
-# ---- Hugging Face ------------------------------------------------------------------------------
-
-def _hf():
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise BackendNotInstalled(
-            "reading a zoo from the Hugging Face Hub needs huggingface_hub: "
-            "pip install 'ofa-sdk[hub]'") from None
-    return huggingface_hub
-
-
-def _endpoint(endpoint: str | None) -> str | None:
-    return endpoint or os.environ.get("HF_ENDPOINT") or None
-
-
-def _progress_tqdm(progress: ProgressFn, name: str, size: int):
-    from tqdm.auto import tqdm  # huggingface_hub depends on tqdm
-
-    class _Callback(tqdm):  # forwards byte counts, draws nothing
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-            self._done = 0
-
-        def update(self, n: float | None = 1) -> bool | None:
-            self._done += int(n or 0)
-            progress(name, self._done, int(self.total or size))
-            return None
-
-    return _Callback
-
-
-def _hf_download(repo_id: str | None, path: str, *, revision: str | None, endpoint: str | None,
-                 offline: bool, progress: ProgressFn | None = None, size: int = 0,
-                 force: bool = False) -> Path:
-    hf = _hf()
-    from huggingface_hub import errors as hf_errors
-
-    kwargs: dict[str, Any] = dict(revision=revision, cache_dir=str(hf_cache_dir()),
-                                  endpoint=_endpoint(endpoint), local_files_only=offline,
-                                  force_download=force, library_name="ofa-sdk")
-    if progress is not None:
-        kwargs["tqdm_class"] = _progress_tqdm(progress, path, size)
-    where = f"hf://{repo_id}@{revision or 'main'}"
-    try:
-        return Path(hf.hf_hub_download(repo_id, path, **kwargs))
-    except hf_errors.LocalEntryNotFoundError as e:
-        if offline:
-            raise ModelNotCached(
-                f"{path} from {where} is not in the local Hugging Face cache "
-                f"({hf_cache_dir()}) and offline mode is on (HF_HUB_OFFLINE=1 or offline=True). "
-                f"Run once with network access to fill the cache, e.g. "
-                f"open_zoo('hf://{repo_id}', revision={revision!r}).download_all(), "
-                f"or use a local zoo folder") from None
-        raise ModelNotCached(
-            f"{path} from {where}: cannot reach {_endpoint(endpoint) or 'the Hub'} and the file is "
-            f"not cached ({type(e).__name__}: {e}). Check the network or HF_ENDPOINT") from None
-    except hf_errors.RepositoryNotFoundError:
-        raise ZooError(f"{where}: repository {repo_id!r} not found (or private; set HF_TOKEN "
-                       "or run `hf auth login`)") from None
-    except hf_errors.RevisionNotFoundError:
-        raise ZooError(f"{where}: revision {revision!r} not found") from None
-    except hf_errors.EntryNotFoundError:
-        raise ZooError(f"{where}: the repo has no file {path!r}") from None
-    except hf_errors.HfHubHTTPError as e:
-        raise ZooError(f"{where}: download of {path} failed: {e}") from None
-
-
-def _hf_snapshot(repo_id: str | None, paths: list[str], *, revision: str | None,
-                 endpoint: str | None) -> None:
-    hf = _hf()
-    from huggingface_hub import errors as hf_errors
-
-    try:
-        hf.snapshot_download(repo_id, revision=revision, cache_dir=str(hf_cache_dir()),
-                             endpoint=_endpoint(endpoint), allow_patterns=paths,
-                             library_name="ofa-sdk", max_workers=4)
-    except hf_errors.LocalEntryNotFoundError as e:
-        raise ModelNotCached(f"hf://{repo_id}@{revision}: cannot download the zoo's files "
-                             f"({e}); check the network or HF_ENDPOINT") from None
-    except hf_errors.HfHubHTTPError as e:
-        raise ZooError(f"hf://{repo_id}@{revision}: snapshot download failed: {e}") from None
-
-
-def _commit_of(snapshot_file: Path, path: str) -> str | None:
-    # hub cache layout: .../snapshots/<commit sha>/<path>
-    folder = snapshot_file
-    for _ in path.split("/"):
-        folder = folder.parent
-    return folder.name if _COMMIT_RE.match(folder.name) else None
-
+# ---- reading an index ------------------------------------------------------------------------
 
 def _read_index(path: Path, where: str) -> ZooIndex:
     try:
@@ -881,8 +814,7 @@ def _read_hub_index(location: str, rev: str | None, offline: bool,
     """The index of a Hub zoo; a cached copy that cannot be read (a download cut short, a
     damaged disk) is fetched again once, as damaged model files are."""
     where = f"hf://{location}" + (f"@{rev}" if rev else "")
-    local = _hf_download(location, INDEX_NAME, revision=rev, endpoint=None, offline=offline,
-                         progress=progress)
+    local = hub.download(location, INDEX_NAME, revision=rev, offline=offline, progress=progress)
     try:
         return local, _read_index(local, where)
     except ZooError as e:
@@ -891,8 +823,8 @@ def _read_hub_index(location: str, rev: str | None, offline: bool,
                            "HF_HUB_OFFLINE, to fetch it again)") from None
         logger.warning("cached %s of %s is unreadable (%s); downloading it again", INDEX_NAME,
                        where, e)
-    local = _hf_download(location, INDEX_NAME, revision=rev, endpoint=None, offline=False,
-                         progress=progress, force=True)
+    local = hub.download(location, INDEX_NAME, revision=rev, offline=False, progress=progress,
+                         force=True)
     return local, _read_index(local, where)
 
 
@@ -913,8 +845,6 @@ def open_zoo(source: str | os.PathLike | None = None, *, revision: str | None = 
     >>> best = max(zoo.entries, key=lambda e: e.files[0].accuracy)  # doctest: +SKIP
     """
     kind, location, rev = parse_source(source, revision)
-    if offline is None:
-        offline = _env_true("HF_HUB_OFFLINE")
     if kind in ("bundled", "local"):
         root = Path(location)
         if root.is_file() and root.name == INDEX_NAME:
@@ -923,19 +853,22 @@ def open_zoo(source: str | os.PathLike | None = None, *, revision: str | None = 
             if kind == "bundled":
                 raise ZooError(
                     f"the bundled zoo is not installed in this build ({root / INDEX_NAME} is "
-                    "missing); pass a source: a zoo folder or hf://<org>/<name>")
+                    "missing); name one with --zoo DIR or --zoo hf://<org>/<name> (or "
+                    "$OFA_SDK_ZOO; zoo= in Python)")
             raise ZooError(f"zoo folder {root}: no {INDEX_NAME} (is this a zoo folder?)")
         if rev is not None:
-            raise ZooError(f"revision={rev!r} only applies to hf:// zoos, not {root}")
+            raise ZooError(f"--revision {rev} only applies to hf:// zoos, not the folder {root}")
         if (root / INDEX_NAME).is_symlink():
             raise ZooError(f"zoo folder {root}: {INDEX_NAME} is a symlink; symlinks are refused "
                            "in a zoo (copy the file instead)")
         index = _read_index(root / INDEX_NAME, f"zoo {root}")
-        return Zoo(index, source=str(root), root=root.resolve(), offline=offline,
+        return Zoo(index, source=str(root), root=root.resolve(), offline=bool(offline),
                    progress=progress)
+    if offline is None:
+        offline = hub.hub_offline()
     where = f"hf://{location}"
     local, index = _read_hub_index(location, rev, offline, progress)
-    commit = _commit_of(local, INDEX_NAME) or rev
+    commit = hub.commit_of(local, INDEX_NAME) or rev
     logger.info("opened zoo %s (%s) at commit %s", index.name, where, commit)
-    return Zoo(index, source=where, repo_id=location, revision=commit,
-               endpoint=_endpoint(None), offline=offline, progress=progress)
+    return Zoo(index, source=where, repo_id=location, revision=commit, offline=offline,
+               progress=progress)

@@ -19,7 +19,8 @@ from torch import nn
 from ofa_sdk.cache import atomic_write_bytes
 from ofa_sdk.errors import OfaError
 
-__all__ = ["Dist", "init_dist", "sync", "float_buffers", "state_hash", "check_replicas"]
+__all__ = ["Dist", "init_dist", "close_dist", "sync", "float_buffers", "state_hash",
+           "check_replicas"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,18 @@ def check_replicas(model: nn.Module, run: Path, dist_info: Dist) -> None:
     dist.barrier()
     if len(set(hashes)) != 1:
         raise OfaError(f"replicas diverged: state hashes {hashes}")
+
+
+def close_dist(*, wait: bool) -> None:
+    """Tear the process group down before the interpreter exits (``wait``: after every rank got
+    here): a gloo group still alive at exit can abort a rank ("terminate called without an active
+    exception", seen when a finished run resumes and every rank returns at once). After an error
+    there is no barrier, so a failed rank cannot hang on the others."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if wait:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()

@@ -63,6 +63,7 @@ __all__ = [
     "prepare_entry",
     "recalibrated_subnet",
     "publish",
+    "default_zoo_name",
     "settings_from_args",
     "main",
 ]
@@ -96,7 +97,7 @@ class PublishSettings:
             default ``$OFA_SDK_CACHE/publish`` (``~/.cache/ofa_sdk/publish``).
         dataset, data_dir, test_limit, synthetic_size: see `load_data` (``dataset``: a
             `training.datasets.DataSource` or ``fmnist`` / ``imagefolder:PATH`` / ``synthetic``).
-        name: the zoo's name (default ``ofa-<space>``).
+        name: the zoo's name (default `default_zoo_name` of the space).
         seed, population, generations: the search (`training.search.EvolutionConfig`).
         recal_batches, num_calib: BN recalibration batches of 100 and int8 calibration images.
         bench_min_runs, bench_min_time_s: latency measurement (`ofa_sdk.bench.benchmark`).
@@ -180,6 +181,13 @@ class PublishedZoo:
     hub: Any = None  # zoo.hub.PublishResult
 
 
+def default_zoo_name(space_name: str) -> str:
+    """``ofa-<space>`` with hyphens, without doubling a prefix the space already has:
+    ``ofa_mbv3_fmnist_d234_e346_k357`` -> ``ofa-mbv3-fmnist-d234-e346-k357``."""
+    base = space_name.replace("_", "-")
+    return base if base.startswith("ofa-") else f"ofa-{base}"
+
+
 def publish(settings: PublishSettings, *, progress: Progress | None = None) -> PublishedZoo:
     """Specialize, export, score, measure and write the zoo; optionally publish it to the Hub.
 
@@ -210,7 +218,7 @@ def publish(settings: PublishSettings, *, progress: Progress | None = None) -> P
     plan = ZooPlan(space, data, classes, choices, results, entry_root, entry_fmts, report,
                    seed=s.seed)
     index = write_zoo_atomically(plan, target, measure=s.measure_here, probes=s.probes,
-                                 repo_id=s.repo_id, name=s.name or f"ofa-{space.name}",
+                                 repo_id=s.repo_id, name=s.name or default_zoo_name(space.name),
                                  command=s.command or _command(), golden_count=s.golden_count,
                                  progress=progress)
     logger.info("wrote zoo %s: %d entries, %d device classes", target, len(index.entries),

@@ -29,7 +29,7 @@ from ofa_sdk.errors import ArchSpecError, DeviceError, OfaError
 from training.checkpoint import CheckpointError, load_checkpoint
 from training.data import BatchLoader
 from training.datasets import add_data_arguments
-from training.distributed import Dist, init_dist, state_hash
+from training.distributed import Dist, close_dist, init_dist, state_hash
 from training.evaluation import scratch_subnet
 from training.loop import ScratchMode, SupernetMode, Trainer, kd_loss
 from training.schedule import ConfigError, Phase, parse_phases
@@ -355,9 +355,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         train(cfg, run_dir=args.run_dir, phases=phases, resume=args.resume, init=args.init,
               device=args.device, stop_after_steps=args.stop_after_steps,
               progress=not args.no_progress and sys.stderr.isatty(), fixed_arch=fixed)
+        close_dist(wait=True)
     except OfaError as e:
         log.error("%s", e)
         return e.exit_code
+    finally:
+        close_dist(wait=False)
     return 0
 
 

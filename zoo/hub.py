@@ -119,8 +119,8 @@ def _hf():
 
 def _api(endpoint: str | None, token: str | bool | None):
     hf = _hf()
-    return hf.HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token,
-                    library_name="ofa-sdk")
+    # endpoint None: huggingface_hub's own HF_ENDPOINT (huggingface_hub.constants.ENDPOINT)
+    return hf.HfApi(endpoint=endpoint or None, token=token, library_name="ofa-sdk")
 
 
 def _remote_state(api, repo_id: str, branch: str) -> tuple[str | None, dict[str, RemoteFile]]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ofa_sdk.errors import InputError, ModelLoadError
-from ofa_sdk.metadata import ModelMetadata
+from ofa_sdk.metadata import ModelMetadata, sidecar_path
 from ofa_sdk.runtime.preprocess import (
     dequantize,
     preprocess_images,
@@ -62,9 +62,11 @@ class Model(abc.ABC):
     #: ``"tflite"`` or ``"onnx"``.
     runtime: str = ""
 
-    def __init__(self, path: Path, metadata: ModelMetadata, *, input_info: TensorInfo,
+    def __init__(self, path: Path, metadata: ModelMetadata | None, *, input_info: TensorInfo,
                  output_info: TensorInfo, num_threads: int | None, init_ms: float = 0.0) -> None:
         self.path = path
+        #: The sidecar's metadata; ``None`` for a plain model file loaded without one (it can be
+        #: timed and run on arrays, but `preprocess`/`classify` need the sidecar).
         self.metadata = metadata
         self.input_info = input_info
         self.output_info = output_info
@@ -72,7 +74,10 @@ class Model(abc.ABC):
         self.num_threads = num_threads
         #: Wall time of loading the model into the runtime, in ms.
         self.init_ms = init_ms
-        self._check_metadata()
+        #: Growth of this process's peak RSS while the model loaded, in MB (None if unknown).
+        self.init_memory_mb: float | None = None
+        if metadata is not None:
+            self._check_metadata()
 
     # -- what backends implement -----------------------------------------------------------------
 
@@ -87,7 +92,7 @@ class Model(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def _open(cls, rt: Any, path: Path, metadata: ModelMetadata, *,
+    def _open(cls, rt: Any, path: Path, metadata: ModelMetadata | None, *,
               num_threads: int | None) -> Model:
         """Load ``path`` with runtime module ``rt``; raise `ModelLoadError` when it cannot."""
 
@@ -109,7 +114,18 @@ class Model(abc.ABC):
 
     @property
     def num_classes(self) -> int:
+        if self.metadata is None:
+            return int(self.output_info.shape[-1] or 0) if self.output_info.shape else 0
         return len(self.metadata.labels)
+
+    def _require_metadata(self, what: str) -> ModelMetadata:
+        if self.metadata is None:
+            raise InputError(
+                f"{self.path.name} has no metadata sidecar ({sidecar_path(self.path).name}), so "
+                f"{what} is impossible: the sidecar gives the input size, channels, layout, "
+                f"mean/std and labels. `ofa-sdk bench {self.path.name}` times it without one; to "
+                f"classify images, put the sidecar that export wrote next to the model")
+        return self.metadata
 
     def preprocess(self, images: Any) -> np.ndarray:
         """Images (paths, PIL images, arrays, or a list of them) -> float32 batch for `predict`.
@@ -118,7 +134,7 @@ class Model(abc.ABC):
         >>> batch.shape                                  # doctest: +SKIP
         (1, 224, 224, 3)
         """
-        return preprocess_images(images, self.metadata)
+        return preprocess_images(images, self._require_metadata("preprocessing images"))
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32, N x classes) for a preprocessed batch.
@@ -146,8 +162,9 @@ class Model(abc.ABC):
         """
         if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
+        md = self._require_metadata("classifying images")
         probs = softmax(self.predict(self.preprocess(images)), axis=-1)
-        return top_k_labels(probs, self.metadata.labels, int(top_k))
+        return top_k_labels(probs, md.labels, int(top_k))
 
     def invoke(self, x: np.ndarray) -> np.ndarray:
         """Run the runtime on ``x`` exactly as given: the model's dtype and batch, no checks.
@@ -157,10 +174,16 @@ class Model(abc.ABC):
         return self._run(x)
 
     def random_input(self, rng: np.random.Generator | None = None, *, batch: int = 1) -> np.ndarray:
-        """A random batch in the model's own dtype and shape (for benchmarking)."""
+        """A random batch in the model's own dtype and shape (for benchmarking).
+
+        Only the batch dimension may be dynamic; any other raises `InputError`.
+        """
         rng = rng or np.random.default_rng(0)
-        shape = tuple(batch if d is None else d for d in self.input_shape)
-        shape = (batch,) + shape[1:]
+        if any(d is None for d in self.input_shape[1:]):
+            raise InputError(f"{self.path.name}: input {self.input_info.name!r} has dynamic "
+                             f"dimensions {_fmt_shape(self.input_shape)} beyond the batch; "
+                             "random input needs a fixed shape (export the model with one)")
+        shape = (batch,) + tuple(self.input_shape[1:])
         dtype = self.input_dtype
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
@@ -237,13 +260,15 @@ def _backend(runtime: str) -> type[Model]:
 
 
 def load_model(path: str | os.PathLike, *, runtime: str = "auto",
-               num_threads: int | None = None) -> Model:
+               num_threads: int | None = None, require_metadata: bool = True) -> Model:
     """Load a ``.tflite`` or ``.onnx`` model and its metadata sidecar (``<file>.json``).
 
     Args:
         path: the model file.
         runtime: ``"auto"`` (from the file suffix), ``"tflite"`` or ``"onnx"``.
         num_threads: threads for the runtime's CPU kernels; ``None`` keeps the runtime default.
+        require_metadata: when False, a model without a sidecar loads with ``metadata=None``
+            (shapes and dtypes come from the runtime; enough to time it or run arrays).
 
     Raises:
         ModelLoadError: missing, corrupt or truncated file, or a missing/mismatched sidecar.
@@ -257,19 +282,34 @@ def load_model(path: str | os.PathLike, *, runtime: str = "auto",
         runtime = next((r for r, sfx in RUNTIMES.items() if path.suffix.lower() == sfx), "")
         if not runtime:
             raise ModelLoadError(f"cannot tell the runtime from the suffix of {path.name!r}; "
-                                 "expected .tflite or .onnx, or pass runtime='tflite'/'onnx'")
+                                 "expected .tflite or .onnx, or name it: --runtime tflite|onnx")
     elif runtime not in RUNTIMES:
-        raise ModelLoadError(f"unknown runtime {runtime!r}; choose 'auto', 'tflite' or 'onnx'")
+        raise ModelLoadError(f"unknown runtime {runtime!r}; choose --runtime auto|tflite|onnx")
     if num_threads is not None and (isinstance(num_threads, bool)
                                     or not isinstance(num_threads, int) or num_threads < 1):
         raise InputError(f"num_threads must be a positive integer or None, got {num_threads!r}")
     if not path.is_file():
         raise ModelLoadError(f"no model file at {path}")
-    metadata = ModelMetadata.load(path)
+    sidecar = sidecar_path(path)
+    if require_metadata and not sidecar.exists():
+        raise ModelLoadError(
+            f"no metadata sidecar {sidecar} next to the model: classifying images needs it "
+            f"(input size, channels, layout, mean/std, labels; export writes it). "
+            f"`ofa-sdk bench {path}` times the model without one")
+    if sidecar.exists():
+        metadata: ModelMetadata | None = ModelMetadata.load(path)
+    else:
+        metadata = None
+        logger.info("%s has no sidecar; shapes and dtypes come from the model", path.name)
+    from ofa_sdk.bench import peak_rss_mb
+
     cls = _backend(runtime)
     rt = cls._import_runtime()  # not timed: init time is loading the model, as in benchmark_model
+    rss0 = peak_rss_mb()
     start = time.perf_counter()
     model = cls._open(rt, path, metadata, num_threads=num_threads)
     model.init_ms = (time.perf_counter() - start) * 1e3
+    rss1 = peak_rss_mb()
+    model.init_memory_mb = None if rss0 is None or rss1 is None else rss1 - rss0
     logger.debug("loaded %r in %.1f ms", model, model.init_ms)
     return model

@@ -54,7 +54,7 @@ class OnnxModel(Model):
         return rt
 
     @classmethod
-    def _open(cls, rt: Any, path: Path, metadata: ModelMetadata, *,
+    def _open(cls, rt: Any, path: Path, metadata: ModelMetadata | None, *,
               num_threads: int | None) -> OnnxModel:
         opts = rt.SessionOptions()
         opts.log_severity_level = 3

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -11,7 +16,9 @@ from ofa_sdk.errors import BackendNotInstalled, ModelLoadError
 from ofa_sdk.metadata import ModelMetadata
 from ofa_sdk.runtime.base import Model, TensorInfo
 
-__all__ = ["TFLiteModel"]
+__all__ = ["TFLiteModel", "native_stderr_to_log"]
+
+logger = logging.getLogger(__name__)
 
 _INSTALL = 'LiteRT is not installed; install it with: pip install "ofa-sdk[tflite]"'
 
@@ -22,6 +29,31 @@ def _tensor_info(d: dict[str, Any]) -> TensorInfo:
     scale, zero_point = d.get("quantization", (0.0, 0))
     return TensorInfo(name=d["name"], shape=shape, dtype=np.dtype(d["dtype"]),
                       scale=float(scale), zero_point=int(zero_point))
+
+
+@contextlib.contextmanager
+def native_stderr_to_log() -> Iterator[None]:
+    """Capture what native code writes to file descriptor 2 (LiteRT prints "INFO: Created
+    TensorFlow Lite XNNPACK delegate for CPU." there) and log it at INFO instead, so it shows
+    only with ``-v``. Python's own ``sys.stderr`` is flushed first and is unaffected after."""
+    try:
+        fd = sys.stderr.fileno() if sys.stderr is not None else 2
+        saved = os.dup(fd)
+    except (AttributeError, OSError, ValueError):  # no real fd 2 (embedded, some notebooks)
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        os.dup2(capture.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if line.strip():
+                    logger.info("LiteRT: %s", line)
 
 
 class TFLiteModel(Model):
@@ -51,11 +83,12 @@ class TFLiteModel(Model):
         return rt
 
     @classmethod
-    def _open(cls, rt: Any, path: Path, metadata: ModelMetadata, *,
+    def _open(cls, rt: Any, path: Path, metadata: ModelMetadata | None, *,
               num_threads: int | None) -> TFLiteModel:
         try:
-            interp = rt.Interpreter(model_path=str(path), num_threads=num_threads)
-            interp.allocate_tensors()
+            with native_stderr_to_log():
+                interp = rt.Interpreter(model_path=str(path), num_threads=num_threads)
+                interp.allocate_tensors()
             inputs, outputs = interp.get_input_details(), interp.get_output_details()
         except Exception as e:  # the interpreter raises ValueError/RuntimeError on bad files
             raise ModelLoadError(f"cannot load {path} with LiteRT: {e}") from None
@@ -70,8 +103,9 @@ class TFLiteModel(Model):
     def _run(self, x: np.ndarray) -> np.ndarray:
         if x.shape != self._cur_shape:
             # Only reached for models whose signature has a dynamic batch dimension.
-            self._interp.resize_tensor_input(self._in_index, list(x.shape), strict=True)
-            self._interp.allocate_tensors()
+            with native_stderr_to_log():
+                self._interp.resize_tensor_input(self._in_index, list(x.shape), strict=True)
+                self._interp.allocate_tensors()
             self._cur_shape = tuple(x.shape)
         self._interp.set_tensor(self._in_index, x)
         self._interp.invoke()

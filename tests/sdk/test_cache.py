@@ -16,7 +16,6 @@ from ofa_sdk.cache import (
     atomic_write_json,
     cache_dir,
     file_lock,
-    hf_cache_dir,
     sha256_file,
 )
 
@@ -26,10 +25,17 @@ def test_cache_dirs_follow_the_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("OFA_SDK_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir(create=False) == tmp_path / "xdg" / "ofa_sdk"
-    assert hf_cache_dir() == tmp_path / "hf_home" / "hub"
-    monkeypatch.delenv("HF_HUB_CACHE")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "other"))
-    assert hf_cache_dir() == tmp_path / "other" / "hub"
+
+
+def test_hub_cache_is_huggingface_hubs_own(tmp_path):
+    """HF_HOME in a fresh process's environment moves the Hub cache (read by huggingface_hub)."""
+    pytest.importorskip("huggingface_hub")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HF_HOME")}
+    env["HF_HOME"] = str(tmp_path / "other")
+    code = "from ofa_sdk.hub import hub_cache_dir; print(hub_cache_dir())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == str(tmp_path / "other" / "hub")
 
 
 def test_atomic_writes(tmp_path):

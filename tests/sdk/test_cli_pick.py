@@ -86,14 +86,13 @@ def test_bad_zoo_exit_2(tmp_path):
     assert res.exit_code == 2 and "index.name: missing required field" in res.stderr
 
 
-def test_offline_with_empty_cache_exit_2():
-    # imported first: huggingface_hub freezes HF_HUB_OFFLINE at import, which would leak offline
-    # mode into later tests if the import happened under the env below
+def test_offline_with_empty_cache_exit_2(hf_env):
     pytest.importorskip("huggingface_hub.constants")
-    res = _invoke("pick", "--budget", "20ms", "--zoo", "hf://acme/never-downloaded@v1",
-                  env={"HF_HUB_OFFLINE": "1"})
+    hf_env.set("HF_HUB_OFFLINE", "1")
+    res = _invoke("pick", "--budget", "20ms", "--zoo", "hf://acme/never-downloaded@v1")
     assert res.exit_code == 2
     assert "offline" in res.stderr and "not in the local Hugging Face cache" in res.stderr
+    assert "ofa-sdk zoo download hf://acme/never-downloaded@v1" in res.stderr
 
 
 def test_changed_file_exit_2_with_the_reason(zoo, tmp_path):

@@ -81,10 +81,17 @@ def test_bench_json(which, request):
 
 
 def test_bench_human(onnx_model):
-    res = _invoke("bench", onnx_model.path, "--runs", 5, "--min-time", 0, "--warmup", 0)
+    res = _invoke("bench", onnx_model.path, "--runs", 5, "--min-time", 0, "--warmup", 1,
+                  "--warmup-time", 0)
     assert res.exit_code == 0
-    keys = [line.split("  ")[0] for line in res.stdout.splitlines()]
-    assert {"median", "p90", "init", "first inference", "peak RSS"} <= {k.strip() for k in keys}
+    rows = dict(line.split(None, 1) if not line.startswith(("first", "min /", "mean"))
+                else line.rsplit("  ", 1) for line in res.stdout.splitlines())
+    rows = {k.strip(): v.strip() for k, v in rows.items()}
+    assert {"p50", "p90", "p95", "p99", "init", "first inference", "memory"} <= set(rows)
+    assert rows["threads"].isdigit()  # the number used, never "default"
+    assert rows["warm-up"].startswith("1 run in ")  # --warmup 1 --warmup-time 0: exactly one
+    assert rows["measured"].startswith("5 runs in ") and "at least 5 and 0 s" in rows["measured"]
+    assert "peak RSS" in rows["memory"] and rows["input"].endswith("sidecar")
 
 
 def test_bench_missing_model(tmp_path):

@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -259,8 +260,8 @@ def hub(tmp_path_factory):
 
 
 @pytest.fixture
-def endpoint(hub, monkeypatch):
-    monkeypatch.setenv("HF_ENDPOINT", hub[0].endpoint)
+def endpoint(hub, monkeypatch, hf_env):
+    hf_env.set("HF_ENDPOINT", hub[0].endpoint)
     return hub[0].endpoint
 
 
@@ -333,17 +334,17 @@ def test_hub_corrupted_cache_is_fetched_again(hub, endpoint, caplog):
 
 
 @pytest.mark.integration
-def test_hub_corrupted_cache_offline_is_integrity_error(hub, endpoint, monkeypatch):
+def test_hub_corrupted_cache_offline_is_integrity_error(hub, endpoint, monkeypatch, hf_env):
     zoo = open_zoo(f"hf://{REPO}")
     f = zoo.entries[0].files[1]
     zoo.file_path(f).resolve().write_bytes(b"junk")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf_env.set("HF_HUB_OFFLINE", "1")
     with pytest.raises(IntegrityError, match="offline"):
         open_zoo(f"hf://{REPO}").file_path(f)
 
 
 @pytest.mark.integration
-def test_hub_repo_that_disagrees_with_its_index(tmp_path, monkeypatch):
+def test_hub_repo_that_disagrees_with_its_index(tmp_path, monkeypatch, hf_env):
     server = HubServer(tmp_path / "srv")
     make_zoo(tmp_path / "z")
     f = json.loads((tmp_path / "z" / "index.json").read_text())["entries"][0]["files"][0]
@@ -351,7 +352,7 @@ def test_hub_repo_that_disagrees_with_its_index(tmp_path, monkeypatch):
     server.push_folder(REPO, tmp_path / "z")
     server.start(REPO)
     try:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        hf_env.set("HF_ENDPOINT", server.endpoint)
         zoo = open_zoo(f"hf://{REPO}")
         with pytest.raises(IntegrityError, match="even after a fresh download"):
             zoo.file_path(f["path"])
@@ -360,30 +361,30 @@ def test_hub_repo_that_disagrees_with_its_index(tmp_path, monkeypatch):
 
 
 @pytest.mark.integration
-def test_hub_offline_with_empty_cache_says_what_to_do(hub, endpoint, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_offline_with_empty_cache_says_what_to_do(hub, endpoint, monkeypatch, hf_env):
+    hf_env.set("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotCached, match="offline mode is on") as e:
         open_zoo(f"hf://{REPO}")
     assert "Run once with network access" in str(e.value)
-    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hf_env.set("HF_HUB_OFFLINE", None)
     with pytest.raises(ModelNotCached):
         open_zoo(f"hf://{REPO}", offline=True)
 
 
 @pytest.mark.integration
-def test_hub_cache_serves_when_server_is_gone(tmp_path, monkeypatch):
+def test_hub_cache_serves_when_server_is_gone(tmp_path, monkeypatch, hf_env):
     server = HubServer(tmp_path / "srv")
     make_zoo(tmp_path / "z")
     commit = server.push_folder(REPO, tmp_path / "z")
     server.start(REPO)
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    hf_env.set("HF_ENDPOINT", server.endpoint)
     try:
         first = open_zoo(f"hf://{REPO}")
         first.download_all()
     finally:
         server.stop()
     assert not server.running
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf_env.set("HF_HUB_OFFLINE", "1")
     again = open_zoo(f"hf://{REPO}")
     assert again.revision == commit and again.offline
     for e in again.entries:
@@ -392,9 +393,43 @@ def test_hub_cache_serves_when_server_is_gone(tmp_path, monkeypatch):
     assert again.lut("x86-avx2-tflite-int8-t1") is not None
     with pytest.raises(ModelNotCached):
         open_zoo(f"hf://{REPO}@v9")
-    # online but unreachable: the cached main is still served
-    monkeypatch.delenv("HF_HUB_OFFLINE")
+    # online but unreachable: the cached main is still served, after one quick attempt
+    hf_env.set("HF_HUB_OFFLINE", None)
+    start = time.monotonic()
     assert open_zoo(f"hf://{REPO}").revision == commit
+    assert time.monotonic() - start < 5  # not huggingface_hub's ~25 s of retries
+    with pytest.raises(ModelNotCached, match="cannot reach") as e:
+        open_zoo(f"hf://{REPO}@v9")
+    assert f"ofa-sdk zoo download hf://{REPO}@v9" in str(e.value)
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.integration
+def test_cli_zoo_download_then_offline(hub, tmp_path):
+    """`ofa-sdk zoo download` in a shell against olah, then `zoo list` and a verified file
+    offline with the server still up but HF_HUB_OFFLINE=1 (nothing may be fetched)."""
+    server, c1, _ = hub
+    env = {**os.environ, "HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env.pop("HF_HUB_CACHE", None)
+    cli = [sys.executable, "-m", "ofa_sdk.cli"]
+    res = subprocess.run(cli + ["zoo", "download", f"hf://{REPO}", "--revision", "v1", "--json"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and res.stderr == "", res.stderr
+    data = json.loads(res.stdout)
+    assert data["name"] == "zoo-v1" and data["revision"] == c1
+    index = json.loads((server.root / "v1" / "index.json").read_text())
+    listed = {f["path"] for e in index["entries"] for f in e["files"]} | set(index["checksums"])
+    assert len(data["files"]) == len(listed)  # every model file, LUT and checksummed file
+    assert all(str(tmp_path / "home" / "hub") in p for p in data["files"])
+    env["HF_HUB_OFFLINE"] = "1"
+    res = subprocess.run(cli + ["zoo", "list", "--zoo", f"hf://{REPO}@v1", "--json"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and json.loads(res.stdout)["revision"] == c1
+    human = subprocess.run(cli + ["zoo", "download", f"hf://{REPO}@v1"], capture_output=True,
+                           text=True, env={**env, "HF_HUB_OFFLINE": ""}, timeout=120)
+    assert human.returncode == 0 and "verified in the local cache" in human.stdout
+    assert f"HF_HUB_OFFLINE=1 ofa-sdk pick --budget 20ms --zoo hf://{REPO}@v1" in human.stdout
 
 
 def test_copy_of_index_is_not_mutated(folder):
@@ -402,3 +437,32 @@ def test_copy_of_index_is_not_mutated(folder):
     before = copy.deepcopy(data)
     ZooIndex.from_json(data)
     assert data == before
+
+
+def test_aliases_by_size_and_accepted_as_ids(tmp_path):
+    make_zoo(tmp_path / "z", n_entries=3)
+    data = json.loads((tmp_path / "z" / "index.json").read_text())
+    index = ZooIndex.from_json(data)
+    by_size = sorted(index.entries, key=lambda e: (e.macs, e.id))
+    assert [index.aliases()[e.id] for e in by_size] == ["s01", "s02", "s03"]
+    assert index.entry("s01") is by_size[0] and index.entry(by_size[2].id) is by_size[2]
+    data["entries"][0]["alias"] = "tiny"
+    renamed = ZooIndex.from_json(copy.deepcopy(data))
+    assert renamed.entry("tiny").id == data["entries"][0]["id"]
+    assert renamed.to_json()["entries"][0]["alias"] == "tiny"
+    data["entries"][1]["alias"] = "tiny"
+    with pytest.raises(ZooError, match="aliases must be unique"):
+        ZooIndex.from_json(data)
+
+
+def test_zoo_list_fits_100_columns():
+    from click.testing import CliRunner
+
+    from ofa_sdk.cli import main
+
+    res = CliRunner().invoke(main, ["zoo", "list"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines[1:]) <= 100
+    ids = {e.id for e in open_zoo().entries}
+    assert sum(line.split()[1] in ids for line in lines[1:] if not line.startswith(" ")) == len(ids)

@@ -133,7 +133,7 @@ def test_unwritable_plot_is_one_line_exit_2(tmp_path):
 # ---- a truncated index.json in the Hugging Face cache ---------------------------------------------
 
 @pytest.mark.integration
-def test_truncated_cached_hub_index_is_fetched_again(folder, tmp_path, monkeypatch, caplog):
+def test_truncated_cached_hub_index_is_fetched_again(folder, tmp_path, caplog, hf_env):
     pytest.importorskip("huggingface_hub")
     from hubserver import server_or_skip
 
@@ -141,7 +141,7 @@ def test_truncated_cached_hub_index_is_fetched_again(folder, tmp_path, monkeypat
     server.push_folder("acme/cut", folder, "zoo")
     server.start("acme/cut")
     try:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        hf_env.set("HF_ENDPOINT", server.endpoint)
         first = open_zoo("hf://acme/cut")
         cached = next((tmp_path / "hf_home" / "hub").rglob("snapshots/*/index.json"))
         blob = cached.resolve()

@@ -515,3 +515,10 @@ def test_entry_formats_classes_ships_only_what_its_classes_run(zoo_dir, inputs):
             assert zoo.file_path(f).is_file()
     with pytest.raises(InputError, match="entry formats"):
         _publish(inputs, zoo_dir[0].parent / "bad", entry_formats="some")
+
+
+def test_default_zoo_name_has_one_ofa_prefix():
+    from training.publish import default_zoo_name
+
+    assert default_zoo_name("ofa_mbv3_fmnist_d234_e346_k357") == "ofa-mbv3-fmnist-d234-e346-k357"
+    assert default_zoo_name("fmnist") == "ofa-fmnist"
