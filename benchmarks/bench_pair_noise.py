@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 

@@ -32,11 +32,11 @@ def _time(cmd: list[str], env: dict[str, str]) -> tuple[float, subprocess.Comple
 
 
 def _test_zoo(folder: Path) -> Path:
-    sys.path[:0] = [str(ROOT / "tests" / "sdk"), str(ROOT)]
-    from pickzoo import make_pick_zoo  # needs torch + onnxruntime (the dev environment)
+    from testhelpers import load
 
-    # "closest": no device class matches this machine, so a cold pick also calibrates
-    return make_pick_zoo(folder, classes="closest")
+    # needs torch + onnxruntime (the dev environment); "closest": no device class matches this
+    # machine, so a cold pick also calibrates
+    return load("sdk/pickzoo.py").make_pick_zoo(folder, classes="closest")
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-pick-"))
     zoo = args.zoo or str(_test_zoo(work / "zoo"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
            "OMP_WAIT_POLICY": "PASSIVE", "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-m", "ofa_sdk.cli", "pick", "--budget", args.budget, "--zoo", zoo,
            "--json"]

@@ -36,7 +36,7 @@ OVER = 1.10
 
 def _env(cache: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "OFA_SDK_MEASURE"}
-    return {**env, "OFA_SDK_CACHE": str(cache), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+    return {**env, "OFA_SDK_CACHE": str(cache), "OMP_NUM_THREADS": "1",
             "OMP_WAIT_POLICY": "PASSIVE", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 

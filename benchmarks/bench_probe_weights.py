@@ -29,7 +29,8 @@ import torch  # noqa: E402
 
 from ofa_sdk.arch import get_space  # noqa: E402
 from ofa_sdk.latency import required_keys  # noqa: E402
-from training.probes import _export_onnx, _export_tflite, _fill_pattern_, build_probe  # noqa: E402
+from training.probe_nets import build_probe, fill_pattern_  # noqa: E402
+from training.probes import _export_onnx, _export_tflite  # noqa: E402
 
 
 def _variant(layer, name: str, gen: torch.Generator) -> torch.nn.Module:
@@ -44,7 +45,7 @@ def _variant(layer, name: str, gen: torch.Generator) -> torch.nn.Module:
                     m.running_mean.normal_(0, 0.1, generator=gen)
                     m.running_var.uniform_(0.5, 1.5, generator=gen)
         else:
-            _fill_pattern_(net)
+            fill_pattern_(net)
             if name == "zero":
                 for p in net.parameters():
                     if p.ndim >= 2:
@@ -105,7 +106,7 @@ def sizes(space, out: Path, count: int) -> dict:
     rows = []
     for layer in picks:
         net = build_probe(layer)
-        _fill_pattern_(net)
+        fill_pattern_(net)
         x = torch.randn(1, layer.in_channels, layer.in_hw, layer.in_hw)
         row = {"key": layer.key, "params": layer.params()}
         for fmt, fn, suf in (("onnx_fp32", _export_onnx, ".onnx"),
@@ -134,7 +135,7 @@ def sizes(space, out: Path, count: int) -> dict:
     from training.supernet import OFAMobileNetV3
 
     supernet = OFAMobileNetV3(space).eval()
-    _fill_pattern_(supernet)
+    fill_pattern_(supernet)
     spec = space.largest()
     net = supernet.extract(spec).eval()
     cal = {}

@@ -29,13 +29,11 @@ import io  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ofa_sdk.arch import FMNIST, SearchSpace  # noqa: E402
 from ofa_sdk.encoding import ArchArrays, encode_index  # noqa: E402

@@ -39,7 +39,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ofa_sdk.errors import InputError, OfaError  # noqa: E402
 

@@ -16,21 +16,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
+import runpy
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from ofa_sdk.arch import ArchSpec, SearchSpace
+from ofa_sdk.cache import atomic_write_bytes
+from ofa_sdk.errors import OfaError
+from training.datasets import add_data_arguments
+from training.train import TrainConfig, config_with_data
 
-from bench_ps_vs_scratch import _Eval, load_supernet, middle_spec  # noqa: E402
-from training.datasets import add_data_arguments  # noqa: E402
-from ofa_sdk.arch import ArchSpec, SearchSpace  # noqa: E402
-from ofa_sdk.errors import OfaError  # noqa: E402
-from training.checkpoint import atomic_write_bytes  # noqa: E402
-from training.train import TrainConfig, config_with_data  # noqa: E402
+# the sibling benchmark, run by its path: benchmarks/ is a folder of scripts, not a package
+_PS = runpy.run_path(str(Path(__file__).with_name("bench_ps_vs_scratch.py")))
+_Eval, load_supernet, middle_spec = _PS["_Eval"], _PS["load_supernet"], _PS["middle_spec"]
 
 log = logging.getLogger("bench_subnet_table")
 

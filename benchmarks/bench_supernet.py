@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -22,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from ofa_sdk.arch import FMNIST, IMAGENET_W10, ArchSpec, SearchSpace  # noqa: E402
 from training.official import import_official  # noqa: E402
 from training.supernet import OFAMobileNetV3  # noqa: E402

@@ -17,16 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from ofa_sdk.zoo import open_zoo
+from testhelpers import load
 
-from ofa_sdk.zoo import open_zoo  # noqa: E402
-from zoofixtures import make_zoo  # noqa: E402
+make_zoo = load("zoofixtures.py").make_zoo
 
 
 def _t(fn) -> float:

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from ofa_sdk.arch import SearchSpace
@@ -171,16 +171,7 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
 
     >>> build_lut("zoo/probes", "zoo/luts/x86_64.json", runtime="tflite")   # doctest: +SKIP
     """
-    from ofa_sdk.bench import benchmark
-    from ofa_sdk.runtime import load_model
-
-    if isinstance(settings.rounds, bool) or not isinstance(settings.rounds, int) \
-            or settings.rounds < 1:
-        raise InputError(f"rounds must be a positive integer, got {settings.rounds!r}")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InputError(f"threads must be a positive integer, got {threads!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InputError(f"limit must be an integer >= 0, got {limit!r}")
+    _check_args(settings, threads, limit)
     check_runtime(runtime)
     if not isinstance(probes, ProbeSet):
         probes = ProbeSet.load(probes)
@@ -188,17 +179,7 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
     fmt = format_for(runtime, precision)
     probes.check_format(fmt)
     probes = probes.unpacked(fmt)  # a shipped folder holds <fmt>.zip: verify, unpack to cache
-    needed = required_keys(space)
-    missing = [layer.key for layer in needed if layer.key not in probes.probes]
-    if interpolate:
-        needed = [layer for layer in needed if layer.key in probes.probes]
-    elif missing:
-        raise ZooError(f"probes folder {probes.folder} lacks {len(missing)} of the layers space "
-                       f"{space.name!r} needs, e.g. {missing[0]!r}; export it again")
-    if not probes.null or fmt not in probes.null:
-        raise ZooError(f"probes folder {probes.folder} has no null probe for {fmt}")
-    if not probes.calibration:
-        raise ZooError(f"probes folder {probes.folder} has no calibration models")
+    needed = _needed_layers(probes, fmt, interpolate)
 
     out = Path(out)
     _check_out(out, space)
@@ -213,49 +194,15 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
     jobs: list[tuple[str, str, ProbeFile]] = [("probes", NULL_KEY, probes.null[fmt])]
     jobs += [("probes", layer.key, probes.probes[layer.key][fmt]) for layer in needed]
     jobs += [("calibration", str(spec), files[fmt]) for spec, files in probes.calibration]
+    measured, remaining = _measure(jobs, state, part_path, runtime=runtime, threads=threads,
+                                   settings=settings, limit=limit, progress=progress)
+    if remaining:
+        return BuildResult(None, measured, resumed, remaining, part_path)
     rounds = settings.rounds
-
-    def runs_of(section: str, name: str) -> list[dict[str, Any]]:
-        return state[section].get(name, [])
-
-    total = len(jobs) * rounds
-    measured = 0
-    runtime_version = state.get("runtime_version", "")
-    for rnd in range(rounds):
-        for section, name, pfile in jobs:
-            if len(runs_of(section, name)) > rnd:
-                continue
-            if limit is not None and measured >= limit:
-                remaining = sum(max(rounds - len(runs_of(s, n)), 0) for s, n, _ in jobs)
-                logger.info("stopped after %d timings; %d remain in %s", measured, remaining,
-                            part_path)
-                return BuildResult(None, measured, resumed, remaining, part_path)
-            model = load_model(pfile.verified(), runtime=runtime, num_threads=threads)
-            result = benchmark(model, min_runs=settings.min_runs,
-                               min_time_s=settings.min_time_s,
-                               warmup_min_time_s=settings.warmup_min_time_s,
-                               max_time_s=settings.max_time_s)
-            del model
-            state[section][name] = [*runs_of(section, name), _entry_json(result)]
-            runtime_version = state["runtime_version"] = result.runtime_version
-            atomic_write_json(part_path, state)
-            measured += 1
-            if progress is not None:
-                done = sum(min(len(runs_of(s, n)), rounds) for s, n, _ in jobs)
-                progress(name, done, total)
-            logger.debug("%s: %.4f ms", name, result.median_ms)
-
-    def combined(section: str, name: str) -> dict[str, Any]:
-        runs = runs_of(section, name)[:rounds]
-        p90s = [r["p90"] for r in runs if r.get("p90") is not None]
-        return {"ms": float(np.median([r["ms"] for r in runs])),
-                "p90": float(np.median(p90s)) if p90s else None,
-                "n": int(sum(r.get("n", 0) for r in runs))}
-
-    null_ms = combined("probes", NULL_KEY)["ms"]
+    null_ms = _combined(state, "probes", NULL_KEY, rounds)["ms"]
     entries = {}
     for layer in needed:
-        e = combined("probes", layer.key)
+        e = _combined(state, "probes", layer.key, rounds)
         p90 = e.get("p90")
         entries[layer.key] = LatencyEntry(max(float(e["ms"]) - null_ms, 0.0),
                                           None if p90 is None else max(float(p90) - null_ms, 0.0),
@@ -264,8 +211,10 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
         entries = interpolate_entries(entries, required_keys(space))
     device = {**_device_info(), "probe_overhead_ms": null_ms}
     lut = LatencyLUT(space=space, entries=entries, device=device, runtime=runtime,
-                     runtime_version=runtime_version, precision=precision, threads=threads)
-    pairs = [(spec, combined("calibration", str(spec))["ms"]) for spec, _ in probes.calibration]
+                     runtime_version=state.get("runtime_version", ""), precision=precision,
+                     threads=threads)
+    pairs = [(spec, _combined(state, "calibration", str(spec), rounds)["ms"])
+             for spec, _ in probes.calibration]
     lut = fit_overhead(lut, pairs)
     lut.save(out)
     # Keep every timing next to the LUT (for refits and audits); the partial file is done.
@@ -273,6 +222,84 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
     logger.info("wrote %s: %d entries, overhead a=%.4f ms b=%.3f", out, len(entries),
                 *lut.overhead)
     return BuildResult(lut, measured, resumed, 0, part_path)
+
+
+def _check_args(settings: BenchSettings, threads: Any, limit: Any) -> None:
+    if isinstance(settings.rounds, bool) or not isinstance(settings.rounds, int) \
+            or settings.rounds < 1:
+        raise InputError(f"rounds must be a positive integer, got {settings.rounds!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InputError(f"threads must be a positive integer, got {threads!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InputError(f"limit must be an integer >= 0, got {limit!r}")
+
+
+def _needed_layers(probes: ProbeSet, fmt: str, interpolate: bool) -> list[Any]:
+    """The space's layers to time (those the probes cover, with ``interpolate``), checked."""
+    space = probes.space
+    needed = required_keys(space)
+    missing = [layer.key for layer in needed if layer.key not in probes.probes]
+    if interpolate:
+        needed = [layer for layer in needed if layer.key in probes.probes]
+    elif missing:
+        raise ZooError(f"probes folder {probes.folder} lacks {len(missing)} of the layers space "
+                       f"{space.name!r} needs, e.g. {missing[0]!r}; export it again")
+    if not probes.null or fmt not in probes.null:
+        raise ZooError(f"probes folder {probes.folder} has no null probe for {fmt}")
+    if not probes.calibration:
+        raise ZooError(f"probes folder {probes.folder} has no calibration models")
+    return needed
+
+
+def _runs_of(state: Mapping[str, Any], section: str, name: str) -> list[dict[str, Any]]:
+    return state[section].get(name, [])
+
+
+def _combined(state: Mapping[str, Any], section: str, name: str, rounds: int
+              ) -> dict[str, Any]:
+    """A model's timing over its rounds: median of the medians and of the p90s."""
+    runs = _runs_of(state, section, name)[:rounds]
+    p90s = [r["p90"] for r in runs if r.get("p90") is not None]
+    return {"ms": float(np.median([r["ms"] for r in runs])),
+            "p90": float(np.median(p90s)) if p90s else None,
+            "n": int(sum(r.get("n", 0) for r in runs))}
+
+
+def _measure(jobs: Sequence[tuple[str, str, ProbeFile]], state: dict[str, Any], part_path: Path,
+             *, runtime: str, threads: int, settings: BenchSettings, limit: int | None,
+             progress: Callable[[str, int, int], None] | None) -> tuple[int, int]:
+    """Time every job ``settings.rounds`` times (round by round, resuming ``state``, which is
+    saved after each timing); (timings taken, timings left when ``limit`` stopped it)."""
+    from ofa_sdk.bench import benchmark
+    from ofa_sdk.runtime import load_model
+
+    rounds = settings.rounds
+    total = len(jobs) * rounds
+    measured = 0
+    for rnd in range(rounds):
+        for section, name, pfile in jobs:
+            if len(_runs_of(state, section, name)) > rnd:
+                continue
+            if limit is not None and measured >= limit:
+                remaining = sum(max(rounds - len(_runs_of(state, s, n)), 0) for s, n, _ in jobs)
+                logger.info("stopped after %d timings; %d remain in %s", measured, remaining,
+                            part_path)
+                return measured, remaining
+            model = load_model(pfile.verified(), runtime=runtime, num_threads=threads)
+            result = benchmark(model, min_runs=settings.min_runs,
+                               min_time_s=settings.min_time_s,
+                               warmup_min_time_s=settings.warmup_min_time_s,
+                               max_time_s=settings.max_time_s)
+            del model
+            state[section][name] = [*_runs_of(state, section, name), _entry_json(result)]
+            state["runtime_version"] = result.runtime_version
+            atomic_write_json(part_path, state)
+            measured += 1
+            if progress is not None:
+                done = sum(min(len(_runs_of(state, s, n)), rounds) for s, n, _ in jobs)
+                progress(name, done, total)
+            logger.debug("%s: %.4f ms", name, result.median_ms)
+    return measured, 0
 
 
 def _family(key: str) -> tuple[str, int]:

@@ -23,11 +23,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ofa_sdk.cache import atomic_write_bytes, fsync_dir
 from ofa_sdk.errors import OfaError
 
 __all__ = [
     "CheckpointError",
-    "atomic_write_bytes",
+    "atomic_write_bytes",  # ofa_sdk.cache's, re-exported
     "save_tensors",
     "load_tensors",
     "optimizer_to_tensors",
@@ -51,41 +52,10 @@ class CheckpointError(OfaError, ValueError):
     """A checkpoint that is missing, incomplete or does not match the model."""
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_tensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
@@ -254,12 +224,12 @@ def save_checkpoint(run_dir: str | os.PathLike[str], *, name: str,
             save_tensors(tmp / "optimizer.safetensors", tensors, meta)
         atomic_write_bytes(tmp / "state.json", json.dumps(state, indent=1).encode())
         atomic_write_bytes(tmp / "config.toml", config_text.encode())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
     atomic_write_bytes(root / _LATEST, f"{final.name}\n".encode())
     _prune(root, keep=keep, current=final.name)
     return final

@@ -161,7 +161,7 @@ def _shards(path: Path) -> list[Path]:
 def merge_shards(path: str | os.PathLike, *, space: SearchSpace, n: int, seed: int) -> int:
     """Append the lines of ``OUT.rank*`` (a torchrun collection) to ``OUT`` in sample order,
     atomically, then remove the shard files; returns how many lines were added."""
-    from training.checkpoint import atomic_write_bytes
+    from ofa_sdk.cache import atomic_write_bytes
 
     path = Path(path)
     shards = _shards(path)

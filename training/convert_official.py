@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ofa_sdk.arch import get_space
+from ofa_sdk.cache import atomic_write_bytes
 from ofa_sdk.errors import OfaError
-from training.checkpoint import atomic_write_bytes, save_tensors
+from training.checkpoint import save_tensors
 from training.datasets import IMAGENET_MEAN, IMAGENET_STD
 from training.weights import read_supernet, supernet_metadata
 

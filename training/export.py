@@ -16,38 +16,44 @@ statistics recalibrated, and it is deployed with no retraining). Four files per 
   never imports tensorflow. Batch 1, NHWC, no TRANSPOSE op either.
 
 Both TFLite files split 7x7 depthwise convs into windows of at most 5x5 taps, because XNNPACK runs
-larger depthwise kernels on a path 20-50x slower (`_SplitDepthwise`; ``split_depthwise=False``
+larger depthwise kernels on a path 20-50x slower (`training.export_graph`; ``split_depthwise=False``
 turns it off). Every file is written to a temporary name and renamed into place once it passed its
 checks (ONNX fp32 and TFLite fp32 outputs match torch eager within 1e-4).
 
 Every model takes normalised input ``(pixel / 255 - mean) / std``; int8 TFLite models take it
 quantized with the input tensor's scale and zero point, which live in the file.
+
+`training.export_common` holds what the exporters share (temporary name, checks, tool versions),
+`training.export_graph` the export-friendly rewrite and `training.export_int8` the two int8
+exporters; this module re-exports their public names and holds the fp32 exporters, `export_all`
+and the command line.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import importlib.metadata
 import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from ofa_sdk.arch import ArchSpec
 from ofa_sdk.errors import BackendNotInstalled, InputError, ModelLoadError, OfaError
 from ofa_sdk.metadata import ModelMetadata
+from training.export_common import (MAX_CALIBRATION, ExportError, check_close,
+                                    check_representative, eval_mode, quiet_litert, run_onnx,
+                                    run_tflite, sample_input, tf_python, tmp_for, tool_versions,
+                                    verified_replace)
+from training.export_graph import FAST_DEPTHWISE_KERNEL, export_friendly
+from training.export_int8 import (ONNX_INT8_RECIPE, OnnxInt8Recipe, export_onnx_int8,
+                                  export_tflite_int8)
 
 __all__ = [
     "ExportError",
@@ -64,6 +70,8 @@ __all__ = [
     "load_subnet",
     "tf_python",
     "tool_versions",
+    "MAX_CALIBRATION",
+    "FAST_DEPTHWISE_KERNEL",
     "main",
 ]
 
@@ -78,208 +86,6 @@ FILENAMES = {
     "tflite_int8": "model_int8.tflite",
 }
 ONNX_OPSET = 17
-#: At most this many representative images are used for calibration.
-MAX_CALIBRATION = 500
-_REPO = Path(__file__).resolve().parent.parent
-_TF_SCRIPT = Path(__file__).resolve().with_name("_tf_int8.py")
-
-
-class ExportError(OfaError, RuntimeError):
-    """A converter failed, or its output did not pass the export checks."""
-
-
-# ---- helpers -----------------------------------------------------------------------------------
-
-def _tmp_for(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-class _ConvSE(nn.Module):
-    """Squeeze-and-excitation as mean -> 1x1 conv -> relu -> 1x1 conv -> hard-sigmoid -> mul.
-
-    The same function as `training.ops.SqueezeExcite` (which uses ``F.linear`` on the pooled
-    vector); keeping the 4-D shape lets the channels-last converters emit no TRANSPOSE.
-    """
-
-    def __init__(self, fc: nn.Module) -> None:
-        super().__init__()
-        self.fc = fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.mean((2, 3), keepdim=True)
-        y = torch.relu(self.fc.reduce(y))
-        return x * nn.functional.hardsigmoid(self.fc.expand(y))
-
-
-#: Largest depthwise kernel that XNNPACK (ai-edge-litert 2.3, x86) runs on a fast path; a 7x7
-#: depthwise conv there is 20-50x slower than a 5x5 one (see benchmarks/results/export.md).
-FAST_DEPTHWISE_KERNEL = 5
-
-
-class _SplitDepthwise(nn.Module):
-    """A kxk depthwise conv (odd k > 5, "same" padding) as a sum of small centred depthwise convs.
-
-    The kernel rows split into groups, each a centred (possibly dilated) window: the middle five
-    rows (dilation 1), then for each ``j > 2`` the pair of rows ``c - j, c + j`` as a 3-tap window
-    of dilation ``j`` whose centre tap is zero (``c = k // 2``). Columns split the same way; every
-    (row group, column group) pair becomes one depthwise conv with at most 25 taps and symmetric
-    padding, so outputs line up without slicing or asymmetric padding (which the channels-last
-    rewrite would wrap in TRANSPOSE ops). For k = 7: 5x5, 5x3, 3x5 and 3x3 windows (64 taps for
-    the original 49). Exact up to float summation order.
-    """
-
-    def __init__(self, conv: nn.Conv2d, bias: torch.Tensor | None = None) -> None:
-        super().__init__()
-        k = conv.kernel_size[0]
-        c = k // 2
-        self.stride, self.groups = conv.stride, conv.groups
-        # (kernel rows as indices into the kxk kernel, dilation, which of them carry weights)
-        groups = [(list(range(c - 2, c + 3)), 1, set(range(c - 2, c + 3)))]
-        groups += [([c - j, c, c + j], j, {c - j, c + j}) for j in range(3, c + 1)]
-        w = conv.weight.detach()
-        self.windows: list[tuple[tuple[int, int], tuple[int, int]]] = []
-        n = 0
-        for rows, dr, row_keep in groups:
-            for cols, dc, col_keep in groups:
-                tile = torch.zeros(w.shape[0], w.shape[1], len(rows), len(cols), dtype=w.dtype)
-                for a, r in enumerate(rows):
-                    for b, q in enumerate(cols):
-                        if r in row_keep and q in col_keep:
-                            tile[:, :, a, b] = w[:, :, r, q]
-                # One buffer per window: converters see each as a plain constant weight.
-                self.register_buffer(f"weight{n}", tile)
-                self.windows.append(((dr, dc), (dr * (len(rows) // 2), dc * (len(cols) // 2))))
-                n += 1
-        b = bias if bias is not None else conv.bias
-        self.register_buffer("bias", None if b is None else b.detach().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = None
-        for n, (dilation, padding) in enumerate(self.windows):
-            part = nn.functional.conv2d(x, getattr(self, f"weight{n}"), None, self.stride,
-                                        padding, dilation, self.groups)
-            y = part if y is None else y + part
-        if self.bias is not None:
-            y = y + self.bias.view(1, -1, 1, 1)
-        return y
-
-
-def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[nn.Conv2d, torch.Tensor]:
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    folded = copy.deepcopy(conv)
-    folded.weight.data = conv.weight.detach() * scale.view(-1, 1, 1, 1)
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    return folded, (bias - bn.running_mean) * scale + bn.bias
-
-
-def _is_large_depthwise(m: nn.Module) -> bool:
-    return (isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels
-            and m.kernel_size[0] == m.kernel_size[1] > FAST_DEPTHWISE_KERNEL
-            and m.kernel_size[0] % 2 == 1 and m.padding == (m.kernel_size[0] // 2,) * 2
-            and m.dilation == (1, 1) and m.padding_mode == "zeros")
-
-
-def export_friendly(model: nn.Module, *, split_depthwise: bool = False) -> nn.Module:
-    """A copy of ``model`` (eval mode) rewritten for channels-last converters, same outputs.
-
-    SE modules become their conv form (`_ConvSE`); with ``split_depthwise`` every depthwise conv
-    larger than 5x5 (with the BatchNorm after it folded in) becomes `_SplitDepthwise`.
-    """
-    from training.ops import SqueezeExcite
-
-    model = copy.deepcopy(model).eval()
-    for module in list(model.modules()):
-        children = list(module.named_children())
-        for i, (child_name, child) in enumerate(children):
-            if isinstance(child, SqueezeExcite):
-                setattr(module, child_name, _ConvSE(child.fc))
-            elif split_depthwise and _is_large_depthwise(child):
-                nxt = children[i + 1] if i + 1 < len(children) else None
-                if nxt is not None and isinstance(nxt[1], nn.BatchNorm2d) and isinstance(
-                        module, nn.Sequential):
-                    folded, bias = _fold_bn(child, nxt[1])
-                    setattr(module, child_name, _SplitDepthwise(folded, bias))
-                    setattr(module, nxt[0], nn.Identity())
-                else:
-                    setattr(module, child_name, _SplitDepthwise(child))
-    return model
-
-
-@contextlib.contextmanager
-def _quiet_litert():
-    """litert-torch prints progress to the console unless told not to; library code stays quiet."""
-    key = "LITERT_TORCH_SHOW_PROGRESS"
-    old = os.environ.get(key)
-    if old is None:
-        os.environ[key] = "n"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-
-
-def _sample_input(spec: ArchSpec) -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(1, spec.space.in_channels, spec.resolution, spec.resolution, generator=g)
-
-
-def _check_representative(representative: Any, spec: ArchSpec) -> np.ndarray:
-    """Normalised NCHW float32 ``(N, C, H, W)`` as a numpy array, at most `MAX_CALIBRATION`."""
-    if representative is None:
-        raise InputError("int8 export needs a representative set (normalised NCHW images from "
-                         "the training data)")
-    if isinstance(representative, torch.Tensor):
-        representative = representative.detach().cpu().numpy()
-    arr = np.asarray(representative)
-    want = (spec.space.in_channels, spec.resolution, spec.resolution)
-    if arr.ndim != 4 or tuple(arr.shape[1:]) != want or len(arr) == 0:
-        raise InputError(f"representative set must have shape (N, {want[0]}, {want[1]}, "
-                         f"{want[2]}) for {spec}, got {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise InputError(f"representative set must be normalised floats, got {arr.dtype}")
-    if not np.isfinite(arr).all():
-        raise InputError("representative set holds NaN or inf")
-    return np.ascontiguousarray(arr[:MAX_CALIBRATION], dtype=np.float32)
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def tool_versions(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Versions of the tools that shape an exported file (recorded in every sidecar)."""
-    out = {"torch": torch.__version__}
-    for dist in ("onnx", "onnxruntime", "litert-torch", "ai-edge-litert"):
-        if (v := _version(dist)) is not None:
-            out[dist] = v
-    out.update(extra or {})
-    return out
-
-
-def tf_python() -> Path:
-    """The python of the TensorFlow venv: ``$OFA_SDK_TF_PYTHON`` or ``<repo>/.venv-tf``."""
-    env = os.environ.get("OFA_SDK_TF_PYTHON")
-    path = Path(env) if env else _REPO / ".venv-tf" / "bin" / "python"
-    if not path.is_file():
-        raise BackendNotInstalled(
-            f"int8 TFLite export needs the TensorFlow venv; {path} does not exist. Create it with "
-            "`bash scripts/setup_tf_venv.sh` or point OFA_SDK_TF_PYTHON at a python with "
-            "tensorflow-cpu and onnx")
-    return path
 
 
 # ---- the four exporters ------------------------------------------------------------------------
@@ -293,9 +99,9 @@ def export_onnx(model: nn.Module, spec: ArchSpec, path: str | os.PathLike, *,
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = _sample_input(spec)
-    tmp = _tmp_for(path)
-    with _eval_mode(model):
+    x = sample_input(spec)
+    tmp = tmp_for(path)
+    with eval_mode(model):
         ref = model(x).numpy()
     net = export_friendly(model)
     with warnings.catch_warnings():
@@ -311,136 +117,11 @@ def export_onnx(model: nn.Module, spec: ArchSpec, path: str | os.PathLike, *,
             raise ExportError(f"ONNX export of {spec} failed: {e}") from e
     import onnx
 
-    try:
+    with verified_replace(tmp, path):
         onnx.checker.check_model(str(tmp), full_check=True)
         if check_atol is not None:
-            out = _run_onnx(tmp, x.numpy())
-            _check_close(out, ref, check_atol, "ONNX fp32")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    return path
-
-
-def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
-
-
-def _check_close(out: np.ndarray, ref: np.ndarray, atol: float, what: str) -> None:
-    if out.shape != ref.shape:
-        raise ExportError(f"{what} output shape {out.shape} != torch {ref.shape}")
-    diff = float(np.abs(out - ref).max())
-    if not diff <= atol:
-        raise ExportError(f"{what} differs from torch eager by {diff:.3g} > {atol}")
-
-
-def _calibration_reader(name: str, data: np.ndarray, batch: int = 32):
-    """An onnxruntime CalibrationDataReader over a representative array, in small batches."""
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = [{name: data[i:i + batch]} for i in range(0, len(data), batch)]
-            self._it = iter(self._batches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._it, None)
-
-        def rewind(self) -> None:
-            self._it = iter(self._batches)
-
-    return Reader()
-
-
-@dataclass(frozen=True)
-class OnnxInt8Recipe:
-    """How `export_onnx_int8` quantizes: onnxruntime ``quantize_static`` settings.
-
-    ``activations``/``weights`` are ``"uint8"`` or ``"int8"``; ``reduce_range`` quantizes weights
-    to 7 bits; ``quant_format`` is ``"qdq"`` (QuantizeLinear/DequantizeLinear pairs, which
-    onnxruntime fuses into integer kernels) or ``"qoperator"`` (QLinearConv etc. in the graph).
-    """
-
-    activations: str = "uint8"
-    weights: str = "int8"
-    per_channel: bool = True
-    reduce_range: bool = False
-    quant_format: str = "qdq"
-
-    def __post_init__(self) -> None:
-        types, fmts = ("uint8", "int8"), ("qdq", "qoperator")
-        if self.activations not in types or self.weights not in types:
-            raise InputError(f"int8 recipe types must be in {types}, got activations "
-                             f"{self.activations!r}, weights {self.weights!r}")
-        if self.quant_format not in fmts:
-            raise InputError(f"int8 recipe format must be in {fmts}, got {self.quant_format!r}")
-
-    @property
-    def name(self) -> str:
-        """A short label, e.g. ``qdq-u8s8-pc-rr`` (per-channel, reduced range)."""
-        t = {"uint8": "u8", "int8": "s8"}
-        return "-".join([self.quant_format, t[self.activations] + t[self.weights]]
-                        + (["pc"] if self.per_channel else ["pt"])
-                        + (["rr"] if self.reduce_range else []))
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-#: The recipe every ONNX int8 file of the zoo is made with. U8S8 with 7-bit weights: x86 CPUs
-#: without VNNI multiply uint8 x int8 with VPMADDUBSW, whose int16 pair sums saturate with 8-bit
-#: weights; 7-bit weights cannot saturate it. Chosen by measurement on a VNNI and an AVX2-only
-#: CPU: BENCHMARKS.md, "ONNX int8 recipe".
-ONNX_INT8_RECIPE = OnnxInt8Recipe(reduce_range=True)
-
-
-def export_onnx_int8(fp32_path: str | os.PathLike, path: str | os.PathLike, *,
-                     representative: Any, spec: ArchSpec,
-                     recipe: OnnxInt8Recipe = ONNX_INT8_RECIPE) -> Path:
-    """Statically quantize an fp32 ONNX model (MinMax calibration) with ``recipe``.
-
-    ``representative`` is normalised NCHW float32 ``(N, C, H, W)`` from the training data.
-    Input and output stay float32.
-    """
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-
-    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    qformat = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
-    data = _check_representative(representative, spec)
-    # absolute: quantize_static runs in a temporary cwd (below), where relative paths break
-    path, fp32_path = Path(path).absolute(), Path(fp32_path).absolute()
-    tmp = _tmp_for(path)
-    reader = _calibration_reader("input", data)
-    with tempfile.TemporaryDirectory(prefix="ofa-export-") as work:
-        prev = os.getcwd()
-        os.chdir(work)  # quantize_static may drop augmented-model files into the cwd
-        try:
-            quantize_static(str(fp32_path), str(tmp), reader,
-                            quant_format=qformat[recipe.quant_format],
-                            per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                            activation_type=qtype[recipe.activations],
-                            weight_type=qtype[recipe.weights],
-                            calibrate_method=CalibrationMethod.MinMax)
-        except Exception as e:
-            tmp.unlink(missing_ok=True)
-            raise ExportError(f"ONNX int8 quantization of {spec} failed: {e}") from e
-        finally:
-            os.chdir(prev)
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(tmp), full_check=True)
-    except onnx.checker.ValidationError as e:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"quantized ONNX model fails the checker: {e}") from None
-    os.replace(tmp, path)
+            out = run_onnx(tmp, x.numpy())
+            check_close(out, ref, check_atol, "ONNX fp32")
     return path
 
 
@@ -450,7 +131,7 @@ def export_tflite(model: nn.Module, spec: ArchSpec, path: str | os.PathLike, *,
     """Write ``model`` as fp32 TFLite with NHWC input (batch 1) through litert-torch.
 
     ``split_depthwise`` rewrites depthwise convs larger than 5x5 as sums of 5x5 ones, which
-    XNNPACK runs many times faster (`_SplitDepthwise`). Raises `ExportError` when the graph holds a
+    XNNPACK runs many times faster (`training.export_graph`). Raises `ExportError` when the graph holds a
     TRANSPOSE op or (with ``check_atol``) when the interpreter's logits differ from torch eager.
     """
     try:
@@ -462,96 +143,28 @@ def export_tflite(model: nn.Module, spec: ArchSpec, path: str | os.PathLike, *,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    x = _sample_input(spec)
+    x = sample_input(spec)
     x_nhwc = x.permute(0, 2, 3, 1).contiguous()
-    tmp = _tmp_for(path)
-    with _eval_mode(model):
+    tmp = tmp_for(path)
+    with eval_mode(model):
         ref = model(x).numpy()
     net = export_friendly(model, split_depthwise=split_depthwise)
     wrapped = litert_torch.to_channel_last_io(net, args=[0]).eval()
-    with torch.no_grad(), _quiet_litert():
+    with torch.no_grad(), quiet_litert():
         try:
             edge = litert_torch.convert(wrapped, (x_nhwc,))
             edge.export(str(tmp))
         except Exception as e:
             tmp.unlink(missing_ok=True)
             raise ExportError(f"litert-torch conversion of {spec} failed: {e}") from e
-    try:
+    with verified_replace(tmp, path):
         ops = op_counts(tmp)
         if ops.get("TRANSPOSE"):
             raise ExportError(f"TFLite fp32 graph of {spec} holds {ops['TRANSPOSE']} TRANSPOSE "
                               f"ops; expected a pure NHWC graph")
         if check_atol is not None:
-            _check_close(_run_tflite(tmp, x_nhwc.numpy()), ref, check_atol, "TFLite fp32")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+            check_close(run_tflite(tmp, x_nhwc.numpy()), ref, check_atol, "TFLite fp32")
     return path
-
-
-def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], x)
-    it.invoke()
-    return it.get_tensor(it.get_output_details()[0]["index"]).copy()
-
-
-def export_tflite_int8(onnx_fp32_path: str | os.PathLike, path: str | os.PathLike, *,
-                       representative: Any, spec: ArchSpec, split_depthwise: bool = True,
-                       timeout_s: float = 900) -> tuple[Path, dict[str, str]]:
-    """Full-integer TFLite (int8 in/out, per-channel weights) from the fp32 ONNX file.
-
-    Runs ``training/_tf_int8.py`` with the TensorFlow venv's python (`tf_python`); see
-    `export_tflite` for ``split_depthwise``. Returns the path and the versions that venv reported
-    (``tensorflow``).
-    """
-    from training.tflite_inspect import io_types, op_counts
-
-    data = _check_representative(representative, spec)
-    python = tf_python()
-    path = Path(path)
-    tmp = _tmp_for(path)
-    with tempfile.TemporaryDirectory(prefix="ofa-export-tf-") as work:
-        calib = Path(work) / "calib_nhwc.npy"
-        np.save(calib, np.ascontiguousarray(data.transpose(0, 2, 3, 1)))
-        report = Path(work) / "report.json"
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-                   OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-        cmd = [str(python), str(_TF_SCRIPT), "--onnx", str(onnx_fp32_path), "--calib", str(calib),
-               "--out", str(tmp), "--report", str(report)]
-        if not split_depthwise:
-            cmd.append("--no-split-depthwise")
-        logger.info("int8 TFLite: %s", " ".join(cmd))
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                                  env=env, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            tmp.unlink(missing_ok=True)
-            raise ExportError(f"int8 TFLite conversion of {spec} timed out after {timeout_s}s") \
-                from None
-        if proc.returncode != 0 or not tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            raise ExportError(f"int8 TFLite conversion of {spec} failed "
-                              f"(exit {proc.returncode}):\n{tail}")
-        versions = json.loads(report.read_text())
-    try:
-        ins, outs = io_types(tmp)
-        if ins != ["int8"] or outs != ["int8"]:
-            raise ExportError(f"int8 TFLite has {ins} inputs and {outs} outputs, expected int8")
-        ops = op_counts(tmp)
-        if ops.get("TRANSPOSE"):
-            logger.warning("int8 TFLite graph of %s holds %d TRANSPOSE ops", spec,
-                           ops["TRANSPOSE"])
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    return path, {k: str(v) for k, v in versions.items() if k == "tensorflow"}
 
 
 # ---- all formats -------------------------------------------------------------------------------
@@ -594,7 +207,7 @@ def export_all(model: nn.Module, spec: ArchSpec, out_dir: str | os.PathLike, *,
     if len(labels) != spec.space.num_classes:
         raise InputError(f"{len(labels)} labels for {spec.space.num_classes} classes")
     if any(f.endswith("int8") for f in formats):
-        representative = _check_representative(representative, spec)
+        representative = check_representative(representative, spec)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -38,6 +38,9 @@ from ofa_sdk.errors import InputError, OfaError
 from ofa_sdk.latency import required_keys
 from ofa_sdk.metadata import ModelMetadata
 from training.datasets import add_data_arguments
+from training.probe_archive import MANIFEST, pack_probes
+from training.probe_nets import (NULL_KEY, NULL_LAYER, build_probe, fill_pattern_,
+                                 probe_filename)
 
 __all__ = [
     "MANIFEST",
@@ -55,11 +58,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-#: A format's archive in the probes folder: ``onnx_fp32.zip`` holds every ONNX model and sidecar.
-ARCHIVE_SUFFIX = ".zip"
-_ZIP_DATE = (2020, 4, 26, 0, 0, 0)  # fixed member timestamps: the same probes, the same bytes
 #: Formats a probe can be exported to (int8 probes are not built: int8 calibration per layer
 #: would need realistic activations, and the whole-model int8 path goes through TensorFlow).
 PROBE_FORMATS = ("tflite_fp32", "onnx_fp32")
@@ -67,110 +66,6 @@ _SUFFIX = {"tflite_fp32": ".tflite", "onnx_fp32": ".onnx"}
 #: Calibration subnets per space: the smallest, the largest and this many random ones.
 NUM_RANDOM_CALIBRATION = 6
 _CALIBRATION_SEED = 20200426  # fixed and unrelated to any benchmark seed
-
-
-# ---- probe modules -----------------------------------------------------------------------------
-
-class _Pooled(nn.Module):
-    """``layer`` then global average pooling: the final-expand layer and the pool after it."""
-
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x).mean((2, 3), keepdim=True)
-
-
-class _Classifier(nn.Module):
-    """Flatten a ``(N, C, 1, 1)`` feature map and apply the linear classifier."""
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(in_features, out_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(torch.flatten(x, 1))
-
-
-#: The manifest key of the null probe: a single ReLU on a ``(1, 8, 1, 1)`` tensor. Its latency is a
-#: runtime's fixed cost per invoke (binding, input copy, dispatch), which every per-layer probe
-#: pays once but a whole model pays only once in total; ``device_bench`` subtracts it.
-NULL_KEY = "null"
-_NULL_LAYER = LayerInfo("null", 8, 8, 1, 1)
-
-
-def build_probe(layer: LayerInfo) -> nn.Module:
-    """A torch module computing exactly ``layer`` (the same modules `extract` builds), eval mode.
-
-    Input is NCHW ``(1, in_channels, in_hw, in_hw)``. Raises `InputError` for an unknown kind.
-    """
-    from training.supernet import ConvLayer, MBConv, ResidualBlock
-
-    if layer.kind == "stem":
-        net: nn.Module = ConvLayer(layer.in_channels, layer.out_channels, layer.kernel,
-                                   layer.stride, act=layer.act or "h_swish")
-    elif layer.kind == "block":
-        expand = layer.expand != 1
-        net = ResidualBlock(
-            MBConv(layer.in_channels, layer.out_channels, layer.kernel, layer.stride,
-                   layer.mid_channels, act=layer.act, use_se=layer.se_channels > 0,
-                   expand=expand),
-            residual=layer.residual)
-        if layer.se_channels:
-            se = net.conv.depth_conv.se.fc.reduce.out_channels
-            if se != layer.se_channels:
-                raise InputError(f"probe {layer.key}: SE width {se} != {layer.se_channels}")
-    elif layer.kind == "final_expand":
-        net = _Pooled(ConvLayer(layer.in_channels, layer.out_channels, act="h_swish"))
-    elif layer.kind == "feature_mix":
-        net = ConvLayer(layer.in_channels, layer.out_channels, act="h_swish", use_bn=False)
-    elif layer.kind == "classifier":
-        net = _Classifier(layer.in_channels, layer.out_channels)
-    elif layer.kind == "null":
-        net = nn.ReLU()
-    else:
-        raise InputError(f"cannot build a probe for layer kind {layer.kind!r}")
-    return net.eval()
-
-
-#: Period (floats) of the repeating weight pattern. Prime, so the rows of a weight matrix are
-#: distinct cyclic shifts (activations keep a sane scale, channels do not collapse to one value),
-#: and short, so DEFLATE packs a 1.2 MB probe into ~6 kB (251 floats: ~15 kB; random: no gain).
-_PATTERN_PERIOD = 31
-_PATTERN = np.random.default_rng(_CALIBRATION_SEED).uniform(-1.0, 1.0, _PATTERN_PERIOD)
-
-
-@torch.no_grad()
-def _fill_pattern_(net: nn.Module) -> None:
-    """Give ``net`` deterministic, highly compressible weights (fp32 latency ignores values).
-
-    Weight tensors repeat `_PATTERN` scaled by ``1/sqrt(fan_in)`` (no denormals, no blow-up in
-    whole calibration subnets); biases and BN means repeat it scaled by 0.1 (non-zero, so the
-    converters keep the same bias ops as for trained weights), BN scale and variance are 1.
-    """
-    def pattern(t: torch.Tensor, scale: float) -> torch.Tensor:
-        vals = np.resize(_PATTERN, t.numel()).reshape(t.shape) * scale
-        return torch.from_numpy(vals.astype(np.float32))
-
-    bn_weights = set()
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(pattern(m.running_mean, 0.1))
-            m.running_var.fill_(1.0)
-            bn_weights.add(id(m.weight))
-    for p in net.parameters():
-        if p.ndim >= 2:
-            p.copy_(pattern(p, 1.0 / np.sqrt(max(p[0].numel(), 1))))
-        elif id(p) in bn_weights:
-            p.fill_(1.0)
-        else:
-            p.copy_(pattern(p, 0.1))
-
-
-def probe_filename(key: str) -> str:
-    """A file-system-safe stem for a LUT key (``block:in28:c16:...`` -> ``block_in28_c16_...``)."""
-    return key.replace(":", "_")
 
 
 # ---- exporters (one process, no re-import per probe) ---------------------------------------------
@@ -362,170 +257,155 @@ def export_probes(space: SearchSpace, out_dir: str | os.PathLike, *,
             still come from the whole space.
         progress: called with each probe key (or ``calibration:<spec>``) before it is exported.
     """
-    from training.export import tool_versions
-    from training.supernet import OFAMobileNetV3
-
     formats = tuple(formats)
     bad = [f for f in formats if f not in PROBE_FORMATS]
     if bad or not formats:
         raise InputError(f"unknown probe formats {bad}; choose from {list(PROBE_FORMATS)}")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    versions = tool_versions()
-    old = _read_manifest(folder, space) or {}
-    kept = [f for f in PROBE_FORMATS if f in old.get("formats", ()) and f not in formats]
-    manifest: dict[str, Any] = {
-        "schema_version": MANIFEST_VERSION,
-        "space": {"name": space.name, "config": space.to_json()},
-        "formats": list(formats) + kept,
-        "tool_versions": versions,
-        "probes": {},
-        "calibration": [],
-    }
+    run = _ProbeExport(space, folder, formats, limit=limit, progress=progress)
+    old = run.start(resolutions)
     old_probes = dict(old.get("probes", {})) if isinstance(old.get("probes"), dict) else {}
     if isinstance(old.get("null"), dict):
         old_probes[NULL_KEY] = old["null"]
     gen = torch.Generator().manual_seed(seed)
-    done_new = 0
     layers = required_keys(space if resolutions is None else _at_resolutions(space, resolutions))
-    if resolutions is not None:
-        manifest["resolutions"] = sorted(set(int(r) for r in resolutions))
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {f: 0.0 for f in formats}
+    for layer in [NULL_LAYER, *layers]:
+        if not run.layer(layer, old_probes, gen):
+            return run.manifest
+    old_cal = {json.dumps(c["arch"], sort_keys=True): c for c in old.get("calibration", [])
+               if isinstance(c, dict) and isinstance(c.get("arch"), dict)}
+    for spec in calibration_specs(space, count=calibration):
+        if not run.calibration(spec, old_cal):
+            return run.manifest
+    run.save()
+    if pack:
+        pack_probes(folder, run.manifest)
+    logger.info("probes for %s in %s: %d layers, %d calibration models, %.1f s", space.name,
+                folder, len(run.manifest["probes"]), len(run.manifest["calibration"]),
+                time.perf_counter() - run.t_start)
+    return run.manifest
 
-    def save() -> None:
-        manifest["export_seconds"] = {f: round(v, 2) for f, v in timings.items()}
-        atomic_write_json(folder / MANIFEST, manifest)
 
-    def out_of_budget() -> bool:
-        return limit is not None and done_new >= limit
+class _ProbeExport:
+    """One `export_probes` call: the manifest being written, the export budget and timings."""
 
-    for layer in [_NULL_LAYER, *layers]:
+    def __init__(self, space: SearchSpace, folder: Path, formats: tuple[str, ...], *,
+                 limit: int | None, progress: Callable[[str], None] | None) -> None:
+        from training.export import tool_versions
+
+        self.space, self.folder, self.formats = space, folder, formats
+        self.limit, self.progress = limit, progress
+        self.versions = tool_versions()
+        self.kept: list[str] = []
+        self.manifest: dict[str, Any] = {}
+        self.done_new = 0
+        self.t_start = time.perf_counter()
+        self.timings: dict[str, float] = {f: 0.0 for f in formats}
+        self._supernet: Any = None
+
+    def start(self, resolutions: Sequence[int] | None) -> dict[str, Any]:
+        """Read the folder's previous manifest (returned) and start the new one."""
+        old = _read_manifest(self.folder, self.space) or {}
+        self.kept = [f for f in PROBE_FORMATS
+                     if f in old.get("formats", ()) and f not in self.formats]
+        self.manifest = {
+            "schema_version": MANIFEST_VERSION,
+            "space": {"name": self.space.name, "config": self.space.to_json()},
+            "formats": list(self.formats) + self.kept,
+            "tool_versions": self.versions,
+            "probes": {},
+            "calibration": [],
+        }
+        if resolutions is not None:
+            self.manifest["resolutions"] = sorted(set(int(r) for r in resolutions))
+        return old
+
+    def save(self) -> None:
+        self.manifest["export_seconds"] = {f: round(v, 2) for f, v in self.timings.items()}
+        atomic_write_json(self.folder / MANIFEST, self.manifest)
+
+    def _reuse(self, prev: Any, label: str) -> tuple[dict[str, Any], list[str]] | None:
+        """The files of a model's previous record that are intact, and the formats still to
+        export; None (the manifest saved) when the export budget is spent before this model."""
+        prev = prev if isinstance(prev, dict) else {}
+        files = {f: prev[f] for f in (*self.formats, *self.kept)
+                 if f in prev and _valid_record(self.folder, prev[f])}
+        todo = [f for f in self.formats if f not in files]
+        if todo and self.limit is not None and self.done_new >= self.limit:
+            self.save()
+            return None
+        if todo and self.progress is not None:
+            self.progress(label)
+        return files, todo
+
+    def _timed(self, fmt: str, export: Callable[[], None]) -> None:
+        t0 = time.perf_counter()
+        export()
+        self.timings[fmt] += time.perf_counter() - t0
+
+    def layer(self, layer: LayerInfo, old_probes: dict[str, Any], gen: torch.Generator) -> bool:
+        """Export (or keep) one layer's probe; False when the export budget is spent."""
         key = NULL_KEY if layer.kind == "null" else layer.key
-        prev = old_probes.get(key, {}).get("files", {})
-        files: dict[str, Any] = {}
-        for fmt in (*formats, *kept):
-            if fmt in prev and _valid_record(folder, prev[fmt]):
-                files[fmt] = prev[fmt]
-        todo = [f for f in formats if f not in files]
-        if todo and out_of_budget():
-            save()
-            return manifest
+        reuse = self._reuse(old_probes.get(key, {}).get("files", {}), key)
+        if reuse is None:
+            return False
+        files, todo = reuse
         if todo:
-            if progress is not None:
-                progress(key)
             net = build_probe(layer)
-            _fill_pattern_(net)
+            fill_pattern_(net)
             x = torch.randn(1, layer.in_channels, layer.in_hw, layer.in_hw, generator=gen)
             with torch.no_grad():
                 out_shape = tuple(net(x).shape)
             for fmt in todo:
-                path = folder / fmt / (probe_filename(key) + _SUFFIX[fmt])
+                path = self.folder / fmt / (probe_filename(key) + _SUFFIX[fmt])
                 path.parent.mkdir(parents=True, exist_ok=True)
-                t0 = time.perf_counter()
                 if fmt == "tflite_fp32":
-                    _export_tflite(net, x, path, what=key)
+                    self._timed(fmt, lambda: _export_tflite(net, x, path, what=key))
                     shape = (out_shape[0], *out_shape[2:], out_shape[1]) if len(out_shape) == 4 \
                         else out_shape
                 else:
-                    _export_onnx(net, x, path, what=key)
+                    self._timed(fmt, lambda: _export_onnx(net, x, path, what=key))
                     shape = out_shape
-                timings[fmt] += time.perf_counter() - t0
-                _sidecar(path, fmt, arch={"space": space.name, "probe": key}, in_hw=layer.in_hw,
-                         channels=layer.in_channels, out_shape=shape, versions=versions)
-                files[fmt] = _file_record(folder, path)
-            done_new += 1
+                _sidecar(path, fmt, arch={"space": self.space.name, "probe": key},
+                         in_hw=layer.in_hw, channels=layer.in_channels, out_shape=shape,
+                         versions=self.versions)
+                files[fmt] = _file_record(self.folder, path)
+            self.done_new += 1
         record = {"layer": dataclasses.asdict(layer), "files": files}
         if key == NULL_KEY:
-            manifest["null"] = record
+            self.manifest["null"] = record
         else:
-            manifest["probes"][key] = record
+            self.manifest["probes"][key] = record
         if todo:
-            save()
+            self.save()
+        return True
 
-    old_cal = {json.dumps(c["arch"], sort_keys=True): c for c in old.get("calibration", [])
-               if isinstance(c, dict) and isinstance(c.get("arch"), dict)}
-    supernet = None
-    for spec in calibration_specs(space, count=calibration):
+    def calibration(self, spec: ArchSpec, old_cal: dict[str, Any]) -> bool:
+        """Export (or keep) one calibration subnet; False when the export budget is spent."""
         arch = spec.to_json()
-        prev = old_cal.get(json.dumps(arch, sort_keys=True), {}).get("files", {})
-        files = {f: prev[f] for f in (*formats, *kept)
-                 if f in prev and _valid_record(folder, prev[f])}
-        todo = [f for f in formats if f not in files]
-        if todo and out_of_budget():
-            save()
-            return manifest
+        reuse = self._reuse(old_cal.get(json.dumps(arch, sort_keys=True), {}).get("files", {}),
+                            f"calibration:{spec}")
+        if reuse is None:
+            return False
+        files, todo = reuse
         if todo:
-            if progress is not None:
-                progress(f"calibration:{spec}")
-            if supernet is None:
-                supernet = OFAMobileNetV3(space).eval()
-                _fill_pattern_(supernet)
-            net = supernet.extract(spec).eval()
+            if self._supernet is None:
+                from training.supernet import OFAMobileNetV3
+
+                self._supernet = OFAMobileNetV3(self.space).eval()
+                fill_pattern_(self._supernet)
+            net = self._supernet.extract(spec).eval()
             for fmt in todo:
-                path = folder / "calibration" / f"{spec}{_SUFFIX[fmt]}"
-                t0 = time.perf_counter()
-                export_subnet(net, spec, path, fmt, versions=versions)
-                timings[fmt] += time.perf_counter() - t0
-                files[fmt] = _file_record(folder, path)
-            done_new += 1
-        manifest["calibration"].append({"arch": arch, "files": files})
+                path = self.folder / "calibration" / f"{spec}{_SUFFIX[fmt]}"
+                self._timed(fmt, lambda: export_subnet(net, spec, path, fmt,
+                                                       versions=self.versions))
+                files[fmt] = _file_record(self.folder, path)
+            self.done_new += 1
+        self.manifest["calibration"].append({"arch": arch, "files": files})
         if todo:
-            save()
-    save()
-    if pack:
-        pack_probes(folder, manifest)
-    logger.info("probes for %s in %s: %d layers, %d calibration models, %.1f s", space.name,
-                folder, len(manifest["probes"]), len(manifest["calibration"]),
-                time.perf_counter() - t_start)
-    return manifest
-
-
-def pack_probes(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Pack each complete format of a probe folder into ``<fmt>.zip``; record it in the manifest.
-
-    One ZIP_DEFLATED archive per format holds that format's probe and calibration files with
-    their sidecars, under the manifest's relative paths. ``manifest["archives"][fmt]`` gets the
-    archive's path, sha256 and size and each member's sha256 and size, so the device checks the
-    download and every file it unpacks (``device_bench.probes``). Writes are atomic; the
-    manifest is saved too. Formats with a missing file are skipped (the export is unfinished).
-    """
-    import zipfile
-
-    folder = Path(folder)
-    records = [manifest.get("null", {}), *manifest.get("probes", {}).values(),
-               *manifest.get("calibration", [])]
-    archives: dict[str, Any] = {}
-    for fmt in manifest.get("formats", []):
-        rels = [r["files"][fmt]["path"] for r in records if fmt in r.get("files", {})]
-        if len(rels) != len(records):
-            continue
-        members: dict[str, Any] = {}
-        path = folder / f"{fmt}{ARCHIVE_SUFFIX}"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
-                                 compresslevel=9) as zf:
-                for rel in rels:
-                    for name in (rel, rel + ".json"):
-                        src = folder / name
-                        info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-                        info.compress_type = zipfile.ZIP_DEFLATED
-                        info.external_attr = 0o644 << 16
-                        data = src.read_bytes()
-                        zf.writestr(info, data, compresslevel=9)
-                        members[name] = {"sha256": sha256_file(src), "size": len(data)}
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        archives[fmt] = {"path": path.name, "sha256": sha256_file(path),
-                         "size": path.stat().st_size, "members": members}
-        logger.info("packed %d %s files (%.1f MB) into %s (%.2f MB)", len(members), fmt,
-                    sum(m["size"] for m in members.values()) / 1e6, path,
-                    path.stat().st_size / 1e6)
-    manifest["archives"] = archives
-    atomic_write_json(folder / MANIFEST, manifest)
-    return manifest
+            self.save()
+        return True
 
 
 # ---- CLI ---------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
-from ofa_sdk.encoding import ArchArrays
 from ofa_sdk.errors import OfaError
+from training.genome import Genome, neighbours
 
 __all__ = ["EvolutionConfig", "ParetoPoint", "SearchResult", "evolution_search", "result_to_json"]
 
@@ -130,86 +130,6 @@ class SearchResult:
     evaluated: int
 
 
-class _Genome:
-    """Population matrix of choice indices: ``[ke (S) | d (T) | r (1)]``.
-
-    ``ke = kernel_index * n_expand + expand_index``: a slot's kernel and expand ratio are one gene
-    (the official mutation changes them together). Holds the tables that cost, hash and encode a
-    whole population with a few gathers.
-    """
-
-    def __init__(self, space: SearchSpace, cost: CostModel) -> None:
-        self.space = space
-        s, t = space.num_slots, space.num_stages
-        nk, ne = len(space.kernel_choices), len(space.expand_choices)
-        nr = len(space.resolutions)
-        self.s, self.t, self.ne, self.nke = s, t, ne, nk * ne
-        self.width = s + t + 1
-        self.n_res = nr
-        self.n_choices = np.array([nk * ne] * s + [len(space.depth_choices)] * t + [nr],
-                                  dtype=np.float64)
-        self.depth_masks = (np.arange(space.max_depth)[None, :]
-                            < np.asarray(space.depth_choices)[:, None])
-        # fixed, not from the search's rng: the hash must not change the random stream
-        coeffs = np.random.default_rng(0x0FA).integers(1, 2 ** 62, size=self.width,
-                                                       dtype=np.int64) * 2 + 1
-        self._h_ke, self._h_d, self._h_r = coeffs[:s], coeffs[s:s + t], coeffs[-1]
-        # feature columns of (slot, ke) in `ofa_sdk.encoding.encode`'s layout
-        slot, ke = np.meshgrid(np.arange(s), np.arange(nk * ne), indexing="ij")
-        self._kcol = (nr + slot * nk + ke // ne).reshape(-1)
-        self._ecol = (nr + s * nk + slot * ne + ke % ne).reshape(-1)
-        self._slot_base = np.arange(s) * (nk * ne)
-        self.n_features = nr + s * (nk + ne)
-        # our LUT / MACs predictors take `ke` directly; any other cost model gets (k, e, d, r)
-        self._cost_ke = getattr(cost, "predict_ke", None)
-        self._cost = cost
-
-    def mask(self, g: np.ndarray) -> np.ndarray:
-        return self.depth_masks[g[:, self.s:self.s + self.t]].reshape(len(g), self.s)
-
-    def costs(self, g: np.ndarray) -> np.ndarray:
-        ke, d, r = g[:, :self.s], g[:, self.s:self.s + self.t], g[:, -1]
-        if self._cost_ke is not None:
-            return self._cost_ke(ke, d, r)
-        return self._cost.predict_index(ke // self.ne, ke % self.ne, d, r)
-
-    def features(self, g: np.ndarray) -> np.ndarray:
-        """The same array as `ofa_sdk.encoding.encode` of these subnets."""
-        n = len(g)
-        out = np.zeros((n, self.n_features), dtype=np.float32)
-        rows = np.arange(n)[:, None]
-        m = self.mask(g)
-        flat = self._slot_base + g[:, :self.s]
-        out[rows[:, 0], g[:, -1]] = 1.0
-        out[rows, self._kcol[flat]] = m
-        out[rows, self._ecol[flat]] = m
-        return out
-
-    def canonical_hash(self, g: np.ndarray) -> np.ndarray:
-        """One int64 per row; equal networks (skipped slots ignored) get equal hashes.
-
-        A random linear hash (wrapping int64): different networks collide with probability
-        ~n^2 / 2^64, and it is far faster than ``np.unique(axis=0)``.
-        """
-        slots = (g[:, :self.s] * self._h_ke) * self.mask(g)
-        return slots.sum(axis=1) + g[:, self.s:self.s + self.t] @ self._h_d + g[:, -1] * self._h_r
-
-    def gene_prob(self, arch_prob: float, resolution_prob: float) -> np.ndarray:
-        return np.array([arch_prob] * (self.s + self.t) + [resolution_prob])
-
-    def random(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        return (rng.random((n, self.width)) * self.n_choices).astype(np.int64)
-
-    def from_specs(self, specs: list[ArchSpec]) -> np.ndarray:
-        a = ArchArrays.from_specs(specs, space=self.space)
-        return np.concatenate([a.k * self.ne + a.e, a.d, a.r[:, None]], axis=1)
-
-    def to_specs(self, g: np.ndarray) -> list[ArchSpec]:
-        ke = g[:, :self.s]
-        return ArchArrays(self.space, ke // self.ne, ke % self.ne, g[:, self.s:self.s + self.t],
-                          g[:, -1]).to_specs()
-
-
 def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
                      rng: np.random.Generator, config: EvolutionConfig = EvolutionConfig(),
                      progress: Callable[[int, float], None] | None = None) -> SearchResult:
@@ -230,15 +150,43 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
         raise SearchError(f"accuracy predictor is for space {accuracy.space.name!r}, cost "
                           f"model for {space.name!r}")
     cost.check_budget(budget)
-    cfg = config
-    gen = _Genome(space, cost)
-    pop_size = cfg.population_size
-    n_parents = int(round(cfg.parent_ratio * pop_size))
-    n_mut = int(round(cfg.mutation_ratio * pop_size))
-    fallback = gen.from_specs([cost.min_spec()])[0]
-    costs = gen.costs
+    evo = _Evolution(accuracy, cost, budget, config, rng)
+    histories = [evo.run_restart(progress) for _ in range(config.restarts)]
+    return evo.result(np.concatenate(histories))
 
-    def draw_valid(n: int, make: Callable[[np.ndarray], np.ndarray], fall: np.ndarray
+
+class _Evolution:
+    """One search: the genome codec, the budget, and every subnet evaluated so far (each once,
+    for the Pareto front; all within budget by construction)."""
+
+    def __init__(self, accuracy: AccuracyModel, cost: CostModel, budget: float,
+                 cfg: EvolutionConfig, rng: np.random.Generator) -> None:
+        self.accuracy, self.cost, self.budget, self.cfg, self.rng = accuracy, cost, budget, cfg, rng
+        self.gen = gen = Genome(cost.space, cost)
+        self.costs = gen.costs
+        pop_size = cfg.population_size
+        self.n_parents = int(round(cfg.parent_ratio * pop_size))
+        n_mut = int(round(cfg.mutation_ratio * pop_size))
+        self.fallback = gen.from_specs([cost.min_spec()])[0]
+        self.cache: dict[int, float] = {}
+        self.log_g: list[np.ndarray] = []
+        self.log_a: list[np.ndarray] = []
+        self.log_c: list[np.ndarray] = []
+        # One draw makes the whole next generation: rows [0, n_mut) are mutants of one parent
+        # (each gene replaced by a fresh uniform choice with the mutation probability), the rest
+        # crossovers (each gene from the second parent with probability 1/2). A single uniform u
+        # per gene decides both: the gene changes if u < p, and then u / p is a fresh uniform
+        # that picks the new value.
+        thresh = np.repeat(gen.gene_prob(cfg.arch_mutate_prob, cfg.resolution_mutate_prob)[None],
+                           pop_size, axis=0)
+        thresh[n_mut:] = 0.5
+        self.thresh = thresh
+        # u * scale = floor-able fresh choice where u < p; junk (but finite) where p = 0: never
+        # taken
+        self.scale = gen.n_choices / np.maximum(thresh, 1e-9)
+        self.is_cross = (np.arange(pop_size) >= n_mut)[:, None]
+
+    def draw_valid(self, n: int, make: Callable[[np.ndarray], np.ndarray], fall: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``make(rows)`` redrawn until within budget; ``fall[rows]`` after max_redraws.
 
@@ -246,14 +194,14 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
         fits (the distribution of drawing one at a time until one fits), so a generation takes
         one or two rounds of a few numpy calls, not a Python loop per child.
         """
-        out = np.empty((n, gen.width), dtype=np.int64)
+        out = np.empty((n, self.gen.width), dtype=np.int64)
         out_cost = np.empty(n)
         pending = np.arange(n)
         draws = _FIRST_DRAWS
-        for _ in range(cfg.max_redraws):
+        for _ in range(self.cfg.max_redraws):
             cand = make(np.repeat(pending, draws))
-            c = costs(cand)
-            ok = (c <= budget).reshape(-1, draws)
+            c = self.costs(cand)
+            ok = (c <= self.budget).reshape(-1, draws)
             has = ok.any(axis=1)
             pick = (np.arange(len(pending)) * draws + ok.argmax(axis=1))[has]
             out[pending[has]], out_cost[pending[has]] = cand[pick], c[pick]
@@ -263,18 +211,13 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
             draws = _DRAWS
         if len(pending):
             out[pending] = fall[pending]
-            out_cost[pending] = costs(out[pending])
+            out_cost[pending] = self.costs(out[pending])
         return out, out_cost
 
-    # Every subnet evaluated (each once), for the Pareto front; all within budget by construction.
-    cache: dict[int, float] = {}
-    log_g: list[np.ndarray] = []
-    log_a: list[np.ndarray] = []
-    log_c: list[np.ndarray] = []
-
-    def evaluate(g: np.ndarray, g_cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(self, g: np.ndarray, g_cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(accuracy, hash) per row; only subnets never seen before reach the predictor."""
-        h = gen.canonical_hash(g)
+        cache = self.cache
+        h = self.gen.canonical_hash(g)
         keys = h.tolist()
         get = cache.get
         acc = np.array([get(x, np.nan) for x in keys])
@@ -282,9 +225,9 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
         if len(new):
             uniq = {keys[i]: i for i in new.tolist()}            # first row of each new subnet
             rows = np.fromiter(uniq.values(), np.int64, len(uniq))
-            pred = accuracy.predict(gen.features(g[rows])).astype(np.float64)
+            pred = self.accuracy.predict(self.gen.features(g[rows])).astype(np.float64)
             cache.update(zip(uniq, pred.tolist()))
-            log_g.append(g[rows]), log_a.append(pred), log_c.append(g_cost[rows])
+            self.log_g.append(g[rows]), self.log_a.append(pred), self.log_c.append(g_cost[rows])
             acc[new] = [cache[keys[i]] for i in new.tolist()]
         return acc, h
 
@@ -292,78 +235,103 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
     # of two changes: all pairs are ranked by the sum of their two single-change gains (over-budget
     # singles included) among those whose summed cost change fits, and the `pair_moves` best
     # pairs are costed exactly and predicted.
-    def refine(best: np.ndarray, best_acc: float, best_cost: float) -> None:
+    def refine(self, best: np.ndarray, best_acc: float, best_cost: float) -> None:
+        cfg = self.cfg
         for _ in range(cfg.refine_steps):
-            nb, col = _neighbours(gen, best)
-            c = costs(nb)
-            fits = c <= budget
+            nb, col = neighbours(self.gen, best)
+            c = self.costs(nb)
+            fits = c <= self.budget
             a = np.empty(len(nb))
             if fits.any():
-                a[fits], _ = evaluate(nb[fits], c[fits])
+                a[fits], _ = self.evaluate(nb[fits], c[fits])
                 j = int(np.argmax(np.where(fits, a, -np.inf)))
                 if a[j] > best_acc:
                     best, best_acc, best_cost = nb[j], float(a[j]), float(c[j])
                     continue
             if not cfg.pair_moves or fits.all():
                 return
-            # over-budget singles are predicted to rank pairs but never logged (the Pareto front
-            # holds in-budget subnets only)
-            a[~fits] = accuracy.predict(gen.features(nb[~fits]))
-            gain = a - best_acc
-            pair_gain = gain[:, None] + gain[None, :]
-            pair_cost = (c - best_cost)[:, None] + (c - best_cost)[None, :] + best_cost
-            ok = (col[:, None] < col[None, :]) & (pair_cost <= budget) & (pair_gain > 0)
-            cand = np.flatnonzero(ok)
-            if not len(cand):
+            moved = self._pair_move(nb, col, a, c, fits, best_acc, best_cost)
+            if moved is None:
                 return
-            cand = cand[np.argsort(-pair_gain.reshape(-1)[cand], kind="stable")[:cfg.pair_moves]]
-            i, j = np.divmod(cand, len(nb))
-            pairs = nb[i].copy()
-            pairs[np.arange(len(j)), col[j]] = nb[j, col[j]]
-            pc = costs(pairs)
-            pairs, pc = pairs[pc <= budget], pc[pc <= budget]
-            if not len(pairs):
-                return
-            pa, _ = evaluate(pairs, pc)
-            k = int(np.argmax(pa))
-            if pa[k] <= best_acc:
-                return
-            best, best_acc, best_cost = pairs[k], float(pa[k]), float(pc[k])
+            best, best_acc, best_cost = moved
 
-    # One draw makes the whole next generation: rows [0, n_mut) are mutants of one parent (each
-    # gene replaced by a fresh uniform choice with the mutation probability), the rest crossovers
-    # (each gene from the second parent with probability 1/2). A single uniform u per gene decides
-    # both: the gene changes if u < p, and then u / p is a fresh uniform that picks the new value.
-    thresh = np.repeat(gen.gene_prob(cfg.arch_mutate_prob, cfg.resolution_mutate_prob)[None],
-                       pop_size, axis=0)
-    thresh[n_mut:] = 0.5
-    # u * scale = floor-able fresh choice where u < p; junk (but finite) where p = 0: never taken
-    scale = gen.n_choices / np.maximum(thresh, 1e-9)
-    is_cross = (np.arange(pop_size) >= n_mut)[:, None]
-    histories = []
-    for _ in range(cfg.restarts):
-        pop, pop_cost = draw_valid(pop_size, lambda rows: gen.random(len(rows), rng),
-                                   np.broadcast_to(fallback, (pop_size, gen.width)))
-        pop_acc, pop_hash = evaluate(pop, pop_cost)
+    def _pair_move(self, nb: np.ndarray, col: np.ndarray, a: np.ndarray, c: np.ndarray,
+                   fits: np.ndarray, best_acc: float, best_cost: float
+                   ) -> tuple[np.ndarray, float, float] | None:
+        """The best trade of two single-gene changes, if one beats ``best_acc`` in budget."""
+        budget = self.budget
+        # over-budget singles are predicted to rank pairs but never logged (the Pareto front
+        # holds in-budget subnets only)
+        a[~fits] = self.accuracy.predict(self.gen.features(nb[~fits]))
+        gain = a - best_acc
+        pair_gain = gain[:, None] + gain[None, :]
+        pair_cost = (c - best_cost)[:, None] + (c - best_cost)[None, :] + best_cost
+        ok = (col[:, None] < col[None, :]) & (pair_cost <= budget) & (pair_gain > 0)
+        cand = np.flatnonzero(ok)
+        if not len(cand):
+            return None
+        cand = cand[np.argsort(-pair_gain.reshape(-1)[cand], kind="stable")[:self.cfg.pair_moves]]
+        i, j = np.divmod(cand, len(nb))
+        pairs = nb[i].copy()
+        pairs[np.arange(len(j)), col[j]] = nb[j, col[j]]
+        pc = self.costs(pairs)
+        pairs, pc = pairs[pc <= budget], pc[pc <= budget]
+        if not len(pairs):
+            return None
+        pa, _ = self.evaluate(pairs, pc)
+        k = int(np.argmax(pa))
+        if pa[k] <= best_acc:
+            return None
+        return pairs[k], float(pa[k]), float(pc[k])
 
+    def _parents(self, pop: np.ndarray, pop_acc: np.ndarray, pop_hash: np.ndarray
+                 ) -> np.ndarray:
+        """Indices of the surviving parents, best first."""
+        cfg, n_parents = self.cfg, self.n_parents
+        order = np.argsort(-pop_acc, kind="stable")
+        if cfg.dedupe_parents:
+            _, first = np.unique(pop_hash[order], return_index=True)
+            order = order[np.sort(first)]
+        parents = order[:n_parents]
+        if cfg.niche:
+            # the best few of every resolution survive too: a resolution change moves the
+            # cost so far that the rest of the genome must be re-fitted, which one generation
+            # cannot do
+            keep = np.zeros(len(order), dtype=bool)
+            keep[:n_parents] = True
+            r_order = pop[order, -1]
+            for v in range(self.gen.n_res):
+                keep[np.flatnonzero(r_order == v)[:cfg.niche]] = True
+            parents = order[keep]
+        return parents
+
+    def _children(self, par: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The next generation's children of the parents ``par`` (within budget)."""
+        rng, pop_size = self.rng, self.cfg.population_size
+        n_p = len(par)
+        first_parent = par[rng.integers(n_p, size=pop_size)]
+        second_parent = par[rng.integers(n_p, size=pop_size)]
+        thresh, scale, is_cross = self.thresh, self.scale, self.is_cross
+
+        def make(rows: np.ndarray) -> np.ndarray:
+            u = rng.random((len(rows), self.gen.width))
+            fresh = (u * scale[rows]).astype(np.int64)
+            other = np.where(is_cross[rows], second_parent[rows], fresh)
+            return np.where(u < thresh[rows], other, first_parent[rows])
+
+        return self.draw_valid(pop_size, make, first_parent)
+
+    def run_restart(self, progress: Callable[[int, float], None] | None) -> np.ndarray:
+        """One restart: a random population evolved, then its best refined; the history of
+        the best parent's accuracy per generation."""
+        cfg, gen, rng, pop_size = self.cfg, self.gen, self.rng, self.cfg.population_size
+        pop, pop_cost = self.draw_valid(pop_size, lambda rows: gen.random(len(rows), rng),
+                                        np.broadcast_to(self.fallback, (pop_size, gen.width)))
+        pop_acc, pop_hash = self.evaluate(pop, pop_cost)
         history = np.empty(cfg.generations)
         best_seen, last_better = -np.inf, 0
         for g_i in range(cfg.generations):
-            order = np.argsort(-pop_acc, kind="stable")
-            if cfg.dedupe_parents:
-                _, first = np.unique(pop_hash[order], return_index=True)
-                order = order[np.sort(first)]
-            parents = order[:n_parents]
-            if cfg.niche:
-                # the best few of every resolution survive too: a resolution change moves the
-                # cost so far that the rest of the genome must be re-fitted, which one generation
-                # cannot do
-                keep = np.zeros(len(order), dtype=bool)
-                keep[:n_parents] = True
-                r_order = pop[order, -1]
-                for v in range(gen.n_res):
-                    keep[np.flatnonzero(r_order == v)[:cfg.niche]] = True
-                parents = order[keep]
+            parents = self._parents(pop, pop_acc, pop_hash)
             par, par_acc = pop[parents], pop_acc[parents]
             par_cost, par_hash = pop_cost[parents], pop_hash[parents]
             history[g_i] = par_acc[0]
@@ -374,60 +342,37 @@ def evolution_search(accuracy: AccuracyModel, cost: CostModel, budget: float, *,
             elif cfg.patience is not None and g_i - last_better >= cfg.patience:
                 history = history[:g_i + 1]
                 break
-            n_p = len(parents)
-            first_parent = par[rng.integers(n_p, size=pop_size)]
-            second_parent = par[rng.integers(n_p, size=pop_size)]
-
-            def make(rows: np.ndarray) -> np.ndarray:
-                u = rng.random((len(rows), gen.width))
-                fresh = (u * scale[rows]).astype(np.int64)
-                other = np.where(is_cross[rows], second_parent[rows], fresh)
-                return np.where(u < thresh[rows], other, first_parent[rows])
-
-            children, child_cost = draw_valid(pop_size, make, first_parent)
-            child_acc, child_hash = evaluate(children, child_cost)
+            children, child_cost = self._children(par)
+            child_acc, child_hash = self.evaluate(children, child_cost)
             pop = np.concatenate([par, children])
             pop_acc = np.concatenate([par_acc, child_acc])
             pop_cost = np.concatenate([par_cost, child_cost])
             pop_hash = np.concatenate([par_hash, child_hash])
-
-        histories.append(history)
         # the best subnet of each of the `refine_starts` best resolutions in the final population
         order = np.argsort(-pop_acc, kind="stable")
         _, first = np.unique(pop[order, -1], return_index=True)
         for i in order[np.sort(first)][:cfg.refine_starts]:
-            refine(pop[i], float(pop_acc[i]), float(pop_cost[i]))
+            self.refine(pop[i], float(pop_acc[i]), float(pop_cost[i]))
+        return history
 
-    history = np.concatenate(histories)
-    all_g = np.concatenate(log_g)
-    all_a = np.concatenate(log_a).astype(np.float64)
-    all_c = np.concatenate(log_c)
-    best_i = int(np.argmax(all_a))
-    front = _pareto(all_a, all_c)
-    front_specs = gen.to_specs(all_g[front])
-    best_spec = gen.to_specs(all_g[best_i:best_i + 1])[0]
-    log.info("search: best predicted accuracy %.4f at %.4g %s (budget %.4g), %d evaluated",
-             all_a[best_i], all_c[best_i], cost.unit, budget, len(all_a))
-    return SearchResult(
-        best=best_spec, accuracy=float(all_a[best_i]), cost=float(all_c[best_i]),
-        budget=float(budget), unit=cost.unit,
-        pareto=tuple(ParetoPoint(s, float(all_a[i]), float(all_c[i]))
-                     for s, i in zip(front_specs, front)),
-        history=history, evaluated=len(all_a))
-
-
-def _neighbours(gen: _Genome, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every genome one gene away (a slot's (kernel, expand) pair, a depth, the resolution), and
-    the column each one changes."""
-    blocks, cols = [], []
-    for col in range(gen.width):
-        n = int(gen.n_choices[col])
-        block = np.repeat(g[None], n, axis=0)
-        block[:, col] = np.arange(n)
-        keep = np.arange(n) != g[col]
-        blocks.append(block[keep])
-        cols.append(np.full(n - 1, col))
-    return np.concatenate(blocks), np.concatenate(cols)
+    def result(self, history: np.ndarray) -> SearchResult:
+        """The best subnet evaluated, and the Pareto front of all of them."""
+        cost, budget = self.cost, self.budget
+        all_g = np.concatenate(self.log_g)
+        all_a = np.concatenate(self.log_a).astype(np.float64)
+        all_c = np.concatenate(self.log_c)
+        best_i = int(np.argmax(all_a))
+        front = _pareto(all_a, all_c)
+        front_specs = self.gen.to_specs(all_g[front])
+        best_spec = self.gen.to_specs(all_g[best_i:best_i + 1])[0]
+        log.info("search: best predicted accuracy %.4f at %.4g %s (budget %.4g), %d evaluated",
+                 all_a[best_i], all_c[best_i], cost.unit, budget, len(all_a))
+        return SearchResult(
+            best=best_spec, accuracy=float(all_a[best_i]), cost=float(all_c[best_i]),
+            budget=float(budget), unit=cost.unit,
+            pareto=tuple(ParetoPoint(s, float(all_a[i]), float(all_c[i]))
+                         for s, i in zip(front_specs, front)),
+            history=history, evaluated=len(all_a))
 
 
 def _pareto(acc: np.ndarray, cost: np.ndarray) -> np.ndarray:

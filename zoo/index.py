@@ -1,7 +1,8 @@
 """Writing and checking a zoo folder's ``index.json`` (format: ``docs/zoo-format.md``).
 
-``training/publish.py`` lays out the files, then calls `write_index`, which fills every sha256 and
-size from the files themselves, validates the result with the reader's own parser and writes it
+`index_dict` and `entry_dict` build the index's content from what a publish chose and measured;
+``training/zoo_folder.py`` lays out the files, then calls `write_index`, which fills every sha256
+and size from the files themselves, validates the result with the reader's own parser and writes it
 atomically. `verify_folder` re-checks a finished folder before it is published.
 """
 
@@ -14,7 +15,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ofa_sdk
 from ofa_sdk.cache import atomic_write_json, sha256_file
@@ -22,7 +23,8 @@ from ofa_sdk.errors import ModelLoadError, ZooError
 from ofa_sdk.metadata import ModelMetadata
 from ofa_sdk.zoo import INDEX_NAME, Producer, ZooIndex, check_relpath, open_zoo
 
-__all__ = ["write_index", "verify_folder", "default_producer", "now_iso", "zoo_files"]
+__all__ = ["index_dict", "entry_dict", "write_index", "verify_folder", "default_producer",
+           "now_iso", "zoo_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,33 @@ def default_producer(*, command: str | None = None, repo: str | os.PathLike | No
     return Producer(commit=commit, command=command or shlex.join([Path(sys.argv[0]).name,
                                                                   *sys.argv[1:]]),
                     ofa_sdk_version=ofa_sdk.__version__)
+
+
+def entry_dict(entry_id: str, spec: Any, files: Sequence[Mapping[str, Any]],
+               latency_ms: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """One ``entries`` item: the subnet (an `ofa_sdk.arch.ArchSpec`), its size, files and
+    latency per device class (hashes are `write_index`'s to fill)."""
+    return {"id": entry_id, "arch": spec.to_json(), "macs": int(spec.macs()),
+            "params": int(spec.params()), "files": [dict(f) for f in files],
+            "latency_ms": dict(latency_ms)}
+
+
+def index_dict(*, name: str, created: str, producer: Producer, space: Any, dataset: str,
+               labels: Sequence[str], device_classes: Mapping[str, Mapping[str, Any]],
+               entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The content of a zoo's ``index.json`` before `write_index` (``docs/zoo-format.md``).
+
+    ``space`` is the `ofa_sdk.arch.SearchSpace` of every entry; ``dataset`` and ``labels`` name
+    what the entries classify (top-1 is the metric)."""
+    return {
+        "schema_version": 1, "name": name, "created": created,
+        "producer": producer.to_json(),
+        "space": space.to_json(),
+        "dataset": {"name": dataset, "num_classes": space.num_classes,
+                    "labels": list(labels), "metric": "top1"},
+        "device_classes": {k: dict(v) for k, v in device_classes.items()},
+        "entries": list(entries),
+    }
 
 
 def zoo_files(folder: str | os.PathLike) -> list[str]:

@@ -16,6 +16,10 @@ import numpy as np
 import pytest
 
 from ofa_sdk.arch import FMNIST
+
+#: Why a test skips on a device-only install (no torch): its tiny model is built with torch.
+NEEDS_TORCH = ("torch is not installed: the tiny test models are built and exported with torch "
+               "(pip install -e .[dev]); a device-only install skips the tests that use them")
 from ofa_sdk.metadata import ModelMetadata
 
 SIZE = 16
@@ -80,7 +84,7 @@ def _export_onnx(net: Any, path: Path, channels: int, *, dynamic_batch: bool) ->
 @pytest.fixture(scope="session")
 def onnx_model(tmp_path_factory) -> TinyModel:
     """RGB, NCHW, dynamic batch."""
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason=NEEDS_TORCH)
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     net = _net(3, seed=0)
     _export_onnx(net, path, 3, dynamic_batch=True)
@@ -92,7 +96,7 @@ def onnx_model(tmp_path_factory) -> TinyModel:
 @pytest.fixture(scope="session")
 def gray_onnx_model(tmp_path_factory) -> TinyModel:
     """Grayscale, NCHW, fixed batch of 1 (like an exported edge model)."""
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason=NEEDS_TORCH)
     path = tmp_path_factory.mktemp("gray") / "gray.onnx"
     net = _net(1, seed=1)
     _export_onnx(net, path, 1, dynamic_batch=False)

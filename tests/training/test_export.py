@@ -15,7 +15,7 @@ import torch
 from ofa_sdk.arch import FMNIST, ArchSpec
 from ofa_sdk.errors import BackendNotInstalled, InputError, ModelLoadError
 from ofa_sdk.metadata import ModelMetadata, sidecar_path
-from training import export
+from training import export, export_graph
 from training.bn import recalibrate_bn
 from training.supernet import OFAMobileNetV3
 from training.tflite_inspect import depthwise_kernels, io_types, op_counts
@@ -309,7 +309,7 @@ def test_split_depthwise_is_exact_and_xnnpack_sized(supernet, tmp_path):
     spec = SPECS["largest"]  # 7x7 depthwise in every block
     sub = _subnet(supernet, spec)
     net = export.export_friendly(sub, split_depthwise=True)
-    split = [m for m in net.modules() if isinstance(m, export._SplitDepthwise)]
+    split = [m for m in net.modules() if isinstance(m, export_graph._SplitDepthwise)]
     assert len(split) == sum(spec.depths)
     assert not any(isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 5
                    for m in net.modules())
@@ -320,7 +320,7 @@ def test_split_depthwise_is_exact_and_xnnpack_sized(supernet, tmp_path):
         conv = torch.nn.Conv2d(4, 4, k, stride, k // 2, groups=4)
         y = torch.randn(1, 4, hw, hw)
         with torch.no_grad():
-            assert (export._SplitDepthwise(conv)(y) - conv(y)).abs().max() < 1e-5
+            assert (export_graph._SplitDepthwise(conv)(y) - conv(y)).abs().max() < 1e-5
 
 
 def test_onnx_int8_takes_relative_paths(supernet, tmp_path, monkeypatch):

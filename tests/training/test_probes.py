@@ -15,7 +15,7 @@ from ofa_sdk.arch import SearchSpace
 from ofa_sdk.cache import sha256_file
 from ofa_sdk.latency import required_keys
 from ofa_sdk.runtime import load_model
-from training.probes import (NULL_KEY, _fill_pattern_, build_probe, calibration_specs,
+from training.probes import (NULL_KEY, fill_pattern_, build_probe, calibration_specs,
                              export_probes, main, pack_probes, probe_filename)
 
 #: One stage, two resolutions, k7 only (split for XNNPACK) and two expand ratios.
@@ -164,7 +164,7 @@ def test_pattern_weights_keep_a_whole_subnet_numerically_sane():
     from training.supernet import OFAMobileNetV3
 
     supernet = OFAMobileNetV3(PROBE_SPACE).eval()
-    _fill_pattern_(supernet)
+    fill_pattern_(supernet)
     tiny = np.finfo(np.float32).tiny
     for spec in (PROBE_SPACE.smallest(), PROBE_SPACE.largest()):
         net = supernet.extract(spec).eval()

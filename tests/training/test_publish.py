@@ -90,7 +90,7 @@ def inputs(tmp_path_factory):
 
 
 def _publish(inputs: Path, to: Path, **kw):
-    from training.publish import publish
+    from training.publish import PublishSettings, publish
 
     args = dict(to=to, cache_dir=Path(to).with_name(".zoo.publish-cache"), budgets=3,
                 formats=FORMATS, probes=inputs / "probes",
@@ -98,7 +98,9 @@ def _publish(inputs: Path, to: Path, **kw):
                 recal_batches=2, num_calib=32, bench_min_runs=5, bench_min_time_s=0.0)
     args.update(kw)
     luts = args.pop("luts", [f"{HERE}={inputs / 'here.json'}", str(inputs / "other.json")])
-    return publish(inputs / "model.safetensors", inputs / "predictor", luts, **args)
+    progress = args.pop("progress", None)
+    settings = PublishSettings(inputs / "model.safetensors", inputs / "predictor", luts, **args)
+    return publish(settings, progress=progress)
 
 
 @pytest.fixture(scope="module")
@@ -290,11 +292,11 @@ def test_no_measure_here_records_predictions_only(zoo_dir, inputs, tmp_path):
 def test_a_zoo_set_aside_by_a_killed_swap_is_restored(zoo_dir, inputs, tmp_path):
     """Killed between "old zoo aside" and "new zoo in": the next publish puts the old one back
     before anything else, so the only copy is never deleted."""
-    from training.publish import _recover
+    from training.zoo_folder import recover
 
     aside = tmp_path / ".zoo.publish-old"
     shutil.copytree(zoo_dir[0], aside)
-    _recover(tmp_path / "zoo")
+    recover(tmp_path / "zoo")
     assert (tmp_path / "zoo" / "index.json").is_file() and not aside.exists()
 
 
