@@ -64,15 +64,22 @@ def test_bench_plain_model_without_sidecar(plain_models, fmt):
 
 
 @pytest.mark.integration
-def test_run_without_sidecar_says_what_is_missing(plain_models, tmp_path):
+def test_run_without_sidecar_assumes_from_the_model_and_says_so(plain_models, tmp_path):
+    """A plain zoo model (24 px grayscale, no .json): run reads the shape from the model,
+    warns what it assumed, and still classifies; under --json the answer is one document."""
     image = tmp_path / "x.png"
     from PIL import Image
 
     Image.new("L", (28, 28), 128).save(image)
     res = _cli("run", plain_models["onnx"], image)
-    assert res.returncode == 2 and res.stdout == ""
-    assert "no metadata sidecar" in res.stderr and "plain.onnx.json" in res.stderr
-    assert "ofa-sdk bench" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert "no sidecar: assuming 24x24 grayscale NCHW" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert res.stdout.splitlines()[1].split()[1].startswith("class")
+    res = _cli("run", plain_models["onnx"], image, "--json")
+    assert res.returncode == 0 and res.stderr == ""
+    preds = json.loads(res.stdout)["results"][0]["predictions"]
+    assert len(preds) == 5 and all(p["label"].startswith("class") for p in preds)
 
 
 @pytest.mark.integration
