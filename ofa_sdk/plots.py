@@ -55,12 +55,26 @@ def _format_for(out: Path) -> str:
     return fmt
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (``/proc``); elsewhere
+    set and restored at once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
 def _write(fig, out: Path, fmt: str, dpi: int) -> None:
     """Atomic, with the mode a plain ``open()`` would give (not the temp file's 0600)."""
     from ofa_sdk.cache import atomic_path
 
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = _umask()
     try:
         with atomic_path(out) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi)

@@ -80,7 +80,7 @@ class OnnxInt8Recipe:
 #: The recipe every ONNX int8 file of the zoo is made with. U8S8 with 7-bit weights: x86 CPUs
 #: without VNNI multiply uint8 x int8 with VPMADDUBSW, whose int16 pair sums saturate with 8-bit
 #: weights; 7-bit weights cannot saturate it. Chosen by measurement on a VNNI and an AVX2-only
-#: CPU: BENCHMARKS.md, "ONNX int8 recipe".
+#: CPU: benchmarks/results/int8_recipes.md (BENCHMARKS.md row 4).
 ONNX_INT8_RECIPE = OnnxInt8Recipe(reduce_range=True)
 
 

@@ -2,9 +2,9 @@
 
 The thresholds are the zoo's int8 goal (BENCHMARKS.md row 4: accuracy drop <= 1.0 pp, top-1
 agreement with fp32 >= 97 %). The shipped recipe (`training.export.ONNX_INT8_RECIPE`) meets them
-with margin on x86 with VNNI, on AVX2-only x86 (emulated: the slow test below) and by
-construction on aarch64 (BENCHMARKS.md, "ONNX int8 recipe"); the recipe before it fell to
-96 % agreement on an AVX2-only CPU.
+with margin on x86 with VNNI and on AVX2-only x86 (emulated: the slow test below); aarch64 is
+not measured (benchmarks/results/int8_recipes.md). The recipe before it fell to 96 % agreement
+on an AVX2-only CPU.
 """
 
 from __future__ import annotations
