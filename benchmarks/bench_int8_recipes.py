@@ -65,7 +65,6 @@ def export(args: argparse.Namespace) -> None:
     import torch
 
     from ofa_sdk.arch import FMNIST, ArchSpec
-    from ofa_sdk.runtime import load_model
     from training.collect_accuracy import load_supernet
     from training.export import OnnxInt8Recipe, export_onnx, export_onnx_int8
     from training.publish import load_data, recalibrated_subnet
@@ -93,20 +92,20 @@ def export(args: argparse.Namespace) -> None:
                 export_onnx_int8(fp32, path, representative=rep, spec=spec, recipe=recipe)
         x_path = out / f"test_r{spec.resolution}.npy"
         if not x_path.exists():
-            _save_inputs(x_path, data, spec, fp32, load_model, labels=data.labels,
-                         mean=data.mean, std=data.std)
+            _save_inputs(x_path, data, spec, fp32)
         print(f"[{i + 1}/15] {eid}: {time.perf_counter() - t0:.0f} s", flush=True)
     np.save(out / "test_labels.npy", data.test.labels.astype(np.int64), allow_pickle=False)
 
 
-def _save_inputs(x_path, data, spec, fp32, load_model, **meta) -> None:
+def _save_inputs(x_path: Path, data, spec, fp32: Path) -> None:
     """The test images as the SDK preprocesses them (Pillow resize, normalisation)."""
     from ofa_sdk.metadata import ModelMetadata
+    from ofa_sdk.runtime import load_model
 
     ModelMetadata(arch=spec.to_json(), format="onnx", precision="fp32",
                   input_size=spec.resolution, channels=spec.space.in_channels, layout="NCHW",
-                  mean=tuple(meta["mean"]), std=tuple(meta["std"]),
-                  labels=tuple(meta["labels"])).save(fp32)
+                  mean=tuple(data.mean), std=tuple(data.std),
+                  labels=tuple(data.labels)).save(fp32)
     model = load_model(fp32, num_threads=1)
     nhwc = np.ascontiguousarray(data.test.images.transpose(0, 2, 3, 1))
     x = np.concatenate([model.preprocess(nhwc[i:i + 1000]) for i in range(0, len(nhwc), 1000)])
@@ -190,36 +189,31 @@ def latency(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    """Markdown tables: per recipe and CPU, worst/mean drop and agreement; latency vs fp32."""
+    """Markdown tables: per recipe and CPU, worst/mean drop, worst agreement, how many top-1
+    equal the reference CPU's, and int8/fp32 latency here; ``--per-file`` one recipe's files."""
     root = Path(args.dir)
-    labels_all = np.load(root / "test_labels.npy")
+    y = np.load(root / "test_labels.npy")
+    ref = args.fp32_ref
     cpus = sorted(p.name[4:-5] for p in root.glob("cpu.*.json"))
-    print("| recipe | CPU | files | worst drop (pp) | mean drop (pp) | worst agreement | "
-          "median int8/fp32 latency here |")
-    print("|---|---|---|---|---|---|---|")
     lat = {}
     for p in root.glob("latency.*.json"):
         lat = json.loads(p.read_text())["median_ms"]
+    print("| recipe | CPU | files | worst drop (pp) | mean drop (pp) | worst agreement | "
+          f"top-1 equal to {ref}'s | median int8/fp32 latency here |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in RECIPES:
         for cpu in cpus:
-            drops, agrees = [], []
-            for eid in _entries():
-                a, b = _fp32(root, eid, cpu, args.fp32_ref), root / eid / f"{name}.{cpu}.top1.npy"
-                if not (a.exists() and b.exists()):
-                    continue
-                fa, qa = np.load(a), np.load(b)
-                n = min(len(fa), len(qa))
-                y = labels_all[:n]
-                drops.append(100 * ((fa[:n] == y).mean() - (qa[:n] == y).mean()))
-                agrees.append(100 * (fa[:n] == qa[:n]).mean())
-            if not drops:
+            rows = [r for r in (_compare(root, eid, name, cpu, ref, y) for eid in _entries()) if r]
+            if not rows:
                 continue
             ratio = [lat[e][name] / lat[e]["fp32"] for e in lat if name in lat[e]]
-            r = f"{np.median(ratio):.2f}x" if ratio else "-"
-            print(f"| {name} | {cpu} | {len(drops)} | {max(drops):.2f} | {np.mean(drops):.2f} | "
-                  f"{min(agrees):.2f} % | {r} |")
+            same = sum(r["same"] for r in rows), sum(r["n"] for r in rows)
+            print(f"| {name} | {cpu} | {len(rows)} | {max(r['drop'] for r in rows):.2f} | "
+                  f"{np.mean([r['drop'] for r in rows]):.2f} | "
+                  f"{min(r['agreement'] for r in rows):.2f} % | {same[0]} / {same[1]} | "
+                  + (f"{np.median(ratio):.2f}x |" if ratio else "- |"))
     if args.per_file:
-        _per_file(root, args.per_file, cpus, labels_all, args.fp32_ref)
+        _per_file(root, args.per_file, [c for c in cpus if c != ref], y, ref)
 
 
 def _fp32(root: Path, eid: str, cpu: str, ref: str) -> Path:
@@ -229,24 +223,40 @@ def _fp32(root: Path, eid: str, cpu: str, ref: str) -> Path:
     return own if own.exists() else root / eid / f"fp32.{ref}.top1.npy"
 
 
-def _per_file(root: Path, name: str, cpus: list[str], y_all: np.ndarray, ref: str) -> None:
-    print(f"\n| entry | fp32 acc | " + " | ".join(
-        f"{name} drop, {c} | agreement, {c}" for c in cpus) + " |")
-    print("|---|---|" + "---|---|" * len(cpus))
-    for eid in _entries():
-        fa = np.load(_fp32(root, eid, ref, ref))
-        cells = []
-        for c in cpus:
-            f, q = _fp32(root, eid, c, ref), root / eid / f"{name}.{c}.top1.npy"
-            if not q.exists():
-                cells += ["-", "-"]
-                continue
-            fc, qc = np.load(f), np.load(q)
-            n = len(qc)
-            cells += [f"{100 * ((fc[:n] == y_all[:n]).mean() - (qc == y_all[:n]).mean()):.2f}",
-                      f"{100 * (fc[:n] == qc).mean():.2f} %"]
-        print(f"| {eid} | {100 * (fa == y_all[:len(fa)]).mean():.2f} % | " + " | ".join(cells)
-              + " |")
+def _compare(root: Path, eid: str, name: str, cpu: str, ref: str, y: np.ndarray
+             ) -> dict[str, float] | None:
+    """One int8 file on one CPU against fp32 on the same images (the first ``n`` it scored):
+    accuracies and drop in pp, agreement in %, and how many top-1 equal the ``ref`` CPU's."""
+    f, q = _fp32(root, eid, cpu, ref), root / eid / f"{name}.{cpu}.top1.npy"
+    if not (f.exists() and q.exists()):
+        return None
+    qa = np.load(q)
+    n = len(qa)
+    fa = np.load(f)[:n]
+    r = root / eid / f"{name}.{ref}.top1.npy"
+    same = int((np.load(r)[:n] == qa).sum()) if r.exists() else 0
+    acc_f, acc_q = 100 * (fa == y[:n]).mean(), 100 * (qa == y[:n]).mean()
+    return {"n": n, "fp32": acc_f, "int8": acc_q, "drop": acc_f - acc_q,
+            "agreement": 100 * (fa == qa).mean(), "same": same}
+
+
+def _per_file(root: Path, name: str, others: list[str], y: np.ndarray, ref: str) -> None:
+    """Every file of recipe ``name``: on ``ref`` (all images it scored) and on each other CPU."""
+    macs = {e["id"]: e["macs"] for e in json.loads(BUNDLED_INDEX.read_text())["entries"]}
+    print(f"\n| entry | MMACs | ONNX fp32 | ONNX int8 | drop (pp) | agreement | " + " | ".join(
+        f"drop (pp), {c} | agreement, {c} | same top-1 as {ref}, {c}" for c in others) + " |")
+    print("|---|---:|---:|---:|---:|---:|" + "---:|---:|---:|" * len(others))
+    for eid in sorted(macs, key=lambda e: macs[e]):
+        base = _compare(root, eid, name, ref, ref, y)
+        if base is None:
+            continue
+        cells = [f"{base['fp32']:.2f}", f"{base['int8']:.2f}", f"{base['drop']:+.2f}",
+                 f"{base['agreement']:.2f} %"]
+        for c in others:
+            r = _compare(root, eid, name, c, ref, y)
+            cells += (["-", "-", "-"] if r is None else
+                      [f"{r['drop']:+.2f}", f"{r['agreement']:.2f} %", f"{r['same']} / {r['n']}"])
+        print(f"| `{eid}` | {macs[eid] / 1e6:.1f} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:

@@ -20,15 +20,17 @@ header() {
   echo "# Installed by .ci/run with --constraint; do not edit by hand."
 }
 
-"$PYTHON" -m venv "$WORK/dev"
-"$WORK/dev/bin/pip" install -q -e "$REPO[dev]"  # editable: no build/ left in the checkout
-{ header "$WORK/dev/bin/python"; "$WORK/dev/bin/pip" freeze --exclude-editable; } \
-  > "$REPO/requirements/ci.txt.tmp"
-mv "$REPO/requirements/ci.txt.tmp" "$REPO/requirements/ci.txt"
+# lock NAME FREEZE-FLAGS PIP-ARGS...: a throw-away venv, install, freeze to requirements/NAME.txt
+lock() {
+  local name=$1 freeze=$2; shift 2
+  "$PYTHON" -m venv "$WORK/$name"
+  "$WORK/$name/bin/pip" install -q "$@"
+  { header "$WORK/$name/bin/python"; "$WORK/$name/bin/pip" freeze $freeze; } \
+    > "$REPO/requirements/$name.txt.tmp"
+  mv "$REPO/requirements/$name.txt.tmp" "$REPO/requirements/$name.txt"
+}
 
-"$PYTHON" -m venv "$WORK/olah"
-"$WORK/olah/bin/pip" install -q "olah==0.5.4"
-{ header "$WORK/olah/bin/python"; "$WORK/olah/bin/pip" freeze; } > "$REPO/requirements/olah.txt.tmp"
-mv "$REPO/requirements/olah.txt.tmp" "$REPO/requirements/olah.txt"
+lock ci --exclude-editable -e "$REPO[dev]"  # editable: no build/ left in the checkout
+lock olah "" "olah==0.5.4"
 echo "wrote requirements/ci.txt ($(grep -vc '^#' "$REPO/requirements/ci.txt") packages) and" \
      "requirements/olah.txt ($(grep -vc '^#' "$REPO/requirements/olah.txt") packages)"
