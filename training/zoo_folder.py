@@ -247,17 +247,14 @@ def _write_zoo(tmp: Path, plan: ZooPlan, *, previous: Any, measure: bool, probes
 
 
 def _write_plots_and_card(tmp: Path, plan: ZooPlan, parsed: Any, repo_id: str | None) -> None:
-    from ofa_sdk.zoo import BUNDLED_ZOO
     from zoo.card import render_model_card
     from zoo.plots import plot_pareto
 
     (tmp / "plots").mkdir()
     for dc in plan.classes:
         plot_pareto(parsed, dc.id, tmp / "plots" / f"{dc.id}.png")
-    bundled = (tmp.parent.resolve() == BUNDLED_ZOO.parent.resolve()
-               and tmp.name == f".{BUNDLED_ZOO.name}.publish-tmp")
     (tmp / "README.md").write_text(render_model_card(
-        parsed, repo_id=repo_id, source=None if bundled else "", folder=tmp,
+        parsed, repo_id=repo_id, folder=tmp,
         evaluation={"test_images": len(plan.data.test)}))
 
 

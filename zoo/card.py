@@ -123,6 +123,17 @@ def _int8_table(index: ZooIndex) -> list[str]:
             "|---|---|---:|---:|---:|---:|", *out, ""]
 
 
+def _is_bundled(folder: Path) -> bool:
+    """The SDK's bundled zoo, or publish's temporary folder for it: its examples need no zoo."""
+    from ofa_sdk.zoo import BUNDLED_ZOO
+
+    name = folder.name
+    if name.startswith(".") and name.endswith(".publish-tmp"):
+        name = name[1:-len(".publish-tmp")]
+    return (folder.parent.resolve() == BUNDLED_ZOO.parent.resolve()
+            and name == BUNDLED_ZOO.name)
+
+
 def _input_spec(folder: str | os.PathLike | None, index: ZooIndex) -> list[str]:
     """What a model takes, step by step, so that outside preprocessing reproduces the claimed
     accuracy; the normalisation comes from a sidecar when the zoo folder is given."""
@@ -247,16 +258,17 @@ def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
     use, training and evaluation, per-device tables, int8 table, files, provenance.
 
     ``plots`` links ``plots/<device_class>.png`` (made by `zoo.plots.plot_pareto`). ``source``
-    is the zoo argument the examples pass (default ``hf://<repo_id>``, else a placeholder path;
-    ``None`` for the bundled zoo, which needs none). ``folder`` is the zoo folder, read for a
-    sidecar's normalisation; ``evaluation`` may hold ``test_images``, ``recal_batches``,
+    is the zoo argument the examples pass (default: none when ``folder`` is the bundled zoo,
+    else ``hf://<repo_id>``, else a placeholder path; ``None``: no zoo argument). ``folder`` is
+    the zoo folder, read for a sidecar's normalisation; ``evaluation`` may hold ``test_images``, ``recal_batches``,
     ``num_calib`` and ``supernet_sha256``.
     """
     import yaml  # huggingface_hub depends on PyYAML; publishing installs it
 
     front = yaml.safe_dump(card_metadata(index), sort_keys=False, allow_unicode=True).strip()
     if source == "":
-        source = f"hf://{repo_id}" if repo_id else "path/to/this/zoo"
+        source = (None if folder is not None and _is_bundled(Path(folder))
+                  else f"hf://{repo_id}" if repo_id else "path/to/this/zoo")
     n = len(index.entries)
     p = index.producer
     lines = [
@@ -314,14 +326,11 @@ def refresh_card(folder: str | os.PathLike, *, repo_id: str | None = None,
                  source: str | None = "") -> Any:
     """Re-render an existing zoo folder's ``README.md`` and ``plots/`` with this version's card
     and plotter, then rewrite its index (hashes only: entries and latencies are kept)."""
-    from ofa_sdk.zoo import BUNDLED_ZOO
     from zoo.index import verify_folder, write_index
     from zoo.plots import plot_pareto
 
     root = Path(folder)
     index = verify_folder(root)
-    if source == "" and root.resolve() == BUNDLED_ZOO.resolve():
-        source = None
     for dc in index.device_classes:
         plot_pareto(index, dc, root / "plots" / f"{dc}.png")
     text = render_model_card(index, repo_id=repo_id, source=source, folder=root)

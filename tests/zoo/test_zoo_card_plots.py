@@ -64,6 +64,16 @@ def test_card_says_what_a_user_needs_first(index, tmp_path):
     assert "all 10,000 " in card and "20 training batches" in card
 
 
+
+def test_card_for_the_bundled_zoo_and_its_publish_folder_passes_no_zoo(index):
+    from ofa_sdk.zoo import BUNDLED_ZOO
+
+    for folder in (BUNDLED_ZOO, BUNDLED_ZOO.with_name(f".{BUNDLED_ZOO.name}.publish-tmp")):
+        quick = render_model_card(index, folder=folder).split("## Input")[0]
+        assert "ofa-sdk pick --budget 20ms " in quick and "zoo" not in quick.split("```")[1]
+    assert "--zoo path/to/this/zoo" in render_model_card(index)
+
+
 def _table(card: str, device_class: str) -> list[list[str]]:
     section = card.split(f"## Performance on `{device_class}`")[1].split("\n## ")[0]
     rows = [ln for ln in section.splitlines() if ln.startswith("| `")]
