@@ -24,6 +24,8 @@ _LAZY = {
     "load_model": ("ofa_sdk.runtime", "load_model"),
     "Model": ("ofa_sdk.runtime", "Model"),
     "benchmark": ("ofa_sdk.bench", "benchmark"),
+    "search": ("ofa_sdk.specialize.ondevice", "search"),
+    "Searched": ("ofa_sdk.specialize.ondevice", "Searched"),
 }
 
 

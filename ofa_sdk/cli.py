@@ -25,6 +25,7 @@ from ofa_sdk.cli_common import (  # noqa: F401 - OfaGroup, format_error: device_
 )
 from ofa_sdk.cli_pick import do_pick  # noqa: F401 - re-exported
 from ofa_sdk.cli_run import bench, run
+from ofa_sdk.cli_search import search_command
 from ofa_sdk.cli_zoo import zoo_group
 
 _EPILOG = """Shell completion (bash; zsh and fish likewise):
@@ -48,6 +49,7 @@ def main() -> None:
 main.add_command(run)
 main.add_command(bench)
 main.add_command(zoo_group)
+main.add_command(search_command)
 
 
 # ---- pick, device, completion, cache (run/bench: cli_run.py, zoo: cli_zoo.py) -----------

@@ -528,16 +528,27 @@ def _raise_nothing_fits(planner: _Planner, budget: float, excluded: set[int]) ->
         fastest=fastest.entry.id, fastest_ms=fastest.latency_ms)
 
 
-def load_best(device: Any = "auto", *, budget_ms: float | str, **kwargs: Any) -> Model:
+def load_best(device: Any = "auto", *, budget_ms: float | str, search: bool = False,
+              **kwargs: Any) -> Model:
     """`pick` the best entry for ``budget_ms`` and load it with its runtime and thread count.
 
-    Takes `pick`'s keyword arguments.
+    Takes `pick`'s keyword arguments. With ``search=True`` the subnet is searched and made for
+    this device instead (`ofa_sdk.search`, which takes its own keyword arguments: ``zoo``,
+    ``threads``, ``device_class``, ``seed`` ...); ``device`` must then be ``"auto"``.
 
     >>> model = load_best(budget_ms="20ms", zoo="hf://acme/ofa-fmnist@v1")  # doctest: +SKIP
+    >>> model = load_best(budget_ms=0.2, search=True)                      # doctest: +SKIP
     >>> model.classify("shoe.png", top_k=1)                                # doctest: +SKIP
     """
     from ofa_sdk.runtime import load_model
 
+    if search:
+        from ofa_sdk.specialize.ondevice import load_best_searched
+
+        if device != "auto":
+            raise DeviceError("load_best(search=True) searches for this device: pass "
+                              "device='auto' (a zoo device class's LUT: device_class=...)")
+        return load_best_searched(budget_ms, **kwargs)
     p = pick(budget_ms, device=device, **kwargs)
     if not p.path:
         raise DeviceError(f"device class {p.device_class!r} is not this device; its pick "

@@ -100,6 +100,7 @@ class PublishSettings:
         name: the zoo's name (default `default_zoo_name` of the space).
         seed, population, generations: the search (`training.search.EvolutionConfig`).
         recal_batches, num_calib: BN recalibration batches of 100 and int8 calibration images.
+        search_kit: write the search kit ``ofa-sdk search`` needs (`training.search_kit`).
         bench_min_runs, bench_min_time_s: latency measurement (`ofa_sdk.bench.benchmark`).
         endpoint, token: the Hub.
         command: the command recorded as the zoo's producer (default: this process's argv).
@@ -134,6 +135,7 @@ class PublishSettings:
     generations: int = 500
     recal_batches: int = 20
     num_calib: int = 300
+    search_kit: bool = True
     bench_min_runs: int = 50
     bench_min_time_s: float = 1.0
     endpoint: str | None = None
@@ -216,7 +218,8 @@ def publish(settings: PublishSettings, *, progress: Progress | None = None) -> P
         if progress is not None:
             progress("entry", c.id)
     plan = ZooPlan(space, data, classes, choices, results, entry_root, entry_fmts, report,
-                   seed=s.seed)
+                   seed=s.seed, kit={"supernet": sf, "predictor": acc,
+                                     "recal_batches": s.recal_batches} if s.search_kit else None)
     index = write_zoo_atomically(plan, target, measure=s.measure_here, probes=s.probes,
                                  repo_id=s.repo_id, name=s.name or default_zoo_name(space.name),
                                  command=s.command or _command(), golden_count=s.golden_count,
@@ -351,6 +354,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-calib", type=int, default=300, help="int8 calibration images")
     p.add_argument("--golden-count", type=int, default=300,
                    help="test images in the zoo's golden set (0: none)")
+    p.add_argument("--no-search-kit", action="store_true",
+                   help="leave out the search kit (supernet, predictor, calibration images) "
+                        "that `ofa-sdk search` needs (~10 MB for Fashion-MNIST)")
     p.add_argument("--bench-min-runs", type=int, default=50)
     p.add_argument("--bench-min-time", type=float, default=1.0)
     p.add_argument("--endpoint", help="Hub endpoint (default HF_ENDPOINT or huggingface.co)")
@@ -375,7 +381,7 @@ def settings_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Publish
         bench_min_time_s=args.bench_min_time, endpoint=args.endpoint,
         command=shlex.join(["python", "training/publish.py", *argv]),
         share_tolerance_pp=args.share_tolerance, entry_formats=args.entry_formats,
-        golden_count=args.golden_count)
+        golden_count=args.golden_count, search_kit=not args.no_search_kit)
 
 
 def _summary(res: PublishedZoo) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The zoo (``docs/zoo-format.md``) is built in a temporary folder next to the target
 (`write_zoo_atomically`): device-class LUTs, probes, every entry's files copied from its cache
-folder (`training.entries.prepare_entry`), ``specialization.json``, the golden set, the index
+folder (`training.entries.prepare_entry`), ``specialization.json``, the golden set, the search
+kit (`training.search_kit`), the index
 (`zoo.index.index_dict`, `zoo.index.write_index`), plots and the model card. The folder is
 verified and swapped in with renames, so an interrupted publish never leaves a half-written
 zoo. The third stage of `training.publish`.
@@ -42,6 +43,9 @@ class ZooPlan:
     entry_formats: Sequence[Sequence[str]]  # `training.export.FORMATS` keys per choice
     report: Mapping[str, Any]  # `specialize`'s report: specialization.json's "classes"
     seed: int = 0
+    #: the search kit's inputs (`training.search_kit.write_search_kit`): ``supernet`` (a
+    #: `training.weights.SupernetFile`), ``predictor``, ``recal_batches``; None: no kit
+    kit: Mapping[str, Any] | None = None
 
 
 # ---- the zoo folder ------------------------------------------------------------------------------
@@ -236,6 +240,10 @@ def _write_zoo(tmp: Path, plan: ZooPlan, *, previous: Any, measure: bool, probes
                        entries=entries)
     if golden_count:
         _write_golden(tmp, plan, golden_count)
+    if plan.kit is not None:
+        from training.search_kit import write_search_kit
+
+        write_search_kit(tmp, data=plan.data, entries=entries, **plan.kit)
     parsed = write_index(tmp, index)
     created_before = _unchanged_created(previous, parsed.to_json())
     if created_before is not None:

@@ -25,7 +25,7 @@ class Genome:
     whole population with a few gathers.
     """
 
-    def __init__(self, space: SearchSpace, cost: Any) -> None:  # a training.search.CostModel
+    def __init__(self, space: SearchSpace, cost: Any) -> None:  # an evolution.CostModel
         self.space = space
         s, t = space.num_slots, space.num_stages
         nk, ne = len(space.kernel_choices), len(space.expand_choices)
