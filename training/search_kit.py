@@ -74,17 +74,15 @@ def write_search_kit(folder: str | Path, *, supernet: Any, predictor: Any, data:
     """Write ``search/`` into zoo ``folder`` (``supernet`` a `training.weights.SupernetFile`,
     ``predictor`` an `AccuracyPredictor`, ``data`` a `training.entries.PublishData`); returns
     the manifest's path. The caller re-indexes the folder."""
-    from safetensors.numpy import save
-
+    from training.checkpoint import save_tensors
     from training.weights import supernet_metadata
 
     if recal_batches < 1:
         raise InputError(f"recal_batches must be >= 1, got {recal_batches}")
     root = Path(folder)
     (root / PREDICTOR).mkdir(parents=True, exist_ok=True)
-    tensors = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in supernet.state.items()}
-    atomic_write_bytes(root / SUPERNET, save(tensors, metadata=supernet_metadata(
-        supernet.space, mean=data.mean, std=data.std, sha256_of_source=supernet.sha256)))
+    save_tensors(root / SUPERNET, supernet.state, metadata=supernet_metadata(
+        supernet.space, mean=data.mean, std=data.std, sha256_of_source=supernet.sha256))
     predictor.save(root / PREDICTOR)
     images = calibration_images(data, recal_batches)
     import io

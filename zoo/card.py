@@ -206,6 +206,26 @@ def _quick_start(source: str | None) -> list[str]:
     ]
 
 
+def _search(index: ZooIndex, source: str | None) -> list[str]:
+    """How to specialize a subnet on the device, when the zoo carries the search kit."""
+    if "search/manifest.json" not in index.checksums:
+        return []
+    zoo_arg = f" --zoo {source}" if source else ""
+    return [
+        "## Search on the device", "",
+        "This zoo carries a search kit (`search/`: the supernet, the accuracy predictor and BN "
+        "calibration images), so a device can get a subnet of its own instead of one of the "
+        "entries below: `ofa-sdk search` times the device's latency table from `probes/` "
+        "(once), searches the supernet under the budget, and makes the subnet there (weights "
+        "sliced, BN recalibrated, ONNX), with no torch.", "",
+        "```bash",
+        'pip install "ofa-sdk[search]"        # the device install + onnxruntime, onnx, '
+        "safetensors",
+        f"ofa-sdk search --budget 20ms{zoo_arg}",
+        "```", "",
+    ]
+
+
 def _intended_use(index: ZooIndex) -> list[str]:
     ds = index.dataset.name
     return [
@@ -280,6 +300,7 @@ def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
         "entry lists its accuracy on the test set and its latency per device class, so a device "
         "can pick the most accurate subnet that fits its latency budget.", "",
         *_quick_start(source),
+        *_search(index, source),
         *_input_spec(folder, index),
         *_labels(index),
         *_intended_use(index),
@@ -311,6 +332,8 @@ def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
         "(input size, layout, normalisation, labels).",
         "- `luts/<device_class>.json`: per-layer latency lookup tables.",
         "- `probes/`: small models for building the lookup table of a new device.",
+        *(["- `search/`: the search kit of `ofa-sdk search` (format: `docs/zoo-format.md`)."]
+          if "search/manifest.json" in index.checksums else []),
         "- `plots/<device_class>.png`: accuracy vs latency.", "",
         "## Provenance", "",
         f"Created {index.created} by ofa-sdk {p.ofa_sdk_version}"
