@@ -55,7 +55,7 @@ def run(inputs: tuple[str, ...], top_k: int, threads: int | None, runtime: str, 
     mean/std and labels: without one they are read from the model's shape, pixels in [0, 1] and
     classes class0..., with a warning), or with the best zoo entry for a latency budget:
     ``run --best --budget 20ms IMAGE...``."""
-    from ofa_sdk.cli import do_pick
+    from ofa_sdk.cli_pick import do_pick
     from ofa_sdk.runtime import load_model
 
     chosen = None

@@ -15,11 +15,13 @@ import json
 import os
 import platform
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 __all__ = ["DeviceInfo", "detect_device", "normalize_arch", "match_score", "threads_text",
-           "RUNTIME_PACKAGES", "ISA_FEATURES", "ClassMatch", "match_class", "CPUINFO_ENV"]
+           "RUNTIME_PACKAGES", "ISA_FEATURES", "ClassMatch", "match_class", "CPUINFO_ENV",
+           "usable_cores", "peak_rss_mb"]
 
 #: Read this file instead of /proc/cpuinfo (to emulate another CPU, e.g. in tests).
 CPUINFO_ENV = "OFA_SDK_CPUINFO"
@@ -137,6 +139,17 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process in MB, or ``None`` where getrusage is missing."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 def _dist_version(dist: str, spec: Any) -> str | None:
