@@ -19,6 +19,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from ofa_sdk.constants import RUNTIME_PACKAGES
+
 __all__ = ["DeviceInfo", "detect_device", "normalize_arch", "match_score", "threads_text",
            "RUNTIME_PACKAGES", "ISA_FEATURES", "ClassMatch", "match_class", "CPUINFO_ENV",
            "usable_cores", "peak_rss_mb"]
@@ -26,11 +28,6 @@ __all__ = ["DeviceInfo", "detect_device", "normalize_arch", "match_score", "thre
 #: Read this file instead of /proc/cpuinfo (to emulate another CPU, e.g. in tests).
 CPUINFO_ENV = "OFA_SDK_CPUINFO"
 
-#: Runtime -> (module, distribution) pairs that provide it, in the order `load_model` tries them.
-RUNTIME_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "tflite": (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")),
-    "onnx": (("onnxruntime", "onnxruntime"),),
-}
 
 
 def threads_text(n: int) -> str:

@@ -13,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ofa_sdk.candidates import Candidate, Config, configs, ref_values, resolve_device
+from ofa_sdk.constants import PRECISION_CHOICES, RUNTIME_CHOICES
 from ofa_sdk.errors import DeviceError, InputError, NoModelFitsBudget, ZooError
 from ofa_sdk.golden import DEFAULT_MIN_AGREEMENT
 from ofa_sdk.measure import MeasurePolicy
@@ -21,13 +22,9 @@ from ofa_sdk.measurements import Measurement, MeasurementCache, now_utc
 if TYPE_CHECKING:  # pragma: no cover
     from ofa_sdk.zoo import Zoo
 
-__all__ = ["Planner", "NeedsMeasuring", "decide_with_lock", "raise_nothing_fits",
-           "RUNTIME_CHOICES", "PRECISION_CHOICES", "ProgressFn"]
+__all__ = ["Planner", "NeedsMeasuring", "decide_with_lock", "raise_nothing_fits", "ProgressFn"]
 
 logger = logging.getLogger(__name__)
-
-RUNTIME_CHOICES = ("auto", "tflite", "onnx")
-PRECISION_CHOICES = ("auto", "fp32", "int8")
 
 #: ``progress(what, done, total)``: bytes of a download (``what`` is the zoo path) or runs of a
 #: measurement (``what`` starts with ``"measure "``).

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
+from ofa_sdk.constants import PRECISIONS, RUNTIMES, SUFFIXES
 from ofa_sdk.errors import ArchSpecError, ZooError
 from ofa_sdk.zoo_fields import (
     check_float,
@@ -30,10 +31,7 @@ __all__ = ["SCHEMA_VERSION", "Producer", "DatasetInfo", "DeviceClass", "Latency"
            "Checksum", "Entry", "ZooIndex"]
 
 SCHEMA_VERSION = 1
-RUNTIMES = ("tflite", "onnx")
-PRECISIONS = ("fp32", "int8")
 LATENCY_KINDS = ("measured", "predicted")
-_SUFFIX = {"tflite": ".tflite", "onnx": ".onnx"}
 
 
 @dataclass(frozen=True)
@@ -192,8 +190,8 @@ class FileEntry:
                                    "metadata_size", "agreement"))
         path = check_relpath(d["path"], f"{where}.path")
         fmt = check_str(d["format"], f"{where}.format", choices=RUNTIMES)
-        if not path.endswith(_SUFFIX[fmt]):
-            raise ZooError(f"{where}.path: a {fmt} file must end in {_SUFFIX[fmt]}, got {path!r}")
+        if not path.endswith(SUFFIXES[fmt]):
+            raise ZooError(f"{where}.path: a {fmt} file must end in {SUFFIXES[fmt]}, got {path!r}")
         meta = check_relpath(d.get("metadata", path + ".json"), f"{where}.metadata")
         if meta != path + ".json":
             # the runtime finds the sidecar next to the model (ofa_sdk.metadata.sidecar_path)

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from ofa_sdk.constants import SUFFIXES
 from ofa_sdk.device import peak_rss_mb
 from ofa_sdk.errors import InputError, ModelLoadError
 from ofa_sdk.metadata import ModelMetadata, sidecar_path
@@ -21,8 +22,8 @@ __all__ = ["load_model", "RUNTIMES"]
 
 logger = logging.getLogger(__name__)
 
-#: Runtime name -> model file suffix.
-RUNTIMES = {"tflite": ".tflite", "onnx": ".onnx"}
+#: Runtime name -> model file suffix (`ofa_sdk.constants.SUFFIXES`, under its old name here).
+RUNTIMES = SUFFIXES
 
 
 def _backend(runtime: str) -> type[Model]:
