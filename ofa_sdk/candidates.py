@@ -1,7 +1,8 @@
 """What a zoo can run on this device: runtime/precision/thread configurations, the device class
 whose latencies rank each one (and how well it matches this device), and the candidates.
 
-`pick` (``ofa_sdk/pick.py``) decides among the candidates; this module only lays them out.
+`pick` (``ofa_sdk/pick.py``, through ``ofa_sdk/planner.py``) decides among the candidates; this
+module only lays them out.
 """
 
 from __future__ import annotations
