@@ -13,7 +13,7 @@ from ofa_sdk.errors import (
     OfaError,
 )
 
-__version__ = "0.1.0"
+from ofa_sdk.version import __version__  # noqa: E402
 
 # Eager on purpose: `ofa_sdk.pick` must be the function even after the submodule is imported
 # (a lazy attribute would be shadowed by the submodule). ofa_sdk.pick imports no runtime.

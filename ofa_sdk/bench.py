@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
 
+from ofa_sdk.device import peak_rss_mb
 from ofa_sdk.errors import InputError
 
 __all__ = ["BenchResult", "TimedRuns", "benchmark", "warm_up", "timed_runs", "peak_rss_mb"]
@@ -125,17 +125,6 @@ def timed_runs(model: Any, x: Any, *, min_runs: int, min_time_s: float, max_time
             break
     wall = (clock() - start) / 1e9
     return TimedRuns(times, wall, time.thread_time() - cpu0, samples)
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident set size of this process in MB, or ``None`` where getrusage is missing."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 def _check_count(name: str, value: Any, minimum: int) -> int:

@@ -1,7 +1,8 @@
 """What a zoo can run on this device: runtime/precision/thread configurations, the device class
 whose latencies rank each one (and how well it matches this device), and the candidates.
 
-`pick` (``ofa_sdk/pick.py``) decides among the candidates; this module only lays them out.
+`pick` (``ofa_sdk/pick.py``, through ``ofa_sdk/planner.py``) decides among the candidates; this
+module only lays them out.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ofa_sdk.constants import EXTRAS, PRECISIONS, RUNTIMES
 from ofa_sdk.device import ClassMatch, DeviceInfo, detect_device, match_class, threads_text
 from ofa_sdk.errors import BackendNotInstalled, DeviceError, LatencyTableError, ZooError
 
@@ -18,13 +20,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ofa_sdk.zoo import DeviceClass, Entry, FileEntry, Zoo
 
 __all__ = ["Config", "Candidate", "configs", "config_for", "device_classes_for", "ref_values",
-           "resolve_device", "RUNTIME_ORDER", "PRECISION_ORDER"]
+           "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
-RUNTIME_ORDER = ("tflite", "onnx")
-PRECISION_ORDER = ("fp32", "int8")
-_EXTRA = {"tflite": "tflite", "onnx": "onnx"}
 
 
 def _match(info: DeviceInfo, dc: DeviceClass) -> ClassMatch:
@@ -78,7 +77,7 @@ class Candidate:
     def preference(self) -> tuple[int, int, int]:
         """Fewer threads first, then the runtime and precision order (ties in `pick`)."""
         c = self.config
-        return (c.threads, RUNTIME_ORDER.index(c.runtime), PRECISION_ORDER.index(c.precision))
+        return (c.threads, RUNTIMES.index(c.runtime), PRECISIONS.index(c.precision))
 
     def to_json(self) -> dict[str, Any]:
         m = self.measurement
@@ -126,17 +125,17 @@ def configs(zoo: Zoo, info: DeviceInfo, *, runtime: str, precision: str, threads
     available = {(f.format, f.precision) for e in zoo.entries for f in e.files}
     if forced is not None:
         return [_forced(forced, runtime, precision, threads)]
-    runtimes = [r for r in RUNTIME_ORDER if runtime in ("auto", r)]
+    runtimes = [r for r in RUNTIMES if runtime in ("auto", r)]
     if measure:
         missing = [r for r in runtimes if r not in info.runtimes]
         if runtime != "auto" and missing:
             raise BackendNotInstalled(f"runtime {runtime!r} is not installed on this device: "
-                                      f'pip install "ofa-sdk[{_EXTRA[runtime]}]"')
+                                      f'pip install "ofa-sdk[{EXTRAS[runtime]}]"')
         runtimes = [r for r in runtimes if r in info.runtimes]
         if not runtimes:
             raise BackendNotInstalled('no runtime is installed: pip install "ofa-sdk[tflite]" '
                                       'or "ofa-sdk[onnx]"')
-    precisions = [p for p in PRECISION_ORDER if precision in ("auto", p)]
+    precisions = [p for p in PRECISIONS if precision in ("auto", p)]
     pairs = [(r, p) for r in runtimes for p in precisions if (r, p) in available]
     if not pairs:
         raise DeviceError(f"zoo {zoo.index.name!r} has no {'/'.join(runtimes)} file in "

@@ -17,10 +17,11 @@ from typing import Any, Callable
 
 import click
 
+from ofa_sdk.constants import PRECISION_CHOICES, RUNTIME_CHOICES
 from ofa_sdk.errors import NoModelFitsBudget, OfaError
 
 __all__ = ["OfaGroup", "OfaCommand", "json_option", "emit_json", "format_error",
-           "BudgetType", "BUDGET", "PRECISIONS", "runtime_option", "threads_option",
+           "BudgetType", "BUDGET", "runtime_option", "threads_option",
            "zoo_option", "revision_option", "device_option", "pick_runtime_option",
            "precision_option", "is_quiet", "warn_threads", "budget_text", "pick_options"]
 
@@ -198,9 +199,6 @@ def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 # ---- shared options ------------------------------------------------------------------------------
 
-PRECISIONS = ["auto", "fp32", "int8"]
-
-
 class BudgetType(click.ParamType):
     """A latency budget: ``20ms``, ``20 ms``, ``0.02s`` or ``20`` (ms) -> float ms."""
 
@@ -248,7 +246,7 @@ def warn_threads(threads: int | None) -> None:
 
 
 runtime_option = click.option(
-    "--runtime", type=click.Choice(["auto", "tflite", "onnx"]), default="auto", show_default=True,
+    "--runtime", type=click.Choice(RUNTIME_CHOICES), default="auto", show_default=True,
     help="Runtime to use; auto picks it from the file suffix.")
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=None,
@@ -265,10 +263,10 @@ device_option = click.option(
     "--device", default="auto", show_default=True,
     help="'auto' (this device, measured) or a device class id of the zoo.")
 pick_runtime_option = click.option(
-    "--runtime", type=click.Choice(["auto", "tflite", "onnx"]), default="auto",
+    "--runtime", type=click.Choice(RUNTIME_CHOICES), default="auto",
     show_default=True, help="Runtime; auto measures every installed one.")
 precision_option = click.option(
-    "--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+    "--precision", type=click.Choice(PRECISION_CHOICES), default="auto", show_default=True,
     help="Precision; auto measures fp32 and int8 where the zoo has both.")
 
 

@@ -11,7 +11,6 @@ import click
 
 from ofa_sdk.cli_common import (
     BUDGET,
-    PRECISIONS,
     OfaCommand,
     emit_json,
     is_quiet,
@@ -20,6 +19,7 @@ from ofa_sdk.cli_common import (
     threads_option,
     warn_threads,
 )
+from ofa_sdk.constants import PRECISION_CHOICES
 
 __all__ = ["run", "bench", "bench_rows"]
 
@@ -45,8 +45,8 @@ def _threads(threads: int | None) -> int:
 @click.option("--zoo", "zoo_source", default=None, envvar="OFA_SDK_ZOO",
               help="Zoo for --best (see `pick --help`).")
 @click.option("--revision", default=None, help="Revision of an hf:// zoo.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
-              help="Precision for --best.")
+@click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
+              show_default=True, help="Precision for --best.")
 @json_option
 def run(inputs: tuple[str, ...], top_k: int, threads: int | None, runtime: str, best: bool,
         budget: float | None, zoo_source: str | None, revision: str | None, precision: str,
@@ -55,7 +55,7 @@ def run(inputs: tuple[str, ...], top_k: int, threads: int | None, runtime: str, 
     mean/std and labels: without one they are read from the model's shape, pixels in [0, 1] and
     classes class0..., with a warning), or with the best zoo entry for a latency budget:
     ``run --best --budget 20ms IMAGE...``."""
-    from ofa_sdk.cli import do_pick
+    from ofa_sdk.cli_pick import do_pick
     from ofa_sdk.runtime import load_model
 
     chosen = None

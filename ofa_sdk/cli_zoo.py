@@ -19,6 +19,7 @@ from ofa_sdk.cli_common import (
     revision_option,
     zoo_option,
 )
+from ofa_sdk.constants import RUNTIMES
 from ofa_sdk.errors import InputError, NoModelFitsBudget
 
 __all__ = ["zoo_group"]
@@ -117,7 +118,7 @@ def zoo_plot(out: str, budget: float | None, device: str, runtime: str, precisio
 @zoo_group.command("download")
 @click.argument("zoo_source", metavar="ZOO")
 @revision_option
-@click.option("--format", "formats", multiple=True, type=click.Choice(["tflite", "onnx"]),
+@click.option("--format", "formats", multiple=True, type=click.Choice(RUNTIMES),
               help="Only the model files of this format (repeatable; default: every file).")
 @json_option
 def zoo_download(zoo_source: str, revision: str | None, formats: tuple[str, ...],

@@ -15,20 +15,19 @@ import json
 import os
 import platform
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+from ofa_sdk.constants import RUNTIME_PACKAGES
+
 __all__ = ["DeviceInfo", "detect_device", "normalize_arch", "match_score", "threads_text",
-           "RUNTIME_PACKAGES", "ISA_FEATURES", "ClassMatch", "match_class", "CPUINFO_ENV"]
+           "RUNTIME_PACKAGES", "ISA_FEATURES", "ClassMatch", "match_class", "CPUINFO_ENV",
+           "usable_cores", "peak_rss_mb"]
 
 #: Read this file instead of /proc/cpuinfo (to emulate another CPU, e.g. in tests).
 CPUINFO_ENV = "OFA_SDK_CPUINFO"
 
-#: Runtime -> (module, distribution) pairs that provide it, in the order `load_model` tries them.
-RUNTIME_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "tflite": (("ai_edge_litert", "ai-edge-litert"), ("tflite_runtime", "tflite-runtime")),
-    "onnx": (("onnxruntime", "onnxruntime"),),
-}
 
 
 def threads_text(n: int) -> str:
@@ -137,6 +136,17 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident set size of this process in MB, or ``None`` where getrusage is missing."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 def _dist_version(dist: str, spec: Any) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from ofa_sdk.errors import BackendNotInstalled, ModelNotCached, ZooError
 
-__all__ = ["hub_cache_dir", "hub_offline", "hub_endpoint", "download", "snapshot",
+__all__ = ["hf_module", "hub_cache_dir", "hub_offline", "hub_endpoint", "download", "snapshot",
            "commit_of", "unreachable"]
 
 logger = logging.getLogger(__name__)
@@ -29,18 +29,19 @@ _UNREACHABLE: dict[str, tuple[float, str]] = {}
 _UNREACHABLE_FOR_S = 30.0
 
 
-def _hf() -> Any:
+def hf_module(purpose: str = "reading a zoo from the Hugging Face Hub") -> Any:
+    """The ``huggingface_hub`` module, imported now; when it is not installed,
+    `BackendNotInstalled` naming the extra and what it was needed for (``purpose``)."""
     try:
         import huggingface_hub
     except ImportError:
         raise BackendNotInstalled(
-            "reading a zoo from the Hugging Face Hub needs huggingface_hub: "
-            "pip install 'ofa-sdk[hub]'") from None
+            f"{purpose} needs huggingface_hub: pip install 'ofa-sdk[hub]'") from None
     return huggingface_hub
 
 
 def _constants() -> Any:
-    _hf()
+    hf_module()
     from huggingface_hub import constants
 
     return constants
@@ -73,7 +74,7 @@ def _download_hint(repo_id: str | None, revision: str | None) -> str:
 
 def unreachable(repo_id: str | None, path: str, revision: str | None) -> str | None:
     """One attempt, no retries: why the Hub cannot be reached, or None when it answers."""
-    hf = _hf()
+    hf = hf_module()
     from huggingface_hub import errors as hf_errors
 
     endpoint = hub_endpoint()
@@ -115,7 +116,7 @@ def download(repo_id: str | None, path: str, *, revision: str | None, offline: b
              progress: ProgressFn | None = None, size: int = 0, force: bool = False) -> Path:
     """The local path of ``path`` from a Hub repo: downloaded, or from the cache when offline
     or when the Hub cannot be reached (the caller verifies the bytes)."""
-    hf = _hf()
+    hf = hf_module()
     from huggingface_hub import errors as hf_errors
 
     where = f"hf://{repo_id}@{revision or 'main'}"
@@ -151,7 +152,7 @@ def download(repo_id: str | None, path: str, *, revision: str | None, offline: b
 def snapshot(repo_id: str | None, paths: list[str], *, revision: str | None) -> None:
     """Fetch ``paths`` of one commit in parallel (a no-op when the Hub cannot be reached: the
     files then come from the cache one by one, or fail with a clear `ModelNotCached`)."""
-    hf = _hf()
+    hf = hf_module()
     from huggingface_hub import errors as hf_errors
 
     if not paths or unreachable(repo_id, paths[0], revision) is not None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ofa_sdk.arch import ArchSpec, LayerInfo, SearchSpace
 from ofa_sdk.cache import parse_json
+from ofa_sdk.constants import RUNTIMES
 from ofa_sdk.encoding import ArchArrays, active_mask_index
 from ofa_sdk.errors import LatencyTableError, NoModelFitsBudget
 
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-_RUNTIMES = ("tflite", "onnx")
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ class LatencyLUT:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if self.runtime not in _RUNTIMES:
-            raise LatencyTableError(f"runtime {self.runtime!r} is not one of {_RUNTIMES}")
+        if self.runtime not in RUNTIMES:
+            raise LatencyTableError(f"runtime {self.runtime!r} is not one of {RUNTIMES}")
         a, b = (float(v) for v in self.overhead)
         if not np.isfinite(a) or not np.isfinite(b) or b <= 0:
             raise LatencyTableError(f"overhead must be finite with b > 0, got a={a}, b={b}")

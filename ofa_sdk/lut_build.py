@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from ofa_sdk.arch import SearchSpace
 from ofa_sdk.cache import atomic_write_json
+from ofa_sdk.constants import EXTRAS, RUNTIME_PACKAGES, RUNTIMES
 from ofa_sdk.errors import BackendNotInstalled, InputError, LatencyTableError, ZooError
 from ofa_sdk.latency import LatencyEntry, LatencyLUT, fit_overhead, required_keys
 
@@ -35,9 +36,6 @@ __all__ = ["BenchSettings", "BuildResult", "build_lut", "partial_path", "raw_pat
 logger = logging.getLogger(__name__)
 
 _PARTIAL_KIND = "ofa-sdk partial latency table"
-_RUNTIME_MODULES = {"tflite": (("ai_edge_litert.interpreter", "tflite_runtime.interpreter"),
-                               "tflite"),
-                    "onnx": (("onnxruntime",), "onnx")}
 
 
 @dataclass(frozen=True)
@@ -79,10 +77,10 @@ def raw_path(out: str | os.PathLike) -> Path:
 
 def check_runtime(runtime: str) -> None:
     """Raise `BackendNotInstalled` (naming the pip extra) unless ``runtime`` can be imported."""
-    if runtime not in _RUNTIME_MODULES:
-        raise InputError(f"unknown runtime {runtime!r}; choose tflite or onnx")
-    modules, extra = _RUNTIME_MODULES[runtime]
-    for name in modules:
+    if runtime not in RUNTIMES:
+        raise InputError(f"unknown runtime {runtime!r}; choose {' or '.join(RUNTIMES)}")
+    extra = EXTRAS[runtime]
+    for name, _ in RUNTIME_PACKAGES[runtime]:
         try:
             importlib.import_module(name)
             return

@@ -14,6 +14,7 @@ from typing import Any
 
 from ofa_sdk.arch import ArchSpec, SearchSpace, get_space
 from ofa_sdk.cache import parse_json
+from ofa_sdk.constants import PRECISIONS
 from ofa_sdk.errors import ModelLoadError
 
 __all__ = ["ModelMetadata", "sidecar_path", "SCHEMA_VERSION"]
@@ -97,7 +98,7 @@ class ModelMetadata:
             raise ModelLoadError(f"malformed model metadata: {e!r}") from None
         if md.layout not in ("NHWC", "NCHW"):
             raise ModelLoadError(f"metadata layout must be NHWC or NCHW, got {md.layout!r}")
-        if md.precision not in ("fp32", "int8"):
+        if md.precision not in PRECISIONS:
             raise ModelLoadError(f"metadata precision must be fp32 or int8, got {md.precision!r}")
         if len(md.mean) != md.channels or len(md.std) != md.channels:
             raise ModelLoadError("metadata mean/std must have one value per input channel")

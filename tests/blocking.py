@@ -37,7 +37,7 @@ def blocked_argv(code: str, *args: str, blocked: Iterable[str] = ("torch", "tens
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
             "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", **extra}
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ofa_sdk.cache import sha256_file
-from ofa_sdk.errors import BackendNotInstalled, ZooError
+from ofa_sdk.errors import ZooError
+from ofa_sdk.hub import hf_module
 from zoo.index import verify_folder, zoo_files
 
 __all__ = ["publish_folder", "plan_publish", "commit_operations", "PublishPlan", "PublishResult",
@@ -108,17 +109,8 @@ class PublishResult:
                                            "unchanged": list(self.unchanged)}
 
 
-def _hf():
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise BackendNotInstalled("publishing needs huggingface_hub: pip install "
-                                  "'ofa-sdk[hub]'") from None
-    return huggingface_hub
-
-
 def _api(endpoint: str | None, token: str | bool | None):
-    hf = _hf()
+    hf = hf_module("publishing")
     # endpoint None: huggingface_hub's own HF_ENDPOINT (huggingface_hub.constants.ENDPOINT)
     return hf.HfApi(endpoint=endpoint or None, token=token, library_name="ofa-sdk")
 
@@ -182,7 +174,7 @@ def plan_publish(folder: str | os.PathLike, repo_id: str, *, branch: str = "main
 
 def commit_operations(folder: str | os.PathLike, plan: PublishPlan) -> list:
     """The ``create_commit`` operations of ``plan``: an add per upload, a delete per deletion."""
-    hf = _hf()
+    hf = hf_module("publishing")
     root = Path(folder)
     ops: list = [hf.CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(root / p))
                  for p in plan.upload]
@@ -210,7 +202,7 @@ def publish_folder(folder: str | os.PathLike, repo_id: str, *, revision_tag: str
     Raises:
         ZooError: the folder is not a valid zoo, or the Hub refused an operation.
     """
-    _hf()
+    hf_module("publishing")
     from huggingface_hub import errors as hf_errors
 
     root = Path(folder)

@@ -3,7 +3,8 @@
 Neither runtime (nor Pillow) is imported until a model of that format is loaded or an image is read.
 """
 
-from ofa_sdk.runtime.base import RUNTIMES, Model, TensorInfo, load_model
+from ofa_sdk.runtime.base import Model, TensorInfo
+from ofa_sdk.runtime.loader import RUNTIMES, load_model
 from ofa_sdk.runtime.preprocess import dequantize, preprocess_images, quantize, softmax
 
 __all__ = [

@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from ofa_sdk.constants import EXTRAS
 from ofa_sdk.errors import BackendNotInstalled, ModelLoadError
 from ofa_sdk.metadata import ModelMetadata
 from ofa_sdk.runtime.base import Model, TensorInfo
 
 __all__ = ["OnnxModel"]
 
-_INSTALL = 'onnxruntime is not installed; install it with: pip install "ofa-sdk[onnx]"'
+_INSTALL = f'onnxruntime is not installed; install it with: pip install "ofa-sdk[{EXTRAS["onnx"]}]"'
 
 _DTYPES = {
     "tensor(float)": np.float32,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -12,6 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ofa_sdk.constants import EXTRAS, RUNTIME_PACKAGES
 from ofa_sdk.errors import BackendNotInstalled, ModelLoadError
 from ofa_sdk.metadata import ModelMetadata
 from ofa_sdk.runtime.base import Model, TensorInfo
@@ -20,7 +22,7 @@ __all__ = ["TFLiteModel", "native_stderr_to_log"]
 
 logger = logging.getLogger(__name__)
 
-_INSTALL = 'LiteRT is not installed; install it with: pip install "ofa-sdk[tflite]"'
+_INSTALL = f'LiteRT is not installed; install it with: pip install "ofa-sdk[{EXTRAS["tflite"]}]"'
 
 
 def _tensor_info(d: dict[str, Any]) -> TensorInfo:
@@ -73,14 +75,12 @@ class TFLiteModel(Model):
     @classmethod
     def _import_runtime(cls) -> Any:
         # Importing (rather than find_spec) also turns a broken install into the clear error.
-        try:
-            from ai_edge_litert import interpreter as rt
-        except ImportError:
+        for module, _dist in RUNTIME_PACKAGES[cls.runtime]:  # LiteRT, else the older wheel
             try:
-                from tflite_runtime import interpreter as rt  # the older standalone wheel
+                return importlib.import_module(f"{module}.interpreter")
             except ImportError:
-                raise BackendNotInstalled(_INSTALL) from None
-        return rt
+                continue
+        raise BackendNotInstalled(_INSTALL) from None
 
     @classmethod
     def _open(cls, rt: Any, path: Path, metadata: ModelMetadata | None, *,
@@ -114,8 +114,7 @@ class TFLiteModel(Model):
     def runtime_version(self) -> str:
         from importlib.metadata import PackageNotFoundError, version
 
-        dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
-        name = dist.get(self._package, self._package)
+        name = dict(RUNTIME_PACKAGES[self.runtime]).get(self._package, self._package)
         try:
             return f"{name} {version(name)}"
         except PackageNotFoundError:

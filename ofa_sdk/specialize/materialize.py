@@ -96,7 +96,7 @@ def build_params(kit: SearchKit, spec: ArchSpec, *, weights: SupernetWeights | N
 def _metadata(kit: SearchKit, spec: ArchSpec) -> ModelMetadata:
     import onnx
 
-    from ofa_sdk import __version__
+    from ofa_sdk.version import __version__
 
     return ModelMetadata(
         arch=spec.to_json(), format="onnx", precision="fp32", input_size=spec.resolution,

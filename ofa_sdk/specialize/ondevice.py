@@ -179,7 +179,7 @@ def search(budget_ms: float | str, *, zoo: Any = None, threads: int | None = Non
             message names its latency. ZooError (exit 2): the zoo lacks the search kit.
     """
     from ofa_sdk.latency import LatencyPredictor
-    from ofa_sdk.pick import resolve_zoo
+    from ofa_sdk.zoo import resolve_zoo
     from ofa_sdk.specialize.evolution import EvolutionConfig
     from ofa_sdk.specialize.kit import load_kit
     from ofa_sdk.specialize.predictor import AccuracyPredictor

@@ -111,7 +111,9 @@ def tflite_model(onnx_model, tmp_path_factory) -> TinyModel:
     import torch
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    litert_torch = pytest.importorskip("litert_torch")
+    litert_torch = pytest.importorskip(
+        "litert_torch", reason="litert_torch is not installed: the tiny TFLite model is "
+        "converted from the torch net with it")
     path = tmp_path_factory.mktemp("tflite") / "tiny.tflite"
     net = onnx_model.net
     nhwc = litert_torch.to_channel_last_io(net, args=[0])

@@ -31,6 +31,14 @@ OTHER_CLASS = "riscv-onnx-int8-t1"
 OTHER_MS = {"e00": 1.0, "e01": 5.0, "e02": 20.0}
 ARM_CLASS = "arm-a53-tflite-int8-t4"
 
+#: Why the tests over these zoos skip where a package is missing (a device-only install).
+NEEDS_TORCH = ("torch is not installed: the pick test zoos (tests/sdk/pickzoo.py) build their "
+               "tiny conv nets with torch and export them to ONNX (pip install -e .[dev])")
+NEEDS_ONNXRUNTIME = ("onnxruntime is not installed: the pick test zoos are ONNX files, "
+                     "quantized to int8 and measured with onnxruntime")
+NEEDS_LITERT_TORCH = ("litert_torch is not installed: the pick test zoo's TFLite files are "
+                      "converted from torch with it")
+
 _BUILT: dict[str, Path] = {}
 
 

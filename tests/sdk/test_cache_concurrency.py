@@ -8,19 +8,17 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+from pickzoo import NEEDS_ONNXRUNTIME, NEEDS_TORCH, NETS, make_pick_zoo
+
+pytest.importorskip("torch", reason=NEEDS_TORCH)
+pytest.importorskip("onnxruntime", reason=NEEDS_ONNXRUNTIME)
 
 from ofa_sdk.device import detect_device  # noqa: E402
 from ofa_sdk.measurements import now_utc  # noqa: E402
 from ofa_sdk.pick import Measurement, MeasurementCache  # noqa: E402
-from pickzoo import NETS, make_pick_zoo  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _m(file: str, ms: float, threads: int = 1) -> Measurement:
@@ -72,8 +70,7 @@ def test_four_processes_picking_at_once(tmp_path):
         except NoModelFitsBudget:
             print("ok")
     """)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OFA_SDK_CACHE": str(cache),
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OFA_SDK_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(zoo), str(go), str(i + 1)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for i in range(4)]

@@ -14,7 +14,6 @@ import pytest
 
 from ofa_sdk.zoo import BUNDLED_ZOO, open_zoo
 
-ROOT = Path(__file__).resolve().parents[2]
 BENCH_KEYS = {"model", "runtime", "runtime_version", "num_threads", "input_shape", "input_dtype",
               "has_sidecar", "init_ms", "first_inference_ms", "warmup_runs", "warmup_s", "count",
               "measured_s", "median_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "min_ms",
@@ -23,7 +22,7 @@ BENCH_KEYS = {"model", "runtime", "runtime_version", "num_threads", "input_shape
 
 
 def _cli(*args: object, timeout: float = 300, **env_extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
+    env = {**os.environ, **env_extra}
     return subprocess.run([sys.executable, "-m", "ofa_sdk.cli", *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=timeout)
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+from pickzoo import HERE_CLASS, NEEDS_ONNXRUNTIME, NEEDS_TORCH, make_pick_zoo
+
+pytest.importorskip("torch", reason=NEEDS_TORCH)
+pytest.importorskip("onnxruntime", reason=NEEDS_ONNXRUNTIME)
 
 from ofa_sdk.cli import main  # noqa: E402
 from ofa_sdk.device import detect_device  # noqa: E402
 from blocking import run_blocked  # noqa: E402
-from pickzoo import HERE_CLASS, make_pick_zoo  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory) -> Path:
@@ -186,7 +186,7 @@ def test_completion_and_help():
 
 @pytest.mark.integration
 def test_subprocess_bad_budget_and_no_fit(zoo, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OFA_SDK_CACHE": str(tmp_path / "c")}
+    env = {**os.environ, "OFA_SDK_CACHE": str(tmp_path / "c")}
     cmd = [sys.executable, "-m", "ofa_sdk.cli", "pick", "--zoo", str(zoo), "--budget"]
     res = subprocess.run(cmd + ["-3ms"], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 2 and "positive" in res.stderr and "Traceback" not in res.stderr

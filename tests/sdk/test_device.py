@@ -56,7 +56,7 @@ def test_detection_imports_no_runtime():
             "heavy = {'onnxruntime', 'ai_edge_litert', 'tflite_runtime', 'torch', "
             "'importlib.metadata'}; print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True, timeout=60)
+                         check=True, timeout=60)
     assert out.stdout.strip() == "[]"
 
 

@@ -10,8 +10,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+from pickzoo import (
+    ARM_CLASS,
+    HERE_CLASS,
+    NEEDS_LITERT_TORCH,
+    NEEDS_ONNXRUNTIME,
+    NEEDS_TORCH,
+    NETS,
+    OTHER_CLASS,
+    OTHER_MS,
+    make_pick_zoo,
+)
+
+pytest.importorskip("torch", reason=NEEDS_TORCH)
+pytest.importorskip("onnxruntime", reason=NEEDS_ONNXRUNTIME)
 
 from ofa_sdk.device import detect_device  # noqa: E402
 from ofa_sdk.errors import (  # noqa: E402
@@ -23,7 +35,6 @@ from ofa_sdk.errors import (  # noqa: E402
     ZooError,
 )
 from ofa_sdk.pick import MeasurementCache, Pick, load_best, pick, rank  # noqa: E402
-from pickzoo import ARM_CLASS, HERE_CLASS, NETS, OTHER_CLASS, OTHER_MS, make_pick_zoo  # noqa: E402
 
 BIG = 10_000.0   # ms: everything fits
 TINY = 1e-6      # ms: nothing fits
@@ -37,7 +48,7 @@ def zoos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tflite_zoo(tmp_path_factory):
-    pytest.importorskip("litert_torch")
+    pytest.importorskip("litert_torch", reason=NEEDS_LITERT_TORCH)
     return make_pick_zoo(tmp_path_factory.mktemp("tfl") / "zoo", classes="none", with_tflite=True)
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: these tests measure "
+                    "and golden-check the ONNX files of the bundled and the pick test zoos")
 
 from ofa_sdk.device import DeviceInfo, detect_device, match_class  # noqa: E402
 from ofa_sdk.measure import MeasurePolicy, judge_round, measure_file  # noqa: E402
@@ -29,8 +30,7 @@ AVX2_EPYC = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    full = {**os.environ, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, "-m", "ofa_sdk.cli", *args], capture_output=True,
                           text=True, env=full, cwd=ROOT, timeout=300)
 
@@ -58,7 +58,7 @@ def test_cpuinfo_can_be_faked_for_the_whole_process(tmp_path):
     code = ("from ofa_sdk.device import detect_device; d = detect_device(); "
             "print(d.cpu_model, '|', ' '.join(d.cpu_features), '|', d.fingerprint)")
     out = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, check=True,
+                          env={**os.environ, **env}, check=True,
                           timeout=60).stdout.split(" | ")
            for env in ({"OFA_SDK_CPUINFO": str(fake)}, {})]
     assert out[0][0] == "AMD EPYC 7B12" and out[0][1] == "sse4_2 avx avx2 fma f16c"
@@ -151,8 +151,9 @@ def test_a_busy_machine_gives_an_untrusted_measurement(onnx_model):
 
 @pytest.fixture
 def zoo(tmp_path):
-    pytest.importorskip("torch")
-    from pickzoo import make_pick_zoo
+    from pickzoo import NEEDS_TORCH, make_pick_zoo
+
+    pytest.importorskip("torch", reason=NEEDS_TORCH)
 
     return make_pick_zoo(tmp_path / "zoo", classes="exact")
 
@@ -281,8 +282,8 @@ def test_eight_concurrent_picks_on_one_empty_cache_give_one_answer(tmp_path):
     """The must-show: 8 `ofa-sdk pick` processes started together on an empty cache agree on
     entry, runtime, precision and threads; each measurement was taken once, by one of them."""
     cache = tmp_path / "shared-cache"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OFA_SDK_CACHE": str(cache),
-           "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "OFA_SDK_CACHE": str(cache), "OMP_NUM_THREADS": "1",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
     procs = [subprocess.Popen([sys.executable, "-m", "ofa_sdk.cli", "pick", "--budget", "20ms",
                                "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env, cwd=ROOT) for _ in range(8)]

@@ -409,8 +409,7 @@ def test_cli_zoo_download_then_offline(hub, tmp_path):
     """`ofa-sdk zoo download` in a shell against olah, then `zoo list` and a verified file
     offline with the server still up but HF_HUB_OFFLINE=1 (nothing may be fetched)."""
     server, c1, _ = hub
-    env = {**os.environ, "HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "home"),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "HF_ENDPOINT": server.endpoint, "HF_HOME": str(tmp_path / "home")}
     env.pop("HF_HUB_CACHE", None)
     cli = [sys.executable, "-m", "ofa_sdk.cli"]
     res = subprocess.run(cli + ["zoo", "download", f"hf://{REPO}", "--revision", "v1", "--json"],

@@ -27,8 +27,7 @@ def folder(tmp_path) -> Path:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-            "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    full = {**os.environ, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, "-m", "ofa_sdk.cli", *args], capture_output=True,
                           text=True, env=full, cwd=ROOT, timeout=300)
 

@@ -34,7 +34,6 @@ from zoofixtures import make_zoo
 
 REPO = "acme/pub-zoo"
 TOKEN = "hf_ofaSdkTestTokenDoNotLeak0123456789"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +123,7 @@ def test_invalid_folder_is_refused_before_any_request(local, tmp_path):
 def test_dry_run_cli_prints_plan_and_never_the_token(hub, local, tmp_path):
     (local / "README.md").write_text("# new card\n")
     write_index(local, json.loads((local / "index.json").read_text()))
-    env = {**os.environ, "HF_TOKEN": TOKEN, "HF_ENDPOINT": hub[0].endpoint,
-           "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_TOKEN": TOKEN, "HF_ENDPOINT": hub[0].endpoint}
     out = subprocess.run([sys.executable, "-m", "zoo.hub", str(local), REPO, "--dry-run",
                           "--tag", "v2"], capture_output=True, text=True, env=env, timeout=120,
                          cwd=tmp_path)
