@@ -430,4 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python training/publish.py` with the project installed: run the package's own module (the
+    # same as `python -m ofa_sdk.training.publish`), not a second copy of it under `__main__`.
+    from ofa_sdk.training.publish import main as _main
+
+    raise SystemExit(_main())
