@@ -27,11 +27,11 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ofa_sdk.arch import FMNIST, ArchSpec  # noqa: E402
-from training import export  # noqa: E402
-from training.bn import recalibrate_bn  # noqa: E402
-from training.data import to_input  # noqa: E402
-from training.datasets import add_data_arguments, source_from_args  # noqa: E402
-from training.supernet import OFAMobileNetV3  # noqa: E402
+from ofa_sdk.training import export  # noqa: E402
+from ofa_sdk.training.bn import recalibrate_bn  # noqa: E402
+from ofa_sdk.training.data import to_input  # noqa: E402
+from ofa_sdk.training.datasets import add_data_arguments, source_from_args  # noqa: E402
+from ofa_sdk.training.supernet import OFAMobileNetV3  # noqa: E402
 
 
 def _predict(fmt: str, path: Path, x: torch.Tensor) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Batch-1 CPU latency of exported subnets vs torch eager, at 1 and 2 threads.
 
 For the smallest, a middle and the largest FMNIST subnet (random weights, BN recalibrated on random
-data) it exports ONNX fp32/int8 and TFLite fp32/int8 (`training.export.export_all`), then times
+data) it exports ONNX fp32/int8 and TFLite fp32/int8 (`ofa_sdk.training.export.export_all`), then times
 torch eager, onnxruntime and LiteRT in interleaved rounds on the same inputs. Reports the median
 latency of each and its ratio to torch eager measured in the same run.
 
@@ -30,9 +30,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from ofa_sdk.arch import FMNIST, ArchSpec  # noqa: E402
-from training import export  # noqa: E402
-from training.bn import recalibrate_bn  # noqa: E402
-from training.supernet import OFAMobileNetV3  # noqa: E402
+from ofa_sdk.training import export  # noqa: E402
+from ofa_sdk.training.bn import recalibrate_bn  # noqa: E402
+from ofa_sdk.training.supernet import OFAMobileNetV3  # noqa: E402
 
 BACKENDS = ("torch", "onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8")
 

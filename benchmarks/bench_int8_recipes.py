@@ -65,9 +65,9 @@ def export(args: argparse.Namespace) -> None:
     import torch
 
     from ofa_sdk.arch import FMNIST, ArchSpec
-    from training.collect_accuracy import load_supernet
-    from training.export import OnnxInt8Recipe, export_onnx, export_onnx_int8
-    from training.publish import load_data, recalibrated_subnet
+    from ofa_sdk.training.collect_accuracy import load_supernet
+    from ofa_sdk.training.export import OnnxInt8Recipe, export_onnx, export_onnx_int8
+    from ofa_sdk.training.publish import load_data, recalibrated_subnet
 
     torch.set_num_threads(1)
     out = Path(args.out)

@@ -7,7 +7,7 @@ absolute error, and the ratio predicted / measured (the measured latency is the 
 the same run). The overhead term is fitted on the probes' calibration subnets only, never on the
 N test subnets; the test subnets exclude the calibration ones.
 
-    python -m training.probes --space ofa_mbv3_fmnist_d234_e346_k357 --out /tmp/fm/probes
+    python -m ofa_sdk.training.probes --space ofa_mbv3_fmnist_d234_e346_k357 --out /tmp/fm/probes
     python benchmarks/bench_lut_accuracy.py --runtime onnx --probes /tmp/fm/probes \\
         --work /tmp/fm/bench_onnx
 """
@@ -41,7 +41,7 @@ def _specs(space, n: int, seed: int, exclude: set[str]):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runtime", choices=["tflite", "onnx"], required=True)
-    ap.add_argument("--probes", required=True, help="probes folder (python -m training.probes)")
+    ap.add_argument("--probes", required=True, help="probes folder (python -m ofa_sdk.training.probes)")
     ap.add_argument("--work", required=True, help="folder for the LUT, subnets and results")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seed", type=int, default=1)
@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="time every model this many times round-robin, keep the median")
     ap.add_argument("--rebuild", action="store_true", help="measure the LUT again")
     ap.add_argument("--interpolate", action="store_true",
-                    help="the probes cover some resolutions (training.probes --resolutions)")
+                    help="the probes cover some resolutions (ofa_sdk.training.probes --resolutions)")
     args = ap.parse_args(argv)
 
-    from device_bench.lut import BenchSettings, build_lut
-    from device_bench.probes import ProbeSet
+    from ofa_sdk.device_bench.lut import BenchSettings, build_lut
+    from ofa_sdk.device_bench.probes import ProbeSet
     from ofa_sdk.bench import benchmark
     from ofa_sdk.latency import LatencyLUT, LatencyPredictor
 
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         import torch
 
-        from training.probes import export_subnet
-        from training.supernet import OFAMobileNetV3
+        from ofa_sdk.training.probes import export_subnet
+        from ofa_sdk.training.supernet import OFAMobileNetV3
 
         torch.set_num_threads(1)
         torch.manual_seed(0)

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _test_set(data_dir: str | None):
-    from training.arrays import load_fashion_mnist
+    from ofa_sdk.training.arrays import load_fashion_mnist
 
     test = load_fashion_mnist("test", data_dir=data_dir)
     return np.ascontiguousarray(np.asarray(test.images).transpose(0, 2, 3, 1)), \

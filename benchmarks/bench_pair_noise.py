@@ -1,6 +1,6 @@
 """How noisy is one [subnet, validation accuracy] pair, as a measure of the subnet's accuracy?
 
-Each subnet (taken from a pairs file of ``training.collect_accuracy``, so the same subnets the
+Each subnet (taken from a pairs file of ``ofa_sdk.training.collect_accuracy``, so the same subnets the
 predictor saw) is evaluated exactly as there (extracted, BN recalibrated on the same 10 training
 batches) but on the two disjoint halves of the 5,000-image validation split. From the two scores:
 
@@ -39,9 +39,9 @@ _W: dict = {}
 def _init(checkpoint: str, source: object) -> None:
     import torch
 
-    from training.collect_accuracy import EvalData
-    from training.data import BatchLoader
-    from training.weights import load_supernet
+    from ofa_sdk.training.collect_accuracy import EvalData
+    from ofa_sdk.training.data import BatchLoader
+    from ofa_sdk.training.weights import load_supernet
 
     torch.set_num_threads(1)
     net, sf = load_supernet(checkpoint)
@@ -59,7 +59,7 @@ def _init(checkpoint: str, source: object) -> None:
 
 def _eval(spec_json: dict) -> tuple[float, float]:
     from ofa_sdk.arch import ArchSpec
-    from training.collect_accuracy import evaluate_spec
+    from ofa_sdk.training.collect_accuracy import evaluate_spec
 
     spec = ArchSpec.from_json(spec_json, space=_W["net"].space)
     return tuple(evaluate_spec(_W["net"], spec, h) for h in _W["halves"])  # type: ignore
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=120)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json")
-    from training.datasets import add_data_arguments, source_from_args
+    from ofa_sdk.training.datasets import add_data_arguments, source_from_args
 
     add_data_arguments(p)
     args = p.parse_args(argv)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.checkpoint and args.pairs):
         p.error("--checkpoint and --pairs are required (or --rederive JSON)")
-    from training.predictors import kendall_tau
+    from ofa_sdk.training.predictors import kendall_tau
 
     rows = [json.loads(line) for line in Path(args.pairs).read_text().splitlines() if line][:args.n]
     import multiprocessing as mp

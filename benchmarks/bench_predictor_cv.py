@@ -1,6 +1,6 @@
 """Choose the accuracy predictor's recipe by 5-fold cross-validation, never on the holdout.
 
-The pairs file is split exactly as ``python -m training.predictors --holdout N`` splits it; the
+The pairs file is split exactly as ``python -m ofa_sdk.training.predictors --holdout N`` splits it; the
 holdout is dropped here, and the remaining pairs are cut into 5 seeded folds. Each recipe is
 trained on 4 folds (with its own early-stopping split inside them, as in the CLI) and scored on
 the fifth: mean RMSE (pp) and Kendall tau over the folds. A recipe with ``members`` K > 1 is the
@@ -41,7 +41,7 @@ RECIPES: dict[str, tuple[dict, int]] = {
 
 def ridge_cv(x: np.ndarray, y: np.ndarray, folds: list[np.ndarray], lam: float
              ) -> list[tuple[float, float]]:
-    from training.predictors import prediction_metrics
+    from ofa_sdk.training.predictors import prediction_metrics
 
     out = []
     for f, test in enumerate(folds):
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.disable(logging.INFO)
     from ofa_sdk.encoding import ArchArrays, encode
-    from training.predictors import TrainConfig, holdout_split, load_pairs, \
+    from ofa_sdk.training.predictors import TrainConfig, holdout_split, load_pairs, \
         prediction_metrics, train_predictor
 
     specs, accs = load_pairs(args.pairs)

@@ -1,7 +1,7 @@
 """Probe weights: does fp32 latency depend on weight values, and how small do pattern probes pack?
 
 Part 1 exports one probe layer with random weights (random BN statistics, as the probes had
-before), with the pattern `training.probes` now uses, and with zero weights; times them with
+before), with the pattern `ofa_sdk.training.probes` now uses, and with zero weights; times them with
 onnxruntime and LiteRT, 1 thread, interleaved (alternating order) rounds, and prints the median
 of each and the ratios against random (the baseline, measured in the same run).
 Part 2 exports the ``--sizes`` largest probes of the space plus a spread of smaller ones in both
@@ -29,8 +29,8 @@ import torch  # noqa: E402
 
 from ofa_sdk.arch import get_space  # noqa: E402
 from ofa_sdk.latency import required_keys  # noqa: E402
-from training.probe_nets import build_probe, fill_pattern_  # noqa: E402
-from training.probes import _export_onnx, _export_tflite  # noqa: E402
+from ofa_sdk.training.probe_nets import build_probe, fill_pattern_  # noqa: E402
+from ofa_sdk.training.probes import _export_onnx, _export_tflite  # noqa: E402
 
 
 def _variant(layer, name: str, gen: torch.Generator) -> torch.nn.Module:
@@ -131,8 +131,8 @@ def sizes(space, out: Path, count: int) -> dict:
                      "ratio_biggest": round(raw[0] / comp[0], 1)}
     print("projection (layer probes only)", json.dumps(proj), flush=True)
     # Calibration subnets: the largest one, times the number shipped, bounds them from above.
-    from training.probes import NUM_RANDOM_CALIBRATION, export_subnet
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.probes import NUM_RANDOM_CALIBRATION, export_subnet
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     supernet = OFAMobileNetV3(space).eval()
     fill_pattern_(supernet)

@@ -3,7 +3,7 @@
 For the smallest, a middle and the largest subnet: (1) OFA: extract it from the trained supernet,
 recalibrate BN on training batches, evaluate top-1 on the TEST split; (2) scratch: train the same
 architecture from random init with the ``full`` phase's recipe and epoch count (no KD), via
-``training.train.train(..., fixed_arch=spec)``, then evaluate it the same way. Prints a table and
+``ofa_sdk.training.train.train(..., fixed_arch=spec)``, then evaluate it the same way. Prints a table and
 writes JSON. Scratch runs live in ``--out/<name>-<spec>`` and are resumed / skipped on a rerun.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_ps_vs_scratch.py \\
@@ -35,16 +35,16 @@ import torch.nn.functional as F  # noqa: E402
 
 from ofa_sdk.arch import ArchSpec, SearchSpace  # noqa: E402
 from ofa_sdk.errors import OfaError  # noqa: E402
-from training.checkpoint import (  # noqa: E402
+from ofa_sdk.training.checkpoint import (  # noqa: E402
     CheckpointError,
     atomic_write_bytes,
     load_checkpoint,
     load_tensors,
 )
-from training.data import BatchLoader, augment, to_input  # noqa: E402
-from training.datasets import add_data_arguments  # noqa: E402
-from training.schedule import ConfigError  # noqa: E402
-from training.train import (  # noqa: E402
+from ofa_sdk.training.data import BatchLoader, augment, to_input  # noqa: E402
+from ofa_sdk.training.datasets import add_data_arguments  # noqa: E402
+from ofa_sdk.training.schedule import ConfigError  # noqa: E402
+from ofa_sdk.training.train import (  # noqa: E402
     TrainConfig,
     _load_data,
     config_with_data,
@@ -76,7 +76,7 @@ def named_specs(space: SearchSpace, names: list[str]) -> dict[str, ArchSpec]:
 def load_supernet(cfg: TrainConfig, path: Path) -> torch.nn.Module:
     """The supernet of a run folder: ``model.safetensors`` if the run finished, else its latest
     checkpoint (for a look before the end; the report should use the finished model)."""
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     net = OFAMobileNetV3(cfg.space)
     final = path / "model.safetensors"
@@ -123,7 +123,7 @@ class _Eval:
         """Top-1 % of a static net (an OFA extraction or a scratch net; copied, not changed)."""
         import copy
 
-        from training.bn import recalibrate_bn
+        from ofa_sdk.training.bn import recalibrate_bn
 
         recal, val = self.batches(spec.resolution)
         with torch.random.fork_rng(devices=[]):
@@ -180,7 +180,7 @@ def load_scratch(cfg: TrainConfig, spec: ArchSpec, run_dir: Path) -> torch.nn.Mo
 def estimate(cfg: TrainConfig, specs: dict[str, ArchSpec], *, steps: int, data_dir: str | None
              ) -> dict[str, Any]:
     """Median seconds per training step of each scratch net and of the supernet's full phase."""
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     cfg, data = _load_data(cfg, data_dir=data_dir)
     train_ds = data.arrays("train")
@@ -233,7 +233,7 @@ def full_phase_largest(cfg: TrainConfig, checkpoint: Path) -> torch.nn.Module:
     That phase trains exactly the largest architecture, alone, from random init, for the
     ``full`` epochs (per-batch resolution, no KD): it is the largest subnet's scratch run.
     """
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     ck = load_checkpoint(checkpoint)
     pos, phases = ck.state.get("position") or {}, list(ck.state.get("phases") or [])

@@ -25,7 +25,7 @@ from ofa_sdk.zoo import open_zoo
 
 
 def _test_set(data_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    from training.arrays import load_fashion_mnist
+    from ofa_sdk.training.arrays import load_fashion_mnist
 
     test = load_fashion_mnist("test", data_dir=data_dir)
     return np.asarray(test.images), np.asarray(test.labels)

@@ -38,9 +38,9 @@ import numpy as np  # noqa: E402
 from ofa_sdk.arch import FMNIST, SearchSpace  # noqa: E402
 from ofa_sdk.encoding import ArchArrays, encode_index  # noqa: E402
 from ofa_sdk.latency import LatencyEntry, LatencyLUT, LatencyPredictor, required_keys  # noqa: E402
-from training.predictors import AccuracyPredictor, TrainConfig, train_predictor  # noqa: E402
-from training.official import import_official  # noqa: E402
-from training.search import EvolutionConfig, evolution_search  # noqa: E402
+from ofa_sdk.training.predictors import AccuracyPredictor, TrainConfig, train_predictor  # noqa: E402
+from ofa_sdk.training.official import import_official  # noqa: E402
+from ofa_sdk.training.search import EvolutionConfig, evolution_search  # noqa: E402
 
 
 # ---- synthetic predictors (benchmark only) -----------------------------------------------------

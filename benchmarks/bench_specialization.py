@@ -9,7 +9,7 @@ For each budget (log-spaced positions in A's latency range) the script takes
   taking a zoo specialized for B instead.
 
 Both are extracted, BN-recalibrated, exported in A's format and scored on the TEST set through the
-SDK (`training.publish.prepare_entry`), then timed on THIS machine, which must be class A: the two
+SDK (`ofa_sdk.training.publish.prepare_entry`), then timed on THIS machine, which must be class A: the two
 files alternate for ``--rounds`` rounds of `ofa_sdk.bench.benchmark` and the median of the round
 medians is reported, so background load hits both alike. Printed: accuracy of each, measured
 latency of each and the ratio B/A, and whether A's subnet is at least as accurate within the
@@ -50,13 +50,13 @@ def build_demo(work: Path, *, runtimes: tuple[str, str]) -> dict[str, str]:
     measured on this machine. Returns the paths ``main`` needs."""
     import torch
 
-    from device_bench.lut import BenchSettings, build_lut
-    from training.collect_accuracy import EvalData, evaluate_spec, load_supernet, sample_specs
-    from training.data import BatchLoader, synthetic_dataset, train_val_split
-    from training.predictors import TrainConfig as PredConfig
-    from training.predictors import train_predictor
-    from training.probes import export_probes
-    from training.train import TrainConfig, train
+    from ofa_sdk.device_bench.lut import BenchSettings, build_lut
+    from ofa_sdk.training.collect_accuracy import EvalData, evaluate_spec, load_supernet, sample_specs
+    from ofa_sdk.training.data import BatchLoader, synthetic_dataset, train_val_split
+    from ofa_sdk.training.predictors import TrainConfig as PredConfig
+    from ofa_sdk.training.predictors import train_predictor
+    from ofa_sdk.training.probes import export_probes
+    from ofa_sdk.training.train import TrainConfig, train
 
     torch.set_num_threads(1)
     work.mkdir(parents=True, exist_ok=True)
@@ -108,11 +108,11 @@ def _median_rounds(paths: list[Path], threads: int, rounds: int, min_time_s: flo
 
 
 def run(args: argparse.Namespace) -> dict:
-    from training.collect_accuracy import load_supernet
-    from training.predictors import AccuracyPredictor
-    from training.publish import (EntrySettings, budget_ladder, load_data, load_device_class,
+    from ofa_sdk.training.collect_accuracy import load_supernet
+    from ofa_sdk.training.predictors import AccuracyPredictor
+    from ofa_sdk.training.publish import (EntrySettings, budget_ladder, load_data, load_device_class,
                                   prepare_entry)
-    from training.search import EvolutionConfig, evolution_search
+    from ofa_sdk.training.search import EvolutionConfig, evolution_search
 
     acc = AccuracyPredictor.load(args.predictor)
     space = acc.space
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> dict:
         raise InputError(f"class A ({args.lut_a}) was not measured on this machine; the "
                          "comparison must run on A (or pass --force)")
     net = load_supernet(args.supernet, space)
-    from training.datasets import source_from_args
+    from ofa_sdk.training.datasets import source_from_args
 
     data = load_data(source_from_args(args, synthetic_size=400), space,
                      test_limit=args.test_limit)
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> dict:
         for spec in (spec_a, spec_b):
             folder = cache / str(spec)
             rec = prepare_entry(net, spec, data, folder, classes=[a], settings=settings)
-            from training.export import FILENAMES
+            from ofa_sdk.training.export import FILENAMES
 
             files.append(folder / FILENAMES[a.format])
             accs.append(rec["files"][a.format]["accuracy"])
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="build a tiny supernet, predictor and two LUTs in DIR and use those")
     p.add_argument("--demo-runtimes", default="tflite,onnx",
                    help="runtimes of A and B in --demo (tflite,onnx or onnx,tflite)")
-    from training.datasets import add_data_arguments
+    from ofa_sdk.training.datasets import add_data_arguments
 
     add_data_arguments(p)
     p.add_argument("--test-limit", type=int)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("training.export").setLevel(logging.WARNING)
+    logging.getLogger("ofa_sdk.training.export").setLevel(logging.WARNING)
     import torch
 
     torch.set_num_threads(1)

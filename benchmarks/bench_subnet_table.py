@@ -25,8 +25,8 @@ import torch
 from ofa_sdk.arch import ArchSpec, SearchSpace
 from ofa_sdk.cache import atomic_write_bytes
 from ofa_sdk.errors import OfaError
-from training.datasets import add_data_arguments
-from training.train import TrainConfig, config_with_data
+from ofa_sdk.training.datasets import add_data_arguments
+from ofa_sdk.training.train import TrainConfig, config_with_data
 
 # the sibling benchmark, run by its path: benchmarks/ is a folder of scripts, not a package
 _PS = runpy.run_path(str(Path(__file__).with_name("bench_ps_vs_scratch.py")))

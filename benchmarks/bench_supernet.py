@@ -22,8 +22,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from ofa_sdk.arch import FMNIST, IMAGENET_W10, ArchSpec, SearchSpace  # noqa: E402
-from training.official import import_official  # noqa: E402
-from training.supernet import OFAMobileNetV3  # noqa: E402
+from ofa_sdk.training.official import import_official  # noqa: E402
+from ofa_sdk.training.supernet import OFAMobileNetV3  # noqa: E402
 
 
 def _make_pair(space: SearchSpace):

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.schedule import extreme_choice, phase_choices
-from training.supernet import OFAMobileNetV3
-from training.train import TrainConfig, kd_loss
+from ofa_sdk.training.schedule import extreme_choice, phase_choices
+from ofa_sdk.training.supernet import OFAMobileNetV3
+from ofa_sdk.training.train import TrainConfig, kd_loss
 
 
 def _time(fn, *, warmup: int, repeats: int, clock=time.perf_counter) -> float:

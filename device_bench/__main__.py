@@ -1,6 +1,6 @@
-"""``python -m device_bench``: build this device's latency lookup table from a probes folder.
+"""``python -m ofa_sdk.device_bench``: build this device's latency lookup table from a probes folder.
 
-    python -m device_bench lut --runtime tflite --threads 1 --probes zoo/probes \\
+    python -m ofa_sdk.device_bench lut --runtime tflite --threads 1 --probes zoo/probes \\
         --out zoo/luts/x86_64_avx2.json
 
 Errors are one line on stderr with the error's exit code (`ofa_sdk.cli.OfaGroup`).
@@ -24,7 +24,7 @@ def main() -> None:
 @click.option("--runtime", type=click.Choice(["tflite", "onnx"]), required=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--probes", "probes_dir", type=click.Path(file_okay=False), required=True,
-              help="The probes/ folder written by `python -m training.probes`.")
+              help="The probes/ folder written by `python -m ofa_sdk.training.probes`.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="The LUT to write, e.g. luts/<device_class>.json.")
 @click.option("--precision", type=click.Choice(["fp32"]), default="fp32", show_default=True)
@@ -39,7 +39,7 @@ def main() -> None:
               help="Stop after timing this many models; run again to resume.")
 @click.option("--restart", is_flag=True, help="Discard partial results of an earlier run.")
 @click.option("--interpolate", is_flag=True,
-              help="The probes cover some resolutions only (training.probes --resolutions): "
+              help="The probes cover some resolutions only (ofa_sdk.training.probes --resolutions): "
                    "interpolate the other layers' latencies.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
@@ -49,8 +49,8 @@ def lut(runtime: str, threads: int, probes_dir: str, out: str, precision: str, m
     """Time every probe and calibration model; write the LUT (resumable)."""
     from tqdm import tqdm
 
-    from device_bench.lut import BenchSettings, build_lut
-    from device_bench.probes import ProbeSet
+    from ofa_sdk.device_bench.lut import BenchSettings, build_lut
+    from ofa_sdk.device_bench.probes import ProbeSet
 
     probes = ProbeSet.load(probes_dir)
     settings = BenchSettings(min_runs=min_runs, min_time_s=min_time,
@@ -88,4 +88,4 @@ def lut(runtime: str, threads: int, probes_dir: str, out: str, precision: str, m
 
 
 if __name__ == "__main__":
-    main(prog_name="python -m device_bench")
+    main(prog_name="python -m ofa_sdk.device_bench")

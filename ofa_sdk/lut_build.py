@@ -1,6 +1,6 @@
 """Building a device's latency lookup table from probe models (Cai et al., ICLR 2020, section 3.3).
 
-`python -m device_bench lut` and `ofa-sdk search` (which builds the device's LUT once and caches it)
+`python -m ofa_sdk.device_bench lut` and `ofa-sdk search` (which builds the device's LUT once and caches it)
 both run `build_lut`.
 
 Each probe (one layer configuration of the space) is timed with `ofa_sdk.bench.benchmark`; the
@@ -163,7 +163,7 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
         settings: timing settings per model.
         limit: take at most this many timings in this call, then stop (resume later).
         restart: discard partial results of an earlier run.
-        interpolate: the probes cover only some resolutions (``training.probes
+        interpolate: the probes cover only some resolutions (``ofa_sdk.training.probes
             --resolutions``): fill the other layers' entries by `interpolate_entries`.
         progress: called as ``progress(name, done, total)`` after each model.
 

@@ -166,12 +166,12 @@ class ProbeSet:
         path = folder / MANIFEST
         if not folder.is_dir():
             raise ZooError(f"probes folder {str(folder)!r} does not exist; export one with "
-                           "`python -m training.probes --space NAME --out DIR`")
+                           "`python -m ofa_sdk.training.probes --space NAME --out DIR`")
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise ZooError(f"{path} does not exist: {folder} is not a probes folder "
-                           "(written by `python -m training.probes`)") from None
+                           "(written by `python -m ofa_sdk.training.probes`)") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ZooError(f"probe manifest {path} is not valid JSON: {e}") from None
         if not isinstance(data, Mapping):

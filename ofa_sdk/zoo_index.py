@@ -2,7 +2,7 @@
 
 The index lists the subnets found by OFA's search (Cai et al., ICLR 2020, section 3.4) with their
 accuracy, exported files and per-device latency (``docs/zoo-format.md``). `ofa_sdk.zoo` opens a
-zoo and hands out its files; `zoo.index` writes the index.
+zoo and hands out its files; `ofa_sdk.zoo_tools.index` writes the index.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class Latency:
 class FileEntry:
     """One exported model file of an entry, with its metadata sidecar (``<path>.json``).
 
-    ``sha256``/``size`` (and the sidecar's) may be None only before ``zoo.index.write_index``
+    ``sha256``/``size`` (and the sidecar's) may be None only before ``ofa_sdk.zoo_tools.index.write_index``
     fills them; an index read from disk always has them.
     """
 

@@ -36,11 +36,11 @@ stage() {
 }
 ddp() {
     OMP_NUM_THREADS=1 "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" \
-        -m training.train --threads 1 --resume "$@"
+        -m ofa_sdk.training.train --threads 1 --resume "$@"
 }
 
 stage 1 "$RUNS/$NAME-stage1"
-"$PYTHON" -m training.train --config "$CONFIG" --run-dir "$RUNS/$NAME-stage1" \
+"$PYTHON" -m ofa_sdk.training.train --config "$CONFIG" --run-dir "$RUNS/$NAME-stage1" \
     --threads "${THREADS:-2}" --resume "$@"
 stage 2 "$RUNS/$NAME-stage2"
 ddp --config "$RESTART_CONFIG" --init "$RUNS/$NAME-stage1" --run-dir "$RUNS/$NAME-stage2" "$@"

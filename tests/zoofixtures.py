@@ -1,7 +1,7 @@
 """A tiny but complete zoo folder for reader, writer and Hub tests.
 
 The model files are random bytes (real bytes, real hashes; the reader never parses them); the
-sidecars are real `ModelMetadata`; the index goes through the real `zoo.index.write_index`.
+sidecars are real `ModelMetadata`; the index goes through the real `ofa_sdk.zoo_tools.index.write_index`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from ofa_sdk.arch import FMNIST
 from ofa_sdk.metadata import ModelMetadata
 from ofa_sdk.zoo import ZooIndex
-from zoo.index import write_index
+from ofa_sdk.zoo_tools.index import write_index
 
 LABELS = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
           "boot"]
@@ -60,7 +60,7 @@ def make_zoo(folder: Path, *, n_entries: int = 3, seed: int = 0, name: str = "ti
         "schema_version": 1,
         "name": name,
         "created": "2026-11-28T02:00:00Z",
-        "producer": {"commit": "0" * 40, "command": "python -m training.publish --tiny",
+        "producer": {"commit": "0" * 40, "command": "python -m ofa_sdk.training.publish --tiny",
                      "ofa_sdk_version": "0.1.0"},
         "space": FMNIST.to_json(),
         "dataset": {"name": "fashion_mnist", "num_classes": 10, "labels": LABELS,

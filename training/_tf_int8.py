@@ -1,6 +1,6 @@
 """Full-integer TFLite export of an fp32 ONNX subnet, run inside the TensorFlow venv (.venv-tf).
 
-`training.export` starts this file as a subprocess with the venv's python, so the main
+`ofa_sdk.training.export` starts this file as a subprocess with the venv's python, so the main
 environment never imports tensorflow. It imports only tensorflow, numpy and onnx, never torch nor
 the ``training`` package. It rebuilds the ONNX graph as a channels-last ``tf.function`` (weights
 are transposed once, as constants, so the graph needs no TRANSPOSE op), then quantizes it with

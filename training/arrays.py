@@ -1,7 +1,7 @@
 """Datasets as numpy arrays, without torch: `ArrayDataset`, the Fashion-MNIST idx reader,
 splits and the synthetic toy set.
 
-`training.data` re-exports every name here and adds what needs torch (batching, augmentation);
+`ofa_sdk.training.data` re-exports every name here and adds what needs torch (batching, augmentation);
 this module imports only numpy and `ofa_sdk`, so a device-only install (the SDK's tests) can read
 Fashion-MNIST with it.
 """

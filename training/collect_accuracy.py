@@ -1,7 +1,7 @@
 """Collect [subnet, validation accuracy] pairs from a trained supernet (OFA section 3.3).
 
 Each sampled subnet is set active, its BN statistics are recalibrated on a few training batches
-(`training.bn.recalibrate_bn`) and it is evaluated on the VALIDATION split, never the test set.
+(`ofa_sdk.training.bn.recalibrate_bn`) and it is evaluated on the VALIDATION split, never the test set.
 Every result is appended as one JSON line, so a run is resumable: specs already in the output are
 skipped. ``--workers N`` evaluates in N processes of one torch thread each; only the parent
 writes the file. Under ``torchrun`` every rank takes the subnets whose index in the sampled list
@@ -9,13 +9,13 @@ is its rank modulo the world size, appends them to its own ``OUT.rank<R>`` file 
 any world size: every shard file counts as done), and rank 0 merges the shards into ``OUT`` in
 sample order at the end, so the file holds the same pairs as a one-process run.
 
-    python -m training.collect_accuracy --checkpoint runs/fmnist --out pairs.jsonl -n 2000 \\
+    python -m ofa_sdk.training.collect_accuracy --checkpoint runs/fmnist --out pairs.jsonl -n 2000 \\
         --workers 2
-    torchrun --nproc-per-node 2 -m training.collect_accuracy --checkpoint runs/ofa-w12 \\
+    torchrun --nproc-per-node 2 -m ofa_sdk.training.collect_accuracy --checkpoint runs/ofa-w12 \\
         --data imagefolder:/data/imagenet-val --out pairs.jsonl -n 16000
 
-``OUT.json`` records the data (`training.datasets.DataInfo`), the space and the supernet's
-sha256; ``training.predictors`` reads it.
+``OUT.json`` records the data (`ofa_sdk.training.datasets.DataInfo`), the space and the supernet's
+sha256; ``ofa_sdk.training.predictors`` reads it.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class EvalData:
     """uint8 image batches for BN recalibration (train split) and evaluation (validation split).
 
     ``calib`` is a list of ``(images, labels)`` uint8 ``(B, C, H, W)`` tensors, ``val`` likewise;
-    ``mean``/``std`` normalise them (`training.data.to_input`) at each subnet's resolution.
+    ``mean``/``std`` normalise them (`ofa_sdk.training.data.to_input`) at each subnet's resolution.
     """
 
     calib: list
@@ -66,8 +66,8 @@ def evaluate_spec(supernet: Any, spec: ArchSpec, data: EvalData) -> float:
     """
     import torch
 
-    from training.bn import recalibrate_bn
-    from training.data import to_input
+    from ofa_sdk.training.bn import recalibrate_bn
+    from ofa_sdk.training.data import to_input
 
     r = spec.resolution
     cl = torch.channels_last  # ~1.7x faster than NCHW for these depthwise nets on CPU
@@ -278,16 +278,16 @@ def collect(load: Callable[[], tuple[Any, EvalData]], out: str | os.PathLike, *,
 # ---- loading a checkpoint and the data ----------------------------------------------------------
 
 def weights_file(checkpoint: str | os.PathLike) -> Path:
-    """The weights file behind ``checkpoint`` (`training.weights.weights_path`)."""
-    from training.weights import weights_path
+    """The weights file behind ``checkpoint`` (`ofa_sdk.training.weights.weights_path`)."""
+    from ofa_sdk.training.weights import weights_path
 
     return weights_path(checkpoint)
 
 
 def load_supernet(checkpoint: str | os.PathLike, space: SearchSpace | None = None) -> Any:
-    """`training.supernet.OFAMobileNetV3` with the weights of ``checkpoint``: a run or checkpoint
-    folder, a ``.safetensors`` state dict or an official ``.pth`` (`training.weights`)."""
-    from training.weights import load_supernet as load
+    """`ofa_sdk.training.supernet.OFAMobileNetV3` with the weights of ``checkpoint``: a run or checkpoint
+    folder, a ``.safetensors`` state dict or an official ``.pth`` (`ofa_sdk.training.weights`)."""
+    from ofa_sdk.training.weights import load_supernet as load
 
     return load(checkpoint, space=space)[0]
 
@@ -296,9 +296,9 @@ def eval_data(data: Any, *, calib_batches: int, batch_size: int, split_seed: int
               val_limit: int | None = None) -> EvalData:
     """Calibration batches from the train split and the validation split, as in training.
 
-    ``data`` is a resolved `training.datasets.Data`; a folder decodes only the images used.
+    ``data`` is a resolved `ofa_sdk.training.datasets.Data`; a folder decodes only the images used.
     """
-    from training.data import BatchLoader
+    from ofa_sdk.training.data import BatchLoader
 
     calib = data.loader("train", batch_size=min(batch_size, data.size("train")),
                         seed=split_seed, stream=True).fixed_batches(calib_batches,
@@ -315,9 +315,9 @@ def _load_for_cli(checkpoint: str, space_json: str, data: EvalData) -> tuple[Any
 
 
 def _parser() -> argparse.ArgumentParser:
-    from training.datasets import add_data_arguments
+    from ofa_sdk.training.datasets import add_data_arguments
 
-    p = argparse.ArgumentParser(prog="python -m training.collect_accuracy",
+    p = argparse.ArgumentParser(prog="python -m ofa_sdk.training.collect_accuracy",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="supernet: a training run/checkpoint "
                    "folder, a .safetensors state dict, or an official OFA .pth")
@@ -364,8 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from training.datasets import describe, source_from_args
-    from training.weights import read_supernet
+    from ofa_sdk.training.datasets import describe, source_from_args
+    from ofa_sdk.training.weights import read_supernet
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

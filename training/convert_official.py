@@ -1,8 +1,8 @@
 """Convert an official OFA-MobileNetV3 checkpoint (``.pth``) into a run folder of ours, one step.
 
-    python -m training.convert_official ofa_mbv3_d234_e346_k357_w1.2.pth --out runs/ofa-w12
+    python -m ofa_sdk.training.convert_official ofa_mbv3_d234_e346_k357_w1.2.pth --out runs/ofa-w12
 
-The ``.pth`` is read with ``torch.load(weights_only=True)`` (`training.weights.read_official`),
+The ``.pth`` is read with ``torch.load(weights_only=True)`` (`ofa_sdk.training.weights.read_official`),
 fitted strictly to one of the official spaces (w1.0, w1.2; or ``--space``), and written as
 ``OUT/model.safetensors`` (the space and the ImageNet normalisation in its metadata) plus
 ``OUT/source.json`` (the file it came from and its sha256). Every other command then takes
@@ -21,9 +21,9 @@ from typing import Sequence
 from ofa_sdk.arch import get_space
 from ofa_sdk.cache import atomic_write_bytes
 from ofa_sdk.errors import OfaError
-from training.checkpoint import save_tensors
-from training.datasets import IMAGENET_MEAN, IMAGENET_STD
-from training.weights import read_supernet, supernet_metadata
+from ofa_sdk.training.checkpoint import save_tensors
+from ofa_sdk.training.datasets import IMAGENET_MEAN, IMAGENET_STD
+from ofa_sdk.training.weights import read_supernet, supernet_metadata
 
 __all__ = ["convert", "main"]
 
@@ -47,7 +47,7 @@ def convert(pth: str | Path, out: str | Path, *, space_name: str | None = None) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.convert_official",
+    p = argparse.ArgumentParser(prog="python -m ofa_sdk.training.convert_official",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("pth", help="official OFA checkpoint (.pth with a state_dict)")
     p.add_argument("--out", required=True, help="run folder to write (model.safetensors)")

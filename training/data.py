@@ -1,7 +1,7 @@
 """Training data: Fashion-MNIST (idx files), ImageNet-style class folders, in-memory batching.
 
 The numpy-only part (`ArrayDataset`, the idx reader, splits, the synthetic set) lives in
-`training.arrays`, which needs no torch; it is re-exported here.
+`ofa_sdk.training.arrays`, which needs no torch; it is re-exported here.
 
 Augmentation runs on whole batches in torch (random crop with padding, horizontal flip, resize to
 the batch's sampled resolution as in OFA's elastic resolution, section 3.2). The resize uses
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.arrays import *  # noqa: F403  (the numpy-only datasets, re-exported)
-from training.arrays import __all__ as _ARRAY_NAMES
-from training.arrays import ArrayDataset, DatasetError, DatasetNotFound
+from ofa_sdk.training.arrays import *  # noqa: F403  (the numpy-only datasets, re-exported)
+from ofa_sdk.training.arrays import __all__ as _ARRAY_NAMES
+from ofa_sdk.training.arrays import ArrayDataset, DatasetError, DatasetNotFound
 
 __all__ = [*_ARRAY_NAMES, "ImageFolder", "BatchLoader", "EpochOrder", "load_image_folder",
            "decode_image", "augment", "to_input"]
@@ -136,7 +136,7 @@ def to_input(images: torch.Tensor, resolution: int, mean: Sequence[float], std: 
 
 class EpochOrder:
     """Which samples each step takes: the order both `BatchLoader` and a streaming loader
-    (`training.datasets.FolderLoader`) follow.
+    (`ofa_sdk.training.datasets.FolderLoader`) follow.
 
     The epoch's order depends only on ``(seed, epoch)``, so a resumed run can skip to any step;
     every rank draws the same permutation and takes its own interleaved shard. The last partial

@@ -13,7 +13,7 @@ validation logs) and ``test`` (reported accuracy, zoo scores).
   ways with a seeded permutation. Images are decoded by Pillow (shorter side resized to
   ``image_size / crop_fraction``, centre crop), in `DataLoader` worker processes with progress,
   so a folder need never fit in memory as files; `Data.loader` streams training batches.
-- ``synthetic``: `training.data.synthetic_dataset` (tests, smoke runs).
+- ``synthetic``: `ofa_sdk.training.data.synthetic_dataset` (tests, smoke runs).
 
 Every CLI adds these options with `add_data_arguments` and reads them with `source_from_args`.
 """
@@ -33,9 +33,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ofa_sdk.arch import IMAGENET_W10, IMAGENET_W12, SearchSpace, register_space
-from training.data import (ArrayDataset, DatasetError, DatasetNotFound, load_fashion_mnist,
+from ofa_sdk.training.data import (ArrayDataset, DatasetError, DatasetNotFound, load_fashion_mnist,
                            synthetic_dataset, train_val_split)
-from training.folder_decode import FolderLoader, FolderSplit, decode, progress_bar
+from ofa_sdk.training.folder_decode import FolderLoader, FolderSplit, decode, progress_bar
 
 __all__ = ["KINDS", "IMAGENET_MEAN", "IMAGENET_STD", "DataSource", "DataInfo", "Data",
            "FolderSplit", "scan_folder", "adapt_space", "add_data_arguments",
@@ -218,8 +218,8 @@ class Data:
     def loader(self, split: str, *, batch_size: int, seed: int, rank: int = 0,
                world_size: int = 1, shuffle: bool = True, stream: bool = False, device: Any = "cpu"
                ) -> Any:
-        """A `training.data.BatchLoader`, or with ``stream`` a `FolderLoader` (same interface)."""
-        from training.data import BatchLoader
+        """A `ofa_sdk.training.data.BatchLoader`, or with ``stream`` a `FolderLoader` (same interface)."""
+        from ofa_sdk.training.data import BatchLoader
 
         ds = self.splits[split]
         if stream and isinstance(ds, FolderSplit):

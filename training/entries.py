@@ -2,11 +2,11 @@
 
 `load_data` gives the data a zoo is made with (`PublishData`); `prepare_entry` extracts a chosen
 subnet from the supernet, BN-recalibrates it (`recalibrated_subnet`), exports it
-(`training.export.export_all`), scores every exported FILE on the test set through the SDK's own
+(`ofa_sdk.training.export.export_all`), scores every exported FILE on the test set through the SDK's own
 loader and preprocessing (`file_accuracy`), and times it with `ofa_sdk.bench.benchmark` where a
 device class is this machine. Everything lands in the entry's cache folder with a
 ``result.json``, so a rerun does not redo finished entries. The second stage of
-`training.publish`.
+`ofa_sdk.training.publish`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from ofa_sdk.arch import ArchSpec, SearchSpace
 from ofa_sdk.cache import atomic_path, atomic_write_json, sha256_file
 from ofa_sdk.errors import InputError
-from training.specialize import DeviceClassLUT, Progress
+from ofa_sdk.training.specialize import DeviceClassLUT, Progress
 
 __all__ = ["PublishData", "EntrySettings", "CACHE_VERSION", "load_data", "file_predictions",
            "file_accuracy", "recalibrated_subnet", "prepare_entry", "measure_key", "entry_top1"]
@@ -43,12 +43,12 @@ class PublishData:
     """Training images (BN recalibration, int8 calibration) and the labelled test set."""
 
     name: str
-    train: Any  # training.data.ArrayDataset
+    train: Any  # ofa_sdk.training.data.ArrayDataset
     test: Any
     labels: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    info: Any = None  # training.datasets.DataInfo
+    info: Any = None  # ofa_sdk.training.datasets.DataInfo
 
     @property
     def resize(self) -> dict[str, Any] | None:
@@ -67,12 +67,12 @@ def load_data(dataset: Any, space: SearchSpace, *, data_dir: str | None = None,
     """The data to publish with: the train split (all of it for fmnist and synthetic, the first
     ``train_images`` of a seeded order for an image folder) and the test split.
 
-    ``dataset`` is a `training.datasets.DataSource` or its ``--data`` text (``fmnist``,
+    ``dataset`` is a `ofa_sdk.training.datasets.DataSource` or its ``--data`` text (``fmnist``,
     ``imagefolder:PATH``, ``synthetic``); ``norm`` the supernet's recorded ``(mean, std)``.
     The space is the predictor's: the data is converted to its channels and may not have more
     classes than it.
     """
-    from training.datasets import DataSource
+    from ofa_sdk.training.datasets import DataSource
 
     src = dataset if isinstance(dataset, DataSource) else DataSource.parse(
         f"{dataset}:{data_dir}" if data_dir and ":" not in str(dataset) else str(dataset),
@@ -95,7 +95,7 @@ def file_predictions(path: str | os.PathLike, images: np.ndarray, *, batch: int 
     preprocessing.
 
     ``images`` are uint8 ``(N, C, H, W)`` as stored in the dataset (an image folder's test
-    split uncropped: `training.datasets.Data.device_arrays`); they go through
+    split uncropped: `ofa_sdk.training.datasets.Data.device_arrays`); they go through
     ``model.preprocess`` exactly as a user's images do, centre crop included.
     """
     from ofa_sdk.runtime import load_model
@@ -118,7 +118,7 @@ def file_accuracy(path: str | os.PathLike, images: np.ndarray, labels: np.ndarra
 
 @dataclass(frozen=True)
 class EntrySettings:
-    """How `prepare_entry` exports and measures (formats are `training.export.FORMATS` keys)."""
+    """How `prepare_entry` exports and measures (formats are `ofa_sdk.training.export.FORMATS` keys)."""
 
     formats: tuple[str, ...]
     recal_batches: int
@@ -140,7 +140,7 @@ def _read_result(folder: Path) -> dict[str, Any]:
 
 
 def _cached_file_ok(folder: Path, fmt: str, rec: Any) -> bool:
-    from training.export import FILENAMES
+    from ofa_sdk.training.export import FILENAMES
 
     path = folder / FILENAMES[fmt]
     return (isinstance(rec, dict) and path.is_file() and Path(str(path) + ".json").is_file()
@@ -162,7 +162,7 @@ def entry_top1(folder: Path, fmt: str, data: PublishData, fresh: Mapping[str, np
           ) -> np.ndarray:
     """The test-set top-1 of an exported file: computed in this run (``fresh``), cached next to
     it, or computed again."""
-    from training.export import FILENAMES
+    from ofa_sdk.training.export import FILENAMES
 
     if fmt in fresh:
         return fresh[fmt]
@@ -187,8 +187,8 @@ def recalibrated_subnet(supernet: Any, spec: ArchSpec, data: PublishData, *,
     """
     import torch
 
-    from training.bn import recalibrate_bn
-    from training.data import BatchLoader, to_input
+    from ofa_sdk.training.bn import recalibrate_bn
+    from ofa_sdk.training.data import BatchLoader, to_input
 
     r = spec.resolution
     loader = BatchLoader(data.train, batch_size=min(100, len(data.train)), seed=0)
@@ -216,7 +216,7 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
     and ``latency["<device fingerprint>:<format>:t<threads>"] = {value, p90, count}`` for each
     class that is this machine (when ``settings.measure``).
     """
-    from training.export import FILENAMES, export_all
+    from ofa_sdk.training.export import FILENAMES, export_all
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

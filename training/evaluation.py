@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
-from training.data import BatchLoader, to_input
+from ofa_sdk.training.data import BatchLoader, to_input
 
 __all__ = ["evaluate_subnet", "scratch_subnet", "eval_min_max", "eval_fixed"]
 
@@ -23,7 +23,7 @@ def evaluate_subnet(supernet: nn.Module, spec: ArchSpec, *, recal: Iterable[torc
     The subnet is extracted (a copy), so the supernet's weights and BN statistics are untouched,
     and the global RNG is forked so evaluation does not change the training's random stream.
     """
-    from training.bn import recalibrate_bn
+    from ofa_sdk.training.bn import recalibrate_bn
 
     with torch.random.fork_rng(devices=[]):
         net = supernet.extract(spec)
@@ -43,7 +43,7 @@ def scratch_subnet(space: SearchSpace, spec: ArchSpec) -> nn.Module:
     of 9, not of the supernet's 7x7), so it is the "same architecture trained from scratch"
     baseline of the OFA paper (table 2); draws from the global torch RNG.
     """
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     net = OFAMobileNetV3(space).extract(spec)
     for m in net.modules():
@@ -59,7 +59,7 @@ def eval_min_max(model: nn.Module, cfg: Any, recal_loader: BatchLoader,
                   prefix: str, whole: bool = False) -> dict[str, float]:
     """BN-recalibrated accuracy of the largest and smallest subnets (``whole``: every batch).
 
-    ``cfg`` is the `training.train.TrainConfig` (its space, seed and evaluation batches)."""
+    ``cfg`` is the `ofa_sdk.training.train.TrainConfig` (its space, seed and evaluation batches)."""
     out = {}
     raw_recal = recal_loader.fixed_batches(cfg.bn_recal_batches, seed=cfg.seed + 1)
     raw_val = val_loader.fixed_batches(None if whole else (cfg.eval_batches or None))
@@ -75,7 +75,7 @@ def eval_fixed(model: nn.Module, spec: ArchSpec, cfg: Any, recal_loader: BatchLo
                 val_loader: BatchLoader, mean: Sequence[float], std: Sequence[float], *,
                 prefix: str, whole: bool = False) -> dict[str, float]:
     """`eval_min_max` for a ``fixed_arch`` run: the static net, BN-recalibrated the same way."""
-    from training.bn import recalibrate_bn
+    from ofa_sdk.training.bn import recalibrate_bn
 
     raw_recal = recal_loader.fixed_batches(cfg.bn_recal_batches, seed=cfg.seed + 1)
     raw_val = val_loader.fixed_batches(None if whole else (cfg.eval_batches or None))

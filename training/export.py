@@ -16,15 +16,15 @@ statistics recalibrated, and it is deployed with no retraining). Four files per 
   never imports tensorflow. Batch 1, NHWC, no TRANSPOSE op either.
 
 Both TFLite files split 7x7 depthwise convs into windows of at most 5x5 taps, because XNNPACK runs
-larger depthwise kernels on a path 20-50x slower (`training.export_graph`; ``split_depthwise=False``
+larger depthwise kernels on a path 20-50x slower (`ofa_sdk.training.export_graph`; ``split_depthwise=False``
 turns it off). Every file is written to a temporary name and renamed into place once it passed its
 checks (ONNX fp32 and TFLite fp32 outputs match torch eager within 1e-4).
 
 Every model takes normalised input ``(pixel / 255 - mean) / std``; int8 TFLite models take it
 quantized with the input tensor's scale and zero point, which live in the file.
 
-`training.export_common` holds what the exporters share (temporary name, checks, tool versions),
-`training.export_graph` the export-friendly rewrite and `training.export_int8` the two int8
+`ofa_sdk.training.export_common` holds what the exporters share (temporary name, checks, tool versions),
+`ofa_sdk.training.export_graph` the export-friendly rewrite and `ofa_sdk.training.export_int8` the two int8
 exporters; this module re-exports their public names and holds the fp32 exporters, `export_all`
 and the command line.
 """
@@ -47,12 +47,12 @@ from torch import nn
 from ofa_sdk.arch import ArchSpec
 from ofa_sdk.errors import BackendNotInstalled, InputError, ModelLoadError, OfaError
 from ofa_sdk.metadata import ModelMetadata
-from training.export_common import (MAX_CALIBRATION, ExportError, check_close,
+from ofa_sdk.training.export_common import (MAX_CALIBRATION, ExportError, check_close,
                                     check_representative, eval_mode, quiet_litert, run_onnx,
                                     run_tflite, sample_input, tf_python, tmp_for, tool_versions,
                                     verified_replace)
-from training.export_graph import FAST_DEPTHWISE_KERNEL, export_friendly
-from training.export_int8 import (ONNX_INT8_RECIPE, OnnxInt8Recipe, export_onnx_int8,
+from ofa_sdk.training.export_graph import FAST_DEPTHWISE_KERNEL, export_friendly
+from ofa_sdk.training.export_int8 import (ONNX_INT8_RECIPE, OnnxInt8Recipe, export_onnx_int8,
                                   export_tflite_int8)
 
 __all__ = [
@@ -131,7 +131,7 @@ def export_tflite(model: nn.Module, spec: ArchSpec, path: str | os.PathLike, *,
     """Write ``model`` as fp32 TFLite with NHWC input (batch 1) through litert-torch.
 
     ``split_depthwise`` rewrites depthwise convs larger than 5x5 as sums of 5x5 ones, which
-    XNNPACK runs many times faster (`training.export_graph`). Raises `ExportError` when the graph holds a
+    XNNPACK runs many times faster (`ofa_sdk.training.export_graph`). Raises `ExportError` when the graph holds a
     TRANSPOSE op or (with ``check_atol``) when the interpreter's logits differ from torch eager.
     """
     try:
@@ -139,7 +139,7 @@ def export_tflite(model: nn.Module, spec: ArchSpec, path: str | os.PathLike, *,
     except ImportError:
         raise BackendNotInstalled("TFLite export needs litert-torch: pip install "
                                   "'ofa-sdk[export]'") from None
-    from training.tflite_inspect import op_counts
+    from ofa_sdk.training.tflite_inspect import op_counts
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +192,7 @@ def export_all(model: nn.Module, spec: ArchSpec, out_dir: str | os.PathLike, *,
         onnx_int8: how the int8 ONNX model is quantized (`ONNX_INT8_RECIPE`).
         progress: called with each format's name before it is exported.
         resize: how the device turns an image into the input (`ModelMetadata.resize`, from
-            `training.datasets.DataInfo.resize`); None: stretched.
+            `ofa_sdk.training.datasets.DataInfo.resize`); None: stretched.
 
     Returns:
         ``{format: path}`` for the formats written.
@@ -266,7 +266,7 @@ def load_subnet(checkpoint: str | os.PathLike, spec_text: str, *, space_name: st
                 ) -> tuple[nn.Module, ArchSpec]:
     """Load a supernet checkpoint and extract ``spec_text``; or load an extracted subnet.
 
-    ``checkpoint`` is anything `training.weights.read_supernet` takes (run or checkpoint folder,
+    ``checkpoint`` is anything `ofa_sdk.training.weights.read_supernet` takes (run or checkpoint folder,
     ``.safetensors``, official ``.pth``), or a ``.safetensors`` of the extracted subnet's own
     state dict (then ``space_name``, or the file's ``space`` metadata, names the space).
     """
@@ -276,8 +276,8 @@ def load_subnet(checkpoint: str | os.PathLike, spec_text: str, *, space_name: st
 def _load_subnet(checkpoint: str | os.PathLike, spec_text: str, *, space_name: str | None = None
                  ) -> tuple[nn.Module, ArchSpec, Any]:
     from ofa_sdk.arch import FMNIST, get_space
-    from training.checkpoint import CheckpointError, load_tensors
-    from training.weights import load_supernet, read_supernet, weights_path
+    from ofa_sdk.training.checkpoint import CheckpointError, load_tensors
+    from ofa_sdk.training.weights import load_supernet, read_supernet, weights_path
 
     space = get_space(space_name) if space_name else None
     try:
@@ -292,7 +292,7 @@ def _load_subnet(checkpoint: str | os.PathLike, spec_text: str, *, space_name: s
 
             space = SearchSpace.from_json(json.loads(meta["space"]))
         spec = ArchSpec.from_str(spec_text, space=space or FMNIST)
-        from training.supernet import OFAMobileNetV3
+        from ofa_sdk.training.supernet import OFAMobileNetV3
 
         subnet = OFAMobileNetV3(spec.space).extract(spec)
         try:
@@ -309,9 +309,9 @@ def _load_subnet(checkpoint: str | os.PathLike, spec_text: str, *, space_name: s
 def _parser() -> Any:
     import argparse
 
-    from training.datasets import add_data_arguments
+    from ofa_sdk.training.datasets import add_data_arguments
 
-    p = argparse.ArgumentParser(prog="python -m training.export",
+    p = argparse.ArgumentParser(prog="python -m ofa_sdk.training.export",
                                 description="Export one subnet to ONNX/TFLite fp32 and int8.")
     p.add_argument("--checkpoint", required=True, help="supernet: run or checkpoint folder, "
                    ".safetensors, official OFA .pth; or an extracted subnet's .safetensors")
@@ -331,14 +331,14 @@ def _parser() -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.export --checkpoint CKPT --arch k..-e..-d..-r.. --out DIR``."""
+    """``python -m ofa_sdk.training.export --checkpoint CKPT --arch k..-e..-d..-r.. --out DIR``."""
     args = _parser().parse_args(argv)
     # onnxruntime's quantizer logs every scale adjustment at INFO on the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("training").setLevel(logging.INFO)
+    logging.getLogger("ofa_sdk.training").setLevel(logging.INFO)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    from training.data import to_input
-    from training.datasets import source_from_args
+    from ofa_sdk.training.data import to_input
+    from ofa_sdk.training.datasets import source_from_args
 
     try:
         subnet, spec, sf = _load_subnet(args.checkpoint, args.arch, space_name=args.space)
@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rep = to_input(torch.from_numpy(calib.images), spec.resolution, info.mean, info.std)
         rep = rep.contiguous()
         if not args.no_recalibrate_bn:
-            from training.bn import recalibrate_bn
+            from ofa_sdk.training.bn import recalibrate_bn
 
             recalibrate_bn(subnet, [rep[i:i + 100] for i in range(0, len(rep), 100)])
         subnet.eval()

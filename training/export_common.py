@@ -1,4 +1,4 @@
-"""What every exporter of `training.export` shares: the error type, write-to-a-temporary-name-
+"""What every exporter of `ofa_sdk.training.export` shares: the error type, write-to-a-temporary-name-
 then-verify, sample and representative inputs, the tool versions recorded in sidecars, the
 TensorFlow venv, and running an exported file to compare it with torch eager."""
 

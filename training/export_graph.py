@@ -15,7 +15,7 @@ __all__ = ["FAST_DEPTHWISE_KERNEL", "export_friendly"]
 class _ConvSE(nn.Module):
     """Squeeze-and-excitation as mean -> 1x1 conv -> relu -> 1x1 conv -> hard-sigmoid -> mul.
 
-    The same function as `training.ops.SqueezeExcite` (which uses ``F.linear`` on the pooled
+    The same function as `ofa_sdk.training.ops.SqueezeExcite` (which uses ``F.linear`` on the pooled
     vector); keeping the 4-D shape lets the channels-last converters emit no TRANSPOSE.
     """
 
@@ -103,7 +103,7 @@ def export_friendly(model: nn.Module, *, split_depthwise: bool = False) -> nn.Mo
     SE modules become their conv form (`_ConvSE`); with ``split_depthwise`` every depthwise conv
     larger than 5x5 (with the BatchNorm after it folded in) becomes `_SplitDepthwise`.
     """
-    from training.ops import SqueezeExcite
+    from ofa_sdk.training.ops import SqueezeExcite
 
     model = copy.deepcopy(model).eval()
     for module in list(model.modules()):

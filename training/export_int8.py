@@ -1,4 +1,4 @@
-"""The int8 exporters of `training.export`: ONNX static quantization with onnxruntime
+"""The int8 exporters of `ofa_sdk.training.export`: ONNX static quantization with onnxruntime
 (`ONNX_INT8_RECIPE`) and full-integer TFLite through TensorFlow's converter, run in its own venv
 (``training/_tf_int8.py``), so the main environment never imports tensorflow."""
 
@@ -18,11 +18,11 @@ import numpy as np
 from ofa_sdk.arch import ArchSpec
 from ofa_sdk.errors import InputError
 
-from training.export_common import (TF_SCRIPT, ExportError, check_representative, tf_python, tmp_for, verified_replace)
+from ofa_sdk.training.export_common import (TF_SCRIPT, ExportError, check_representative, tf_python, tmp_for, verified_replace)
 
 __all__ = ["OnnxInt8Recipe", "ONNX_INT8_RECIPE", "export_onnx_int8", "export_tflite_int8"]
 
-logger = logging.getLogger("training.export")
+logger = logging.getLogger("ofa_sdk.training.export")
 
 def _calibration_reader(name: str, data: np.ndarray, batch: int = 32):
     """An onnxruntime CalibrationDataReader over a representative array, in small batches."""
@@ -136,7 +136,7 @@ def export_tflite_int8(onnx_fp32_path: str | os.PathLike, path: str | os.PathLik
     `export_tflite` for ``split_depthwise``. Returns the path and the versions that venv reported
     (``tensorflow``).
     """
-    from training.tflite_inspect import io_types, op_counts
+    from ofa_sdk.training.tflite_inspect import io_types, op_counts
 
     data = check_representative(representative, spec)
     python = tf_python()

@@ -1,6 +1,6 @@
 """An image folder's splits decoded on demand: `FolderSplit` (files and labels), `decode` (all of
 a split at once) and `FolderLoader` (shuffled, sharded batches decoded by worker processes).
-`training.datasets` resolves a folder into these."""
+`ofa_sdk.training.datasets` resolves a folder into these."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from training.data import EpochOrder, DatasetError, decode_image
+from ofa_sdk.training.data import EpochOrder, DatasetError, decode_image
 
 
 __all__ = ["FolderSplit", "FolderLoader", "decode", "progress_bar"]
@@ -100,9 +100,9 @@ def decode(split: FolderSplit, *, workers: int = 0, desc: str = "decoding", prog
 
 
 class FolderLoader(EpochOrder):
-    """`training.data.BatchLoader`'s interface over a `FolderSplit`, decoding as it goes.
+    """`ofa_sdk.training.data.BatchLoader`'s interface over a `FolderSplit`, decoding as it goes.
 
-    The same order (`training.data.EpochOrder`) as `BatchLoader`, so training streams a folder
+    The same order (`ofa_sdk.training.data.EpochOrder`) as `BatchLoader`, so training streams a folder
     that does not fit in memory and resumes at any step.
     """
 

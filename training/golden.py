@@ -4,7 +4,7 @@
 to date without exporting anything again. The golden inputs are the first ``--count`` images of the
 Fashion-MNIST test split; each file's top-1 on them is computed here through the SDK.
 
-    python -m training.golden ofa_sdk/bundled_zoo --count 300 --isa-from-luts \
+    python -m ofa_sdk.training.golden ofa_sdk/bundled_zoo --count 300 --isa-from-luts \
         --data-dir /usr/share/datasets/fashion-mnist
 """
 
@@ -36,9 +36,9 @@ def isa_from_lut(lut: dict[str, Any]) -> list[str] | None:
 def add_golden(folder: str | Path, *, count: int, data_dir: str | None = None,
                isa_from_luts: bool = False) -> Any:
     """Write the golden set of ``folder`` (and, optionally, device class ISAs); re-index it."""
-    from training.data import load_fashion_mnist
-    from zoo.golden import top1_of_files, write_golden
-    from zoo.index import write_index
+    from ofa_sdk.training.data import load_fashion_mnist
+    from ofa_sdk.zoo_tools.golden import top1_of_files, write_golden
+    from ofa_sdk.zoo_tools.index import write_index
 
     root = Path(folder)
     index = json.loads((root / "index.json").read_text())
@@ -59,7 +59,7 @@ def add_golden(folder: str | Path, *, count: int, data_dir: str | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.golden", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ofa_sdk.training.golden", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="zoo folder (its index.json is rewritten)")
     p.add_argument("--count", type=int, default=300, help="golden images (default 300)")

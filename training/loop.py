@@ -1,4 +1,4 @@
-"""The progressive-shrinking training loop behind `training.train.train`: phases, epochs, steps,
+"""The progressive-shrinking training loop behind `ofa_sdk.training.train.train`: phases, epochs, steps,
 checkpoints (Cai et al., ICLR 2020, sec. 3.2).
 
 `Trainer` runs the selected phases of a config from a position (``_Position``), checkpointing the
@@ -26,7 +26,7 @@ from torch import nn
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
 from ofa_sdk.errors import OfaError
-from training.checkpoint import (
+from ofa_sdk.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     numpy_rng_from_json,
@@ -37,14 +37,14 @@ from training.checkpoint import (
     torch_rng_from_json,
     torch_rng_to_json,
 )
-from training.data import augment, to_input
-from training.distributed import Dist, check_replicas, float_buffers, sync
-from training.evaluation import eval_fixed, eval_min_max
-from training.schedule import Phase, extreme_choice, lr_at, phase_choices
+from ofa_sdk.training.data import augment, to_input
+from ofa_sdk.training.distributed import Dist, check_replicas, float_buffers, sync
+from ofa_sdk.training.evaluation import eval_fixed, eval_min_max
+from ofa_sdk.training.schedule import Phase, extreme_choice, lr_at, phase_choices
 
 __all__ = ["Trainer", "SupernetMode", "ScratchMode", "kd_loss", "STATE_VERSION"]
 
-log = logging.getLogger("training.train")
+log = logging.getLogger("ofa_sdk.training.train")
 
 STATE_VERSION = 1
 
@@ -115,7 +115,7 @@ class SupernetMode:
         self.space = space
 
     def new_model(self) -> nn.Module:
-        from training.supernet import OFAMobileNetV3
+        from ofa_sdk.training.supernet import OFAMobileNetV3
 
         return OFAMobileNetV3(self.space)
 
@@ -151,7 +151,7 @@ class SupernetMode:
 
 
 class ScratchMode(SupernetMode):
-    """One static architecture trained from scratch (`training.evaluation.scratch_subnet`),
+    """One static architecture trained from scratch (`ofa_sdk.training.evaluation.scratch_subnet`),
     always at its own resolution, one forward per step."""
 
     def __init__(self, space: SearchSpace, arch: ArchSpec) -> None:
@@ -159,7 +159,7 @@ class ScratchMode(SupernetMode):
         self.arch = arch
 
     def new_model(self) -> nn.Module:
-        from training.evaluation import scratch_subnet
+        from ofa_sdk.training.evaluation import scratch_subnet
 
         return scratch_subnet(self.space, self.arch)
 

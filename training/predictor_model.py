@@ -1,7 +1,7 @@
 """The accuracy predictor's metrics and the pairs file it learns from (numpy only).
 
 `AccuracyPredictor` itself lives in `ofa_sdk.specialize.predictor` (the device searches with it);
-it is re-exported here, and `training.predictors` trains it (torch) and re-exports these names.
+it is re-exported here, and `ofa_sdk.training.predictors` trains it (torch) and re-exports these names.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ofa_sdk.specialize.predictor import (PREDICTOR_CONFIG, PREDICTOR_WEIGHTS, A
 __all__ = ["AccuracyPredictor", "PredictorError", "PREDICTOR_WEIGHTS", "PREDICTOR_CONFIG",
            "kendall_tau", "prediction_metrics", "pairs_supernet", "load_pairs", "read_pairs"]
 
-log = logging.getLogger("training.predictors")
+log = logging.getLogger("ofa_sdk.training.predictors")
 
 
 def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
@@ -64,7 +64,7 @@ def pairs_supernet(path: str | os.PathLike, *, space: SearchSpace | None = None)
 
 def load_pairs(path: str | os.PathLike, *, space: SearchSpace | None = None
                ) -> tuple[list[ArchSpec], np.ndarray]:
-    """Read the JSON lines of ``training.collect_accuracy``: specs and validation accuracies.
+    """Read the JSON lines of ``ofa_sdk.training.collect_accuracy``: specs and validation accuracies.
 
     A truncated last line (an interrupted run) is skipped; any other bad line raises, and so do
     pairs measured on two different supernets (`pairs_supernet`).

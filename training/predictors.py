@@ -4,11 +4,11 @@ Training runs in torch (`train_predictor`); the trained weights go to ``predicto
 plus ``predictor.json`` (config, feature layout, space, metrics), and `AccuracyPredictor` predicts
 with numpy only, so search calls it on a whole population without torch. As in the official
 package the network predicts ``accuracy - base_acc``, with ``base_acc`` the mean training accuracy.
-The numpy half (`AccuracyPredictor`, metrics, the pairs file) lives in `training.predictor_model`
+The numpy half (`AccuracyPredictor`, metrics, the pairs file) lives in `ofa_sdk.training.predictor_model`
 and is re-exported here.
 
-Run ``python -m training.predictors --pairs pairs.jsonl --out predictor/`` on the output of
-``training.collect_accuracy``.
+Run ``python -m ofa_sdk.training.predictors --pairs pairs.jsonl --out predictor/`` on the output of
+``ofa_sdk.training.collect_accuracy``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from ofa_sdk.arch import ArchSpec, SearchSpace, get_space
 from ofa_sdk.encoding import ArchArrays, encode
 from ofa_sdk.errors import ArchSpecError, OfaError
-from training.predictor_model import (PREDICTOR_CONFIG, PREDICTOR_WEIGHTS, AccuracyPredictor,
+from ofa_sdk.training.predictor_model import (PREDICTOR_CONFIG, PREDICTOR_WEIGHTS, AccuracyPredictor,
                                       PredictorError, read_pairs, kendall_tau, load_pairs,
                                       pairs_supernet, prediction_metrics)
 
@@ -234,7 +234,7 @@ def evaluate(pred: AccuracyPredictor, specs: Sequence[ArchSpec] | ArchArrays,
 
 
 def _pairs_sidecar(args: Any) -> tuple[SearchSpace | None, dict[str, Any] | None]:
-    """The space and data of ``--pairs`` from ``PAIRS.json`` (`training.collect_accuracy`); with
+    """The space and data of ``--pairs`` from ``PAIRS.json`` (`ofa_sdk.training.collect_accuracy`); with
     ``--data``, check the pairs were measured on that data."""
     space = get_space(args.space) if args.space else None
     path = Path(args.pairs + ".json")
@@ -251,8 +251,8 @@ def _pairs_sidecar(args: Any) -> tuple[SearchSpace | None, dict[str, Any] | None
     if args.data:
         if data is None or space is None:
             raise PredictorError(f"--data: {path} does not say which data the pairs were "
-                                 "measured on (collect them again with training.collect_accuracy)")
-        from training.datasets import source_from_args
+                                 "measured on (collect them again with ofa_sdk.training.collect_accuracy)")
+        from ofa_sdk.training.datasets import source_from_args
 
         mine = source_from_args(args).resolve(space, fixed=True, compute_norm=False).info
         if f"{data['name']}-{data['fingerprint']}" != mine.key:
@@ -266,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", required=True, help="JSON lines from training.collect_accuracy")
+    parser.add_argument("--pairs", required=True, help="JSON lines from ofa_sdk.training.collect_accuracy")
     parser.add_argument("--out", required=True, help="folder for predictor.{safetensors,json}")
     parser.add_argument("--space", default=None, help="search space name (default: from pairs)")
     parser.add_argument("--hidden", type=int, default=400)
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--holdout", type=int, default=0,
                         help="pairs held out of training and early stopping, for the reported "
                              "test RMSE and Kendall tau (metrics['holdout'])")
-    from training.datasets import add_data_arguments
+    from ofa_sdk.training.datasets import add_data_arguments
 
     add_data_arguments(parser, default=None)
     args = parser.parse_args(argv)

@@ -1,5 +1,5 @@
 """A probes folder's files: ``manifest.json`` and one ``<fmt>.zip`` per format (`pack_probes`),
-which is what a zoo ships and ``device_bench.probes`` verifies and unpacks."""
+which is what a zoo ships and ``ofa_sdk.device_bench.probes`` verifies and unpacks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ofa_sdk.cache import atomic_write_json, sha256_file
 
 __all__ = ["MANIFEST", "ARCHIVE_SUFFIX", "pack_probes"]
 
-logger = logging.getLogger("training.probes")
+logger = logging.getLogger("ofa_sdk.training.probes")
 
 MANIFEST = "manifest.json"
 #: A format's archive in the probes folder: ``onnx_fp32.zip`` holds every ONNX model and sidecar.
@@ -26,7 +26,7 @@ def pack_probes(folder: str | os.PathLike, manifest: dict[str, Any]) -> dict[str
     One ZIP_DEFLATED archive per format holds that format's probe and calibration files with
     their sidecars, under the manifest's relative paths. ``manifest["archives"][fmt]`` gets the
     archive's path, sha256 and size and each member's sha256 and size, so the device checks the
-    download and every file it unpacks (``device_bench.probes``). Writes are atomic; the
+    download and every file it unpacks (``ofa_sdk.device_bench.probes``). Writes are atomic; the
     manifest is saved too. Formats with a missing file are skipped (the export is unfinished).
     """
     import zipfile

@@ -2,7 +2,7 @@
 
 Weights are a short repeating pattern (`fill_pattern_`), not random: fp32 latency does not
 depend on weight values, and the pattern lets a format's probes ship as one small archive.
-`training.probes` exports them.
+`ofa_sdk.training.probes` exports them.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def build_probe(layer: LayerInfo) -> nn.Module:
 
     Input is NCHW ``(1, in_channels, in_hw, in_hw)``. Raises `InputError` for an unknown kind.
     """
-    from training.supernet import ConvLayer, MBConv, ResidualBlock
+    from ofa_sdk.training.supernet import ConvLayer, MBConv, ResidualBlock
 
     if layer.kind == "stem":
         net: nn.Module = ConvLayer(layer.in_channels, layer.out_channels, layer.kernel,

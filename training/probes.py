@@ -2,7 +2,7 @@
 
 One small model per distinct layer of a search space (`ofa_sdk.latency.required_keys`): the stem
 conv, each MBConv block configuration at each input shape, and the head pieces, exported to
-TFLite fp32 (NHWC, depthwise kernels > 5 split as in `training.export`) and ONNX fp32. A few whole
+TFLite fp32 (NHWC, depthwise kernels > 5 split as in `ofa_sdk.training.export`) and ONNX fp32. A few whole
 random subnets ("calibration" models) are exported next to them so that ``device_bench`` can fit
 the per-device overhead term. ``probes/manifest.json`` maps each `LayerInfo.key` to its files with
 their sha256; ``device_bench`` reads it with numpy and a runtime only.
@@ -11,7 +11,7 @@ Weights are a short repeating pattern, not random: fp32 latency does not depend 
 (measured in ``benchmarks/results/device_bench.md``), and the pattern lets each format's probes
 ship as one small ``<fmt>.zip`` (`pack_probes`) instead of ~100 MB of incompressible floats.
 
-    python -m training.probes --space ofa_mbv3_fmnist_d234_e346_k357 --out zoo_dir/probes
+    python -m ofa_sdk.training.probes --space ofa_mbv3_fmnist_d234_e346_k357 --out zoo_dir/probes
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from ofa_sdk.cache import atomic_write_json, sha256_file
 from ofa_sdk.errors import InputError, OfaError
 from ofa_sdk.latency import required_keys
 from ofa_sdk.metadata import ModelMetadata
-from training.datasets import add_data_arguments
-from training.probe_archive import MANIFEST, pack_probes
-from training.probe_nets import (NULL_KEY, NULL_LAYER, build_probe, fill_pattern_,
+from ofa_sdk.training.datasets import add_data_arguments
+from ofa_sdk.training.probe_archive import MANIFEST, pack_probes
+from ofa_sdk.training.probe_nets import (NULL_KEY, NULL_LAYER, build_probe, fill_pattern_,
                                  probe_filename)
 
 __all__ = [
@@ -71,7 +71,7 @@ _CALIBRATION_SEED = 20200426  # fixed and unrelated to any benchmark seed
 # ---- exporters (one process, no re-import per probe) ---------------------------------------------
 
 def _check_close(out: np.ndarray, ref: np.ndarray, what: str) -> None:
-    from training.export import ExportError
+    from ofa_sdk.training.export import ExportError
 
     if out.shape != ref.shape:
         raise ExportError(f"{what}: output shape {out.shape} != torch {ref.shape}")
@@ -85,8 +85,8 @@ def _check_close(out: np.ndarray, ref: np.ndarray, what: str) -> None:
 def _export_tflite(net: nn.Module, x: torch.Tensor, path: Path, *, what: str) -> None:
     import litert_torch
 
-    from training.export import ExportError, export_friendly
-    from training.tflite_inspect import op_counts
+    from ofa_sdk.training.export import ExportError, export_friendly
+    from ofa_sdk.training.tflite_inspect import op_counts
 
     ref = net(x)
     friendly = export_friendly(net, split_depthwise=True)
@@ -121,7 +121,7 @@ def _export_onnx(net: nn.Module, x: torch.Tensor, path: Path, *, what: str) -> N
     import onnx
     import onnxruntime as ort
 
-    from training.export import ONNX_OPSET, ExportError, export_friendly
+    from ofa_sdk.training.export import ONNX_OPSET, ExportError, export_friendly
 
     ref = net(x).numpy()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -175,10 +175,10 @@ def export_subnet(net: nn.Module, spec: ArchSpec, path: str | os.PathLike, fmt: 
                   versions: dict[str, str] | None = None) -> Path:
     """Export a whole (random-weight) subnet for timing, with a sidecar that `load_model` reads.
 
-    The same converters and rewrites as `training.export` (so timings match zoo models), without
+    The same converters and rewrites as `ofa_sdk.training.export` (so timings match zoo models), without
     the numerical check (weights are random) and with identity normalisation.
     """
-    from training.export import export_onnx, export_tflite, tool_versions
+    from ofa_sdk.training.export import export_onnx, export_tflite, tool_versions
 
     if fmt not in PROBE_FORMATS:
         raise InputError(f"unknown format {fmt!r}; choose from {list(PROBE_FORMATS)}")
@@ -292,7 +292,7 @@ class _ProbeExport:
 
     def __init__(self, space: SearchSpace, folder: Path, formats: tuple[str, ...], *,
                  limit: int | None, progress: Callable[[str], None] | None) -> None:
-        from training.export import tool_versions
+        from ofa_sdk.training.export import tool_versions
 
         self.space, self.folder, self.formats = space, folder, formats
         self.limit, self.progress = limit, progress
@@ -391,7 +391,7 @@ class _ProbeExport:
         files, todo = reuse
         if todo:
             if self._supernet is None:
-                from training.supernet import OFAMobileNetV3
+                from ofa_sdk.training.supernet import OFAMobileNetV3
 
                 self._supernet = OFAMobileNetV3(self.space).eval()
                 fill_pattern_(self._supernet)
@@ -412,16 +412,16 @@ class _ProbeExport:
 
 def _space_for(args: argparse.Namespace) -> SearchSpace:
     """``--space`` (adapted to ``--data`` when given) or the space of ``--supernet``."""
-    from training.datasets import source_from_args
+    from ofa_sdk.training.datasets import source_from_args
 
     if bool(args.space) == bool(args.supernet):
         raise InputError("give --space NAME or --supernet PATH")
     if args.supernet:
-        from training.weights import read_supernet
+        from ofa_sdk.training.weights import read_supernet
 
         return read_supernet(args.supernet).space
     if args.space.endswith(".toml"):  # a training config: its space, as training adapts it
-        from training.train import TrainConfig
+        from ofa_sdk.training.train import TrainConfig
 
         space = TrainConfig.from_file(args.space).space
     else:
@@ -432,7 +432,7 @@ def _space_for(args: argparse.Namespace) -> SearchSpace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.probes", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m ofa_sdk.training.probes", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", help="search space name (ofa_sdk.arch) or a training config "
                         "(.toml), adapted to --data as training adapts it")

@@ -1,9 +1,9 @@
 """Specialize subnets per device class and write (and publish) the zoo (OFA section 3.4).
 
-For every device class with a latency LUT, evolutionary search (`training.search`) picks the most
+For every device class with a latency LUT, evolutionary search (`ofa_sdk.training.search`) picks the most
 accurate subnet under each budget of a log-spaced ladder spanning the class's latency range; the
 same subnet chosen for several classes becomes one zoo entry. Each entry is extracted from the
-supernet, BN-recalibrated on training batches, exported (`training.export.export_all`), and every
+supernet, BN-recalibrated on training batches, exported (`ofa_sdk.training.export.export_all`), and every
 exported FILE is scored on the test set through the SDK's own loader and preprocessing, which is
 the accuracy a user gets. Latency is measured with `ofa_sdk.bench.benchmark` where a device class
 is this machine and predicted from its LUT everywhere else (marked as such; never invented).
@@ -12,9 +12,9 @@ The zoo (``docs/zoo-format.md``) is built in a temporary folder next to the targ
 at the end, so an interrupted publish never leaves a half-written zoo; exports and measurements
 are kept in a cache folder, so a rerun does not redo finished entries.
 
-The stages live in their own modules: `training.specialize` (device classes, budget ladder,
-search and sharing), `training.entries` (the per-entry export/score/measure cache) and
-`training.zoo_folder` (assembly and the atomic swap). This module holds `PublishSettings`,
+The stages live in their own modules: `ofa_sdk.training.specialize` (device classes, budget ladder,
+search and sharing), `ofa_sdk.training.entries` (the per-entry export/score/measure cache) and
+`ofa_sdk.training.zoo_folder` (assembly and the atomic swap). This module holds `PublishSettings`,
 `publish`, which runs the stages in order, and the command line; it re-exports the stages'
 public names.
 
@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ofa_sdk.errors import InputError, OfaError
-from training.entries import (CACHE_VERSION, EntrySettings, PublishData, file_accuracy,
+from ofa_sdk.training.entries import (CACHE_VERSION, EntrySettings, PublishData, file_accuracy,
                               file_predictions, load_data, prepare_entry, recalibrated_subnet)
-from training.specialize import (Choice, DeviceClassLUT, Progress, budget_ladder,
+from ofa_sdk.training.specialize import (Choice, DeviceClassLUT, Progress, budget_ladder,
                                  device_class_id, entry_id, load_device_class, slug, specialize)
-from training.zoo_folder import ZooPlan, check_target, recover, write_zoo_atomically
+from ofa_sdk.training.zoo_folder import ZooPlan, check_target, recover, write_zoo_atomically
 
 __all__ = [
     "DeviceClassLUT",
@@ -70,7 +70,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: ``--formats`` names -> `training.export.FORMATS` keys.
+#: ``--formats`` names -> `ofa_sdk.training.export.FORMATS` keys.
 FORMAT_NAMES = {"tflite-fp32": "tflite_fp32", "tflite-int8": "tflite_int8",
                 "onnx-fp32": "onnx_fp32", "onnx-int8": "onnx_int8"}
 DEFAULT_FORMATS = tuple(FORMAT_NAMES)
@@ -81,12 +81,12 @@ class PublishSettings:
 
     Attributes:
         supernet: a training run folder (its ``model.safetensors``), a ``.safetensors`` file or
-            an official OFA ``.pth`` (`training.weights.read_supernet`).
-        predictor: the accuracy predictor folder (`training.predictors.AccuracyPredictor`).
+            an official OFA ``.pth`` (`ofa_sdk.training.weights.read_supernet`).
+        predictor: the accuracy predictor folder (`ofa_sdk.training.predictors.AccuracyPredictor`).
         luts: ``PATH`` or ``ID=PATH`` per device class.
         to: the zoo folder to write (replaced as a whole, atomically). Default with ``repo_id``:
             ``<cache_dir>/zoos/<repo>``.
-        repo_id: publish the folder to this Hub model repo (`zoo.hub.publish_folder`).
+        repo_id: publish the folder to this Hub model repo (`ofa_sdk.zoo_tools.hub.publish_folder`).
         budgets: latency budgets per device class (log-spaced, min to largest subnet).
         dry_run: with ``repo_id``, only plan the upload (the result lists every file).
         tag: revision tag for the Hub commit.
@@ -96,11 +96,11 @@ class PublishSettings:
         cache_dir: exports and measurements per entry, keyed by supernet/data hash and subnet;
             default ``$OFA_SDK_CACHE/publish`` (``~/.cache/ofa_sdk/publish``).
         dataset, data_dir, test_limit, synthetic_size: see `load_data` (``dataset``: a
-            `training.datasets.DataSource` or ``fmnist`` / ``imagefolder:PATH`` / ``synthetic``).
+            `ofa_sdk.training.datasets.DataSource` or ``fmnist`` / ``imagefolder:PATH`` / ``synthetic``).
         name: the zoo's name (default `default_zoo_name` of the space).
-        seed, population, generations: the search (`training.search.EvolutionConfig`).
+        seed, population, generations: the search (`ofa_sdk.training.search.EvolutionConfig`).
         recal_batches, num_calib: BN recalibration batches of 100 and int8 calibration images.
-        search_kit: write the search kit ``ofa-sdk search`` needs (`training.search_kit`).
+        search_kit: write the search kit ``ofa-sdk search`` needs (`ofa_sdk.training.search_kit`).
         bench_min_runs, bench_min_time_s: latency measurement (`ofa_sdk.bench.benchmark`).
         endpoint, token: the Hub.
         command: the command recorded as the zoo's producer (default: this process's argv).
@@ -150,7 +150,7 @@ class PublishSettings:
         object.__setattr__(self, "formats", tuple(self.formats))
 
     def check(self) -> tuple[str, ...]:
-        """Refuse contradictory or unknown settings; the `training.export.FORMATS` keys."""
+        """Refuse contradictory or unknown settings; the `ofa_sdk.training.export.FORMATS` keys."""
         if self.to is None and self.repo_id is None:
             raise InputError("give --to DIR, --repo-id ORG/NAME, or both")
         if self.dry_run and self.repo_id is None:
@@ -180,7 +180,7 @@ class PublishedZoo:
     folder: Path
     index: Any  # ofa_sdk.zoo.ZooIndex
     specialization: Mapping[str, Any]
-    hub: Any = None  # zoo.hub.PublishResult
+    hub: Any = None  # ofa_sdk.zoo_tools.hub.PublishResult
 
 
 def default_zoo_name(space_name: str) -> str:
@@ -204,7 +204,7 @@ def publish(settings: PublishSettings, *, progress: Progress | None = None) -> P
     data = load_data(s.dataset, space, data_dir=s.data_dir, test_limit=s.test_limit,
                      synthetic_size=s.synthetic_size, seed=s.seed, norm=sf.norm,
                      train_images=s.recal_batches * 100 + s.num_calib)
-    from training.search import EvolutionConfig
+    from ofa_sdk.training.search import EvolutionConfig
 
     config = EvolutionConfig(population_size=s.population, generations=s.generations)
     choices, report = specialize(acc, classes, budgets=s.budgets, seed=s.seed, config=config,
@@ -232,8 +232,8 @@ def publish(settings: PublishSettings, *, progress: Progress | None = None) -> P
 def _load_inputs(s: PublishSettings, fmts: Sequence[str]) -> tuple[Any, list[DeviceClassLUT],
                                                                      Any, Any]:
     """The predictor, the device classes and the supernet (file and network), cross-checked."""
-    from training.predictors import AccuracyPredictor
-    from training.weights import load_supernet, read_supernet
+    from ofa_sdk.training.predictors import AccuracyPredictor
+    from ofa_sdk.training.weights import load_supernet, read_supernet
 
     acc = AccuracyPredictor.load(s.predictor)
     space = acc.space
@@ -286,7 +286,7 @@ def _entry_formats(s: PublishSettings, fmts: Sequence[str], classes: Sequence[De
 
 def _cache_key(s: PublishSettings, supernet_sha256: str, data: PublishData) -> str:
     """The cache folder of this supernet, data and export recipe."""
-    from training.export import ONNX_INT8_RECIPE
+    from ofa_sdk.training.export import ONNX_INT8_RECIPE
 
     return hashlib.sha256(json.dumps([CACHE_VERSION, supernet_sha256, data.key(),
                                       s.recal_batches, s.num_calib,
@@ -296,7 +296,7 @@ def _cache_key(s: PublishSettings, supernet_sha256: str, data: PublishData) -> s
 def _to_hub(s: PublishSettings, target: Path, progress: Progress | None) -> Any:
     if s.repo_id is None:
         return None
-    from zoo.hub import publish_folder
+    from ofa_sdk.zoo_tools.hub import publish_folder
 
     if progress is not None:
         progress("publish", s.repo_id)
@@ -311,7 +311,7 @@ def _command() -> str:
 # ---- CLI ---------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from training.datasets import add_data_arguments
+    from ofa_sdk.training.datasets import add_data_arguments
 
     p = argparse.ArgumentParser(prog="python training/publish.py",
                                 description=__doc__.split("\n\n")[0],
@@ -339,7 +339,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--measure-here", action=argparse.BooleanOptionalAction, default=True,
                    help="measure latency for device classes that are this machine (default); "
                         "--no-measure-here records LUT predictions only")
-    p.add_argument("--probes", help="probes folder to ship in the zoo (python -m training.probes)")
+    p.add_argument("--probes", help="probes folder to ship in the zoo (python -m ofa_sdk.training.probes)")
     p.add_argument("--cache-dir", help="exports/measurements cache (default: "
                    "$OFA_SDK_CACHE/publish or ~/.cache/ofa_sdk/publish)")
     p.add_argument("--dataset", dest="data", help=argparse.SUPPRESS)  # the old name of --data
@@ -367,7 +367,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace, argv: Sequence[str]) -> PublishSettings:
     """The one place the command line becomes `PublishSettings`."""
-    from training.datasets import source_from_args
+    from ofa_sdk.training.datasets import source_from_args
 
     return PublishSettings(
         args.supernet, args.predictor, args.lut, to=args.to, repo_id=args.repo_id,
@@ -401,8 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    for stage in ("training.publish", "training.specialize", "training.entries",
-                  "training.zoo_folder"):
+    for stage in ("ofa_sdk.training.publish", "ofa_sdk.training.specialize", "ofa_sdk.training.entries",
+                  "ofa_sdk.training.zoo_folder"):
         logging.getLogger(stage).setLevel(logging.INFO)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
@@ -430,4 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python training/publish.py` with the project installed: run the package's own module (the
+    # same as `python -m ofa_sdk.training.publish`), not a second copy of it under `__main__`.
+    from ofa_sdk.training.publish import main as _main
+
+    raise SystemExit(_main())

@@ -1,8 +1,8 @@
 """Evolutionary search from the command line (OFA sec. 3.3); the search itself is numpy only and
 lives in `ofa_sdk.specialize.evolution`, which the device runs too (``ofa-sdk search``).
 
-    python -m training.search --predictor predictor/ --lut luts/cpu.json --budget 3.5
-    python -m training.search --predictor predictor/ --macs --budget 20e6 --json
+    python -m ofa_sdk.training.search --predictor predictor/ --lut luts/cpu.json --budget 3.5
+    python -m ofa_sdk.training.search --predictor predictor/ --macs --budget 20e6 --json
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main(argv: Any = None) -> int:
     from ofa_sdk.latency import LatencyPredictor, MacsPredictor
     from ofa_sdk.specialize.predictor import AccuracyPredictor
 
-    p = argparse.ArgumentParser(prog="python -m training.search",
+    p = argparse.ArgumentParser(prog="python -m ofa_sdk.training.search",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--predictor", required=True, help="folder with predictor.{safetensors,json}")
     group = p.add_mutually_exclusive_group(required=True)

@@ -3,7 +3,7 @@
 ``training/publish.py`` writes it into every zoo it builds; this module's command adds it to a zoo
 published before it existed (then re-indexes the zoo), exporting nothing again:
 
-    python -m training.search_kit ofa_sdk/bundled_zoo --supernet runs/fmnist \\
+    python -m ofa_sdk.training.search_kit ofa_sdk/bundled_zoo --supernet runs/fmnist \\
         --predictor runs/fmnist/predictor --data fmnist --data-dir /usr/share/datasets/fashion-mnist
 
 The kit (`ofa_sdk.specialize.kit`): the supernet's state dict as safetensors, the accuracy
@@ -40,9 +40,9 @@ CALIBRATION = "search/calibration.npy"
 
 
 def calibration_images(data: Any, recal_batches: int) -> np.ndarray:
-    """The uint8 ``(N, C, H, W)`` training images `training.entries.recalibrated_subnet` batches
+    """The uint8 ``(N, C, H, W)`` training images `ofa_sdk.training.entries.recalibrated_subnet` batches
     (in its order: ``recal_batches`` batches of 100)."""
-    from training.data import BatchLoader
+    from ofa_sdk.training.data import BatchLoader
 
     loader = BatchLoader(data.train, batch_size=min(100, len(data.train)), seed=0)
     idx = np.concatenate([i.numpy() for i in loader.fixed_indices(recal_batches, seed=1)])
@@ -71,11 +71,11 @@ def accuracy_offset(predictor: Any, entries: Sequence[Mapping[str, Any]], space:
 
 def write_search_kit(folder: str | Path, *, supernet: Any, predictor: Any, data: Any,
                      recal_batches: int, entries: Sequence[Mapping[str, Any]]) -> Path:
-    """Write ``search/`` into zoo ``folder`` (``supernet`` a `training.weights.SupernetFile`,
-    ``predictor`` an `AccuracyPredictor`, ``data`` a `training.entries.PublishData`); returns
+    """Write ``search/`` into zoo ``folder`` (``supernet`` a `ofa_sdk.training.weights.SupernetFile`,
+    ``predictor`` an `AccuracyPredictor`, ``data`` a `ofa_sdk.training.entries.PublishData`); returns
     the manifest's path. The caller re-indexes the folder."""
-    from training.checkpoint import save_tensors
-    from training.weights import supernet_metadata
+    from ofa_sdk.training.checkpoint import save_tensors
+    from ofa_sdk.training.weights import supernet_metadata
 
     if recal_batches < 1:
         raise InputError(f"recal_batches must be >= 1, got {recal_batches}")
@@ -94,7 +94,7 @@ def write_search_kit(folder: str | Path, *, supernet: Any, predictor: Any, data:
         supernet=SUPERNET, predictor=PREDICTOR, calibration=CALIBRATION,
         batch_size=min(100, len(data.train)), count=len(images),
         source=f"{data.name} train split: the {recal_batches} fixed batches publish recalibrates "
-               "BN on (training.entries.recalibrated_subnet)",
+               "BN on (training.entries.recalibrated_subnet)",  # rename-namespace: keep
         mean=data.mean, std=data.std, resize=data.resize, bn_eps=BN_EPS,
         accuracy=accuracy_offset(predictor, entries, supernet.space))
     atomic_write_json(root / KIT_MANIFEST, manifest)
@@ -106,9 +106,9 @@ def add_search_kit(folder: str | Path, *, supernet: str, predictor: str, dataset
                    data_dir: str | None = None, recal_batches: int = 20) -> Any:
     """Add the search kit to an existing zoo folder and re-index it."""
     from ofa_sdk.specialize.predictor import AccuracyPredictor
-    from training.entries import load_data
-    from training.weights import read_supernet
-    from zoo.index import write_index
+    from ofa_sdk.training.entries import load_data
+    from ofa_sdk.training.weights import read_supernet
+    from ofa_sdk.zoo_tools.index import write_index
 
     root = Path(folder)
     index = json.loads((root / "index.json").read_text())
@@ -125,9 +125,9 @@ def add_search_kit(folder: str | Path, *, supernet: str, predictor: str, dataset
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.datasets import add_data_arguments
+    from ofa_sdk.training.datasets import add_data_arguments
 
-    p = argparse.ArgumentParser(prog="python -m training.search_kit", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m ofa_sdk.training.search_kit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="zoo folder (its index.json is rewritten)")
     p.add_argument("--supernet", required=True, help="run folder or .safetensors of the supernet")

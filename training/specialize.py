@@ -1,10 +1,10 @@
 """Specialization: device classes, the budget ladder, and the search that picks a subnet per rung.
 
 A device class is a latency LUT (`DeviceClassLUT`); for each one, evolutionary search
-(`training.search`) picks the most accurate subnet under every budget of a log-spaced ladder
+(`ofa_sdk.training.search`) picks the most accurate subnet under every budget of a log-spaced ladder
 spanning the class's latency range (`specialize`). The same subnet chosen for several classes
 becomes one zoo entry (`Choice`); rungs may share subnets within an accuracy tolerance.
-This is the first stage of `training.publish`.
+This is the first stage of `ofa_sdk.training.publish`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class DeviceClassLUT:
         out = {"cpu": cpu, "runtime": self.lut.runtime, "precision": self.lut.precision,
                "threads": self.lut.threads, "lut": f"luts/{self.id}.json",
                "measured_on": measured_on}
-        from training.golden import isa_from_lut
+        from ofa_sdk.training.golden import isa_from_lut
 
         isa = isa_from_lut({"device": dev})
         if isa is not None:  # devices match on it: same CPU name with another ISA is not exact
@@ -166,7 +166,7 @@ def specialize(accuracy: Any, classes: Sequence[DeviceClassLUT], *, budgets: int
     Returns the choices (sorted by MACs) and a report ``{class: [{budget_ms, entry, predicted
     accuracy, predicted latency}, ...]}`` that is written into the zoo as ``specialization.json``.
     """
-    from training.search import EvolutionConfig, evolution_search
+    from ofa_sdk.training.search import EvolutionConfig, evolution_search
 
     config = config or EvolutionConfig()
     if not 0 <= share_tolerance <= 1:

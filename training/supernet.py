@@ -18,7 +18,7 @@ from torch import nn
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
 from ofa_sdk.errors import ArchSpecError
-from training.ops import (
+from ofa_sdk.training.ops import (
     DynamicBatchNorm2d,
     DynamicConv2d,
     DynamicDepthwiseConv2d,

@@ -1,12 +1,12 @@
 """Progressive-shrinking training of the OFA-MobileNetV3 supernet (Cai et al., ICLR 2020, sec. 3.2).
 
-Run ``python -m training.train --config CONFIG`` (``configs/tiny.toml``: every phase in seconds;
+Run ``python -m ofa_sdk.training.train --config CONFIG`` (``configs/tiny.toml``: every phase in seconds;
 the bundled supernet's three-stage recipe: ``scripts/train_fmnist.sh``). Every phase samples a
 resolution per batch and several subnets per step (gradients accumulated, one SGD step); after the
 ``full`` phase a frozen copy of the largest net is the knowledge-distillation teacher.
 Multi-process runs use ``torchrun``: every rank draws the same subnets from a shared seeded
 generator, data is sharded per rank, and gradients are averaged with one coalesced all-reduce
-per step (see `training.distributed.sync`). The loop itself is `training.loop.Trainer`.
+per step (see `ofa_sdk.training.distributed.sync`). The loop itself is `ofa_sdk.training.loop.Trainer`.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import torch
 
 from ofa_sdk.arch import ArchSpec, SearchSpace, get_space
 from ofa_sdk.errors import ArchSpecError, DeviceError, OfaError
-from training.checkpoint import CheckpointError, load_checkpoint
-from training.data import BatchLoader
-from training.datasets import add_data_arguments
-from training.distributed import Dist, close_dist, init_dist, state_hash
-from training.evaluation import scratch_subnet
-from training.loop import ScratchMode, SupernetMode, Trainer, kd_loss
-from training.schedule import ConfigError, Phase, parse_phases
+from ofa_sdk.training.checkpoint import CheckpointError, load_checkpoint
+from ofa_sdk.training.data import BatchLoader
+from ofa_sdk.training.datasets import add_data_arguments
+from ofa_sdk.training.distributed import Dist, close_dist, init_dist, state_hash
+from ofa_sdk.training.evaluation import scratch_subnet
+from ofa_sdk.training.loop import ScratchMode, SupernetMode, Trainer, kd_loss
+from ofa_sdk.training.schedule import ConfigError, Phase, parse_phases
 
 __all__ = ["TrainConfig", "train", "main", "state_hash", "kd_loss", "scratch_subnet",
            "config_with_data", "data_source"]
@@ -57,7 +57,7 @@ class TrainConfig:
     val_size: int = 5000
     train_limit: int = 0
     synthetic_size: int = 2048
-    crop_fraction: float = 0.0  # 0: the default of `training.datasets.DataSource.resolve`
+    crop_fraction: float = 0.0  # 0: the default of `ofa_sdk.training.datasets.DataSource.resolve`
     stream: bool = False        # decode an image folder's training batches as they are needed
     data_workers: int = 0       # processes decoding an image folder
     channels: int = 0           # convert an image folder's images to 1 or 3 (0: from the data)
@@ -146,9 +146,9 @@ class TrainConfig:
 
 def data_source(cfg: TrainConfig, *, data: str | None = None, data_dir: str | None = None,
                 workers: int | None = None) -> Any:
-    """The config's dataset (``[data]``) as a `training.datasets.DataSource`; ``data``
+    """The config's dataset (``[data]``) as a `ofa_sdk.training.datasets.DataSource`; ``data``
     (``--data KIND[:PATH]``) and ``data_dir`` (``--data-dir``) override it."""
-    from training.datasets import DataSource
+    from ofa_sdk.training.datasets import DataSource
 
     text = data or cfg.dataset
     kind, sep, path = text.partition(":")
@@ -211,11 +211,11 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike[str] | None = None,
         resume: continue from the run folder's latest checkpoint (same weights as an
             uninterrupted run, on CPU with a fixed seed).
         init: a checkpoint (folder or run folder) whose model/teacher weights start the run, or
-            any supernet file `training.weights.read_supernet` takes (an official ``.pth``).
+            any supernet file `ofa_sdk.training.weights.read_supernet` takes (an official ``.pth``).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun, the local rank picks the GPU).
         data_dir: overrides the config's ``data_dir``.
         data: overrides the config's dataset: ``fmnist``, ``imagefolder:PATH`` or ``synthetic``
-            (`training.datasets`); the space is adapted to its channels and classes.
+            (`ofa_sdk.training.datasets`); the space is adapted to its channels and classes.
         stop_after_steps: test hook: checkpoint and return once the global step reaches this.
         progress: show tqdm bars (rank 0 only).
         fixed_arch: train this one architecture from scratch instead of the supernet: a
@@ -286,9 +286,9 @@ def _select_phases(cfg: TrainConfig, phases: Sequence[str] | None,
 
 def _init_weights(init: str | os.PathLike[str], space: SearchSpace) -> Any:
     """``--init``: a training checkpoint (model and teacher), else any supernet file
-    (`training.weights.read_supernet`: a run folder, ``.safetensors``, an official ``.pth``)."""
-    from training.checkpoint import Checkpoint
-    from training.weights import read_supernet
+    (`ofa_sdk.training.weights.read_supernet`: a run folder, ``.safetensors``, an official ``.pth``)."""
+    from ofa_sdk.training.checkpoint import Checkpoint
+    from ofa_sdk.training.weights import read_supernet
 
     try:
         return load_checkpoint(init)
@@ -300,7 +300,7 @@ def _init_weights(init: str | os.PathLike[str], space: SearchSpace) -> Any:
 # ---- command line ------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ofa_sdk.training.train", description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="TOML config (see configs/fmnist.toml)")
     p.add_argument("--run-dir", help="output folder (default: the config's run_dir)")
     p.add_argument("--phases", help="comma-separated subset, e.g. kernel,depth1")
@@ -321,7 +321,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def config_with_data(cfg: TrainConfig, args: argparse.Namespace) -> TrainConfig:
-    """The config with the ``--data`` options (`training.datasets.add_data_arguments`) given on
+    """The config with the ``--data`` options (`ofa_sdk.training.datasets.add_data_arguments`) given on
     the command line (training, and the benchmarks that train or evaluate as it does)."""
     names = {"val_size": "val_size", "image_size": "image_size", "crop_fraction": "crop_fraction",
              "synthetic_size": "synthetic_size", "channels": "channels", "stream": "stream",

@@ -3,9 +3,9 @@
 Every command that reads supernet weights goes through `read_supernet`: a training run folder
 (its ``model.safetensors``, or the latest checkpoint of an unfinished run), a checkpoint folder, a
 ``.safetensors`` state dict, or an official OFA checkpoint (``{"state_dict": ...}``, ``module.``
-prefixes; `training.supernet.convert_official_state_dict`) for the official spaces. A ``.pth`` is
+prefixes; `ofa_sdk.training.supernet.convert_official_state_dict`) for the official spaces. A ``.pth`` is
 read with ``torch.load(weights_only=True)``: tensors and containers only, nothing else is ever
-unpickled. ``python -m training.convert_official`` writes an official checkpoint as a run folder.
+unpickled. ``python -m ofa_sdk.training.convert_official`` writes an official checkpoint as a run folder.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from ofa_sdk.arch import FMNIST, IMAGENET_W10, IMAGENET_W12, SearchSpace, register_space
 from ofa_sdk.cache import sha256_file
-from training.checkpoint import CheckpointError, latest_checkpoint, load_tensors
+from ofa_sdk.training.checkpoint import CheckpointError, latest_checkpoint, load_tensors
 
 __all__ = ["OFFICIAL_SPACES", "SupernetFile", "weights_path", "read_official", "read_supernet",
            "load_supernet", "supernet_metadata"]
@@ -78,7 +78,7 @@ def read_official(path: str | os.PathLike) -> dict[str, Any]:
     """
     import torch
 
-    from training.supernet import convert_official_state_dict
+    from ofa_sdk.training.supernet import convert_official_state_dict
 
     path = Path(path)
     try:
@@ -108,7 +108,7 @@ def read_official(path: str | os.PathLike) -> dict[str, Any]:
 
 def _mismatch(state: Mapping[str, Any], space: SearchSpace) -> str | None:
     """Why ``state`` does not fit the supernet of ``space`` (None when it fits exactly)."""
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     want = {k: tuple(v.shape) for k, v in OFAMobileNetV3(space).state_dict().items()}
     missing = sorted(set(want) - set(state))
@@ -183,7 +183,7 @@ def read_supernet(checkpoint: str | os.PathLike, *, space: SearchSpace | None = 
         state = read_official(path)
         fitted = _fit(state, path, space, OFFICIAL_SPACES)
         official = fitted in OFFICIAL_SPACES
-        from training.datasets import IMAGENET_MEAN, IMAGENET_STD
+        from ofa_sdk.training.datasets import IMAGENET_MEAN, IMAGENET_STD
 
         norm = (IMAGENET_MEAN, IMAGENET_STD) if official else None
         return SupernetFile(path, state, fitted, sha256_file(path), norm, official)
@@ -214,8 +214,8 @@ def _space_from_state(path: Path) -> SearchSpace | None:
 
 def load_supernet(checkpoint: str | os.PathLike | SupernetFile, *,
                   space: SearchSpace | None = None) -> tuple[Any, SupernetFile]:
-    """`training.supernet.OFAMobileNetV3` with the weights of ``checkpoint``, in eval mode."""
-    from training.supernet import OFAMobileNetV3
+    """`ofa_sdk.training.supernet.OFAMobileNetV3` with the weights of ``checkpoint``, in eval mode."""
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     sf = checkpoint if isinstance(checkpoint, SupernetFile) else read_supernet(checkpoint,
                                                                                space=space)

@@ -2,11 +2,11 @@
 
 The zoo (``docs/zoo-format.md``) is built in a temporary folder next to the target
 (`write_zoo_atomically`): device-class LUTs, probes, every entry's files copied from its cache
-folder (`training.entries.prepare_entry`), ``specialization.json``, the golden set, the search
-kit (`training.search_kit`), the index
-(`zoo.index.index_dict`, `zoo.index.write_index`), plots and the model card. The folder is
+folder (`ofa_sdk.training.entries.prepare_entry`), ``specialization.json``, the golden set, the search
+kit (`ofa_sdk.training.search_kit`), the index
+(`ofa_sdk.zoo_tools.index.index_dict`, `ofa_sdk.zoo_tools.index.write_index`), plots and the model card. The folder is
 verified and swapped in with renames, so an interrupted publish never leaves a half-written
-zoo. The third stage of `training.publish`.
+zoo. The third stage of `ofa_sdk.training.publish`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, Mapping, Sequence
 from ofa_sdk.arch import SearchSpace
 from ofa_sdk.cache import atomic_write_json
 from ofa_sdk.errors import InputError
-from training.entries import PublishData, entry_top1, measure_key
-from training.specialize import Choice, DeviceClassLUT, Progress
+from ofa_sdk.training.entries import PublishData, entry_top1, measure_key
+from ofa_sdk.training.specialize import Choice, DeviceClassLUT, Progress
 
 __all__ = ["ZooPlan", "write_zoo_atomically", "check_target", "recover", "swap_in", "read_json"]
 
@@ -40,11 +40,11 @@ class ZooPlan:
     choices: Sequence[Choice]
     results: Sequence[Mapping[str, Any]]  # `prepare_entry`'s record per choice
     entry_root: Path  # the cache folder that holds one folder per entry id
-    entry_formats: Sequence[Sequence[str]]  # `training.export.FORMATS` keys per choice
+    entry_formats: Sequence[Sequence[str]]  # `ofa_sdk.training.export.FORMATS` keys per choice
     report: Mapping[str, Any]  # `specialize`'s report: specialization.json's "classes"
     seed: int = 0
-    #: the search kit's inputs (`training.search_kit.write_search_kit`): ``supernet`` (a
-    #: `training.weights.SupernetFile`), ``predictor``, ``recal_batches``; None: no kit
+    #: the search kit's inputs (`ofa_sdk.training.search_kit.write_search_kit`): ``supernet`` (a
+    #: `ofa_sdk.training.weights.SupernetFile`), ``predictor``, ``recal_batches``; None: no kit
     kit: Mapping[str, Any] | None = None
 
 
@@ -66,7 +66,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
 def _copy_probes(src: Path, dst: Path) -> None:
     """Ship a probes folder: its manifest and one ``<fmt>.zip`` per format when it has them.
 
-    The loose model files are what the archives hold (``training.probes.pack_probes``); copying
+    The loose model files are what the archives hold (``ofa_sdk.training.probes.pack_probes``); copying
     them too would ship every probe twice. A folder without archives is copied whole.
     """
     try:
@@ -143,7 +143,7 @@ def write_zoo_atomically(plan: ZooPlan, target: Path, *, measure: bool, probes: 
                          progress: Progress | None = None) -> Any:
     """Write the zoo of ``plan`` into a temporary folder, verify it, and swap it in for
     ``target``; returns the written `ofa_sdk.zoo.ZooIndex`."""
-    from zoo.index import verify_folder
+    from ofa_sdk.zoo_tools.index import verify_folder
 
     tmp = target.with_name(f".{target.name}.publish-tmp")
     if tmp.exists():
@@ -178,7 +178,7 @@ def _copy_inputs(tmp: Path, classes: Sequence[DeviceClassLUT], probes: Any) -> N
 def _entry_files(tmp: Path, plan: ZooPlan, c: Choice, res: Mapping[str, Any],
                  fmts: Sequence[str]) -> list[dict[str, Any]]:
     """Copy one entry's files (and sidecars) into the zoo; their ``files`` records."""
-    from training.export import FILENAMES
+    from ofa_sdk.training.export import FILENAMES
 
     files = []
     for fmt in fmts:
@@ -226,7 +226,7 @@ def _write_specialization(tmp: Path, plan: ZooPlan) -> None:
 def _write_zoo(tmp: Path, plan: ZooPlan, *, previous: Any, measure: bool, probes: Any,
                repo_id: str | None, name: str, command: str, golden_count: int = 0) -> Any:
     from ofa_sdk.device import detect_device
-    from zoo.index import default_producer, entry_dict, index_dict, now_iso, write_index
+    from ofa_sdk.zoo_tools.index import default_producer, entry_dict, index_dict, now_iso, write_index
 
     _copy_inputs(tmp, plan.classes, probes)
     here_fp = detect_device().fingerprint
@@ -241,7 +241,7 @@ def _write_zoo(tmp: Path, plan: ZooPlan, *, previous: Any, measure: bool, probes
     if golden_count:
         _write_golden(tmp, plan, golden_count)
     if plan.kit is not None:
-        from training.search_kit import write_search_kit
+        from ofa_sdk.training.search_kit import write_search_kit
 
         write_search_kit(tmp, data=plan.data, entries=entries, **plan.kit)
     parsed = write_index(tmp, index)
@@ -255,8 +255,8 @@ def _write_zoo(tmp: Path, plan: ZooPlan, *, previous: Any, measure: bool, probes
 
 
 def _write_plots_and_card(tmp: Path, plan: ZooPlan, parsed: Any, repo_id: str | None) -> None:
-    from zoo.card import render_model_card
-    from zoo.plots import plot_pareto
+    from ofa_sdk.zoo_tools.card import render_model_card
+    from ofa_sdk.zoo_tools.plots import plot_pareto
 
     (tmp / "plots").mkdir()
     for dc in plan.classes:
@@ -268,9 +268,9 @@ def _write_plots_and_card(tmp: Path, plan: ZooPlan, parsed: Any, repo_id: str | 
 
 def _write_golden(tmp: Path, plan: ZooPlan, count: int) -> None:
     """The zoo's golden set: the first ``count`` test images and each file's top-1 on them
-    (the test-set top-1 computed when the file was scored, `training.entries.entry_top1`)."""
-    from training.export import FILENAMES
-    from zoo.golden import write_golden
+    (the test-set top-1 computed when the file was scored, `ofa_sdk.training.entries.entry_top1`)."""
+    from ofa_sdk.training.export import FILENAMES
+    from ofa_sdk.zoo_tools.golden import write_golden
 
     data = plan.data
     n = min(count, len(data.test))

@@ -277,7 +277,7 @@ def render_model_card(index: ZooIndex, *, repo_id: str | None = None,
     """Render ``README.md`` for a zoo: front matter, quick start, input spec, labels, intended
     use, training and evaluation, per-device tables, int8 table, files, provenance.
 
-    ``plots`` links ``plots/<device_class>.png`` (made by `zoo.plots.plot_pareto`). ``source``
+    ``plots`` links ``plots/<device_class>.png`` (made by `ofa_sdk.zoo_tools.plots.plot_pareto`). ``source``
     is the zoo argument the examples pass (default: none when ``folder`` is the bundled zoo,
     else ``hf://<repo_id>``, else a placeholder path; ``None``: no zoo argument). ``folder`` is
     the zoo folder, read for a sidecar's normalisation; ``evaluation`` may hold ``test_images``, ``recal_batches``,
@@ -349,8 +349,8 @@ def refresh_card(folder: str | os.PathLike, *, repo_id: str | None = None,
                  source: str | None = "") -> Any:
     """Re-render an existing zoo folder's ``README.md`` and ``plots/`` with this version's card
     and plotter, then rewrite its index (hashes only: entries and latencies are kept)."""
-    from zoo.index import verify_folder, write_index
-    from zoo.plots import plot_pareto
+    from ofa_sdk.zoo_tools.index import verify_folder, write_index
+    from ofa_sdk.zoo_tools.plots import plot_pareto
 
     root = Path(folder)
     index = verify_folder(root)
@@ -363,10 +363,10 @@ def refresh_card(folder: str | os.PathLike, *, repo_id: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m zoo.card ZOO_DIR [--repo-id ORG/NAME]``: refresh a zoo's card and plots."""
+    """``python -m ofa_sdk.zoo_tools.card ZOO_DIR [--repo-id ORG/NAME]``: refresh a zoo's card and plots."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m zoo.card", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m ofa_sdk.zoo_tools.card", description=main.__doc__)
     p.add_argument("folder")
     p.add_argument("--repo-id")
     args = p.parse_args(argv)

@@ -1,7 +1,7 @@
 """Writing a zoo's golden set: inputs plus the publisher's top-1 for every model file.
 
 The format is in ``docs/zoo-format.md`` (reader: `ofa_sdk.golden`). ``training/publish.py`` writes
-one with every zoo; ``python -m training.golden`` adds one to an existing zoo folder.
+one with every zoo; ``python -m ofa_sdk.training.golden`` adds one to an existing zoo folder.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def write_golden(folder: str | os.PathLike, images: np.ndarray,
         top1: zoo-relative model path -> the publisher's top-1 class per image.
         source: where the images come from, for people (e.g. "fashion_mnist test[0:300]").
 
-    Run `zoo.index.write_index` afterwards: it lists both files in ``checksums``.
+    Run `ofa_sdk.zoo_tools.index.write_index` afterwards: it lists both files in ``checksums``.
     """
     root = Path(folder)
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) == 0:

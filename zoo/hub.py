@@ -1,13 +1,13 @@
 """Publishing a zoo folder to a Hugging Face model repo as one atomic commit, then tagging it.
 
-The folder is verified first (`zoo.index.verify_folder`). What to upload is decided by content,
+The folder is verified first (`ofa_sdk.zoo_tools.index.verify_folder`). What to upload is decided by content,
 not by re-uploading: a local file is unchanged when the remote file's LFS sha256 (LFS/Xet files)
 or git blob id (plain files) equals the local one. Then one ``create_commit`` (adds + deletes,
 ``parent_commit`` pinned so a concurrent push fails instead of being overwritten) and
 ``create_tag``. The token comes from huggingface_hub (``HF_TOKEN``, ``hf auth login``) and is
 never logged.
 
-    python -m zoo.hub runs/zoo acme/ofa-fmnist --tag v1 --dry-run
+    python -m ofa_sdk.zoo_tools.hub runs/zoo acme/ofa-fmnist --tag v1 --dry-run
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 from ofa_sdk.cache import sha256_file
 from ofa_sdk.errors import ZooError
 from ofa_sdk.hub import hf_module
-from zoo.index import verify_folder, zoo_files
+from ofa_sdk.zoo_tools.index import verify_folder, zoo_files
 
 __all__ = ["publish_folder", "plan_publish", "commit_operations", "PublishPlan", "PublishResult",
            "git_blob_id"]
@@ -261,12 +261,12 @@ def _tag(api, repo_id: str, tag: str, commit: str | None, name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m zoo.hub FOLDER REPO_ID [--tag T] [--dry-run] [--json]``."""
+    """``python -m ofa_sdk.zoo_tools.hub FOLDER REPO_ID [--tag T] [--dry-run] [--json]``."""
     import argparse
 
     from ofa_sdk.errors import OfaError
 
-    ap = argparse.ArgumentParser(prog="python -m zoo.hub", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m ofa_sdk.zoo_tools.hub", description=main.__doc__)
     ap.add_argument("folder")
     ap.add_argument("repo_id")
     ap.add_argument("--tag", dest="revision_tag")

@@ -66,7 +66,7 @@ def crop_box(w: int, h: int, size: int, crop: float | None) -> tuple[tuple[int, 
 
     ``crop`` is the sidecar's crop fraction: the shorter side goes to ``size / crop`` and the
     centre ``size`` x ``size`` is kept (training decodes image folders with this same function,
-    ``training.data.decode_image``); ``None`` stretches to ``size`` x ``size`` (no box).
+    ``ofa_sdk.training.data.decode_image``); ``None`` stretches to ``size`` x ``size`` (no box).
     """
     if crop is None:
         return (size, size), None

@@ -11,7 +11,7 @@ refinement of the best subnet (every single slot / depth / resolution change, th
 trades that stay within the budget) and returns the Pareto front of everything it evaluated.
 
 It is numpy only: ``ofa-sdk search`` runs it on the device and ``training`` (``python -m
-training.search``, publish) runs the same code.
+ofa_sdk.training.search``, publish) runs the same code.
 """
 
 from __future__ import annotations

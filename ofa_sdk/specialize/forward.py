@@ -4,7 +4,7 @@ Activations are NHWC float32: a 1x1 conv is one matmul, a depthwise conv a sum o
 shifted, strided slices, the stem conv a matmul over its ``k * k`` patches. `recalibrate_bn`
 runs the calibration batches with every BN in training mode (normalised by the batch's own
 statistics) and sets each layer's running statistics to the mean over batches of the batch
-means and unbiased variances: exactly what ``training.bn.recalibrate_bn`` does with torch
+means and unbiased variances: exactly what ``ofa_sdk.training.bn.recalibrate_bn`` does with torch
 (``momentum=None``), so the same images give the same statistics.
 """
 
@@ -130,7 +130,7 @@ def recalibrate_bn(params: SubnetParams, batches: Iterable[np.ndarray], *,
     """``params`` with every BN layer's running statistics re-estimated on ``batches``.
 
     Each batch runs with batch-statistics BN; a layer's new ``mean`` is the mean of its batch
-    means and its ``var`` the mean of its unbiased batch variances (``training.bn``'s
+    means and its ``var`` the mean of its unbiased batch variances (``ofa_sdk.training.bn``'s
     cumulative average). Batches should be the same size, as there.
     """
     per_batch: list[list] = []
@@ -175,7 +175,7 @@ def _aa_weights(n_in: int, n_out: int) -> np.ndarray:
 
 
 def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 ``(N, C, H, W)`` -> float32 in [0, 1] at ``size`` x ``size``, as ``training.data
+    """uint8 ``(N, C, H, W)`` -> float32 in [0, 1] at ``size`` x ``size``, as ``ofa_sdk.training.data
     .to_input`` resizes (bilinear, antialiased, ``align_corners=False``)."""
     x = np.asarray(images, dtype=np.float32) / np.float32(255)
     n, c, h, w = x.shape

@@ -2,7 +2,7 @@
 
 ``search/manifest.json`` (listed in the index's checksums, like every file it names) points at
 
-- ``supernet``: the supernet's state dict as safetensors (``training.supernet`` key layout);
+- ``supernet``: the supernet's state dict as safetensors (``ofa_sdk.training.supernet`` key layout);
 - ``predictor``: the accuracy predictor's folder (``predictor.json`` + ``predictor.safetensors``);
 - ``calibration``: a uint8 ``(N, C, H, W)`` ``.npy`` of training images for BN recalibration, in
   the order they are batched (``batch_size`` per batch), the images publish recalibrated every
@@ -104,7 +104,7 @@ def load_kit(zoo: Any) -> SearchKit:
             f"zoo {zoo.source!r} has no search kit ({KIT_MANIFEST}): it lacks the supernet "
             "weights, the accuracy predictor and the calibration images that on-device search "
             "needs. Use `ofa-sdk pick`, or a zoo published with them "
-            "(python training/publish.py, or python -m training.search_kit ZOO_DIR ...)")
+            "(python training/publish.py, or python -m ofa_sdk.training.search_kit ZOO_DIR ...)")
     path = zoo.fetch(KIT_MANIFEST)
     raw = path.read_bytes()
     try:

@@ -1,6 +1,6 @@
 """Write a BN-folded `SubnetParams` as an fp32 ONNX model with the ``onnx`` package (no torch).
 
-The graph is the one ``training.export.export_onnx`` produces for the same subnet: NCHW input
+The graph is the one ``ofa_sdk.training.export.export_onnx`` produces for the same subnet: NCHW input
 ``input`` with a dynamic batch, output ``logits``, opset 17; Conv (BN folded), Relu / HardSwish,
 SE as GlobalAveragePool -> Conv -> Relu -> Conv -> HardSigmoid -> Mul, residual Add, and the
 head GlobalAveragePool -> Conv -> HardSwish -> Flatten -> Gemm.

@@ -1,6 +1,6 @@
 """The accuracy predictor as search uses it, numpy only: `AccuracyPredictor` loads a saved MLP
 (``predictor.safetensors`` + ``predictor.json``, nothing unpickled) and predicts a whole
-population at once. ``training.predictors`` trains it with torch and saves it through `save`.
+population at once. ``ofa_sdk.training.predictors`` trains it with torch and saves it through `save`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A subnet's weights sliced out of the OFA supernet with numpy (Cai et al., ICLR 2020, section 3.2).
 
 `SupernetWeights` holds the supernet's state dict (the official ``ofa`` key layout, as
-``training.supernet.OFAMobileNetV3`` saves it) read from safetensors; `SupernetWeights.subnet`
+``ofa_sdk.training.supernet.OFAMobileNetV3`` saves it) read from safetensors; `SupernetWeights.subnet`
 returns the `SubnetParams` of one `ArchSpec`: the same weights ``OFAMobileNetV3.extract`` copies
 out, computed the same way:
 

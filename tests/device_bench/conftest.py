@@ -35,7 +35,7 @@ def onnx_probes(tmp_path_factory):
     """A complete ONNX probe folder for `TINY_LUT` (read-only for tests: copy before changing)."""
     import torch
 
-    from training.probes import export_probes
+    from ofa_sdk.training.probes import export_probes
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("probes") / "probes"

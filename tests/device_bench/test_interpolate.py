@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from device_bench.lut import interpolate_entries
+from ofa_sdk.device_bench.lut import interpolate_entries
 from ofa_sdk.arch import IMAGENET_W12
 from ofa_sdk.errors import LatencyTableError
 from ofa_sdk.latency import LatencyEntry, LatencyLUT, LatencyPredictor, required_keys

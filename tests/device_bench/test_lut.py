@@ -1,4 +1,4 @@
-"""``python -m device_bench lut``: a real runtime times real probes; resume; clear errors.
+"""``python -m ofa_sdk.device_bench lut``: a real runtime times real probes; resume; clear errors.
 
 The CLI runs in a subprocess where torch and tensorflow cannot be imported, as on a device.
 """
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from blocking import blocked_argv, child_env, run_blocked
 
-from device_bench.lut import partial_path, raw_path
-from device_bench.probes import NULL_KEY, ProbeSet
+from ofa_sdk.device_bench.lut import partial_path, raw_path
+from ofa_sdk.device_bench.probes import NULL_KEY, ProbeSet
 from ofa_sdk.arch import FMNIST
 from ofa_sdk.errors import IntegrityError, ZooError
 from ofa_sdk.latency import LatencyLUT, LatencyPredictor, required_keys
@@ -29,7 +29,7 @@ LUT_CLI = """
     import atexit
     atexit.register(lambda: sys.stderr.write(
         "\\nLOADED:" + ",".join(sorted({"torch", "tensorflow"} & set(sys.modules))) + "\\n"))
-    from device_bench.__main__ import main
+    from ofa_sdk.device_bench.__main__ import main
     main(sys.argv[1:], prog_name="device_bench")
 """
 
@@ -282,7 +282,7 @@ def test_tflite_lut_end_to_end(tmp_path, tiny_lut_space):
     """A full TFLite probe export (16 litert-torch conversions) and a LiteRT-timed LUT."""
     import dataclasses
 
-    from training.probes import export_probes
+    from ofa_sdk.training.probes import export_probes
 
     mini = dataclasses.replace(tiny_lut_space, name="mini_tflite_test", stage_widths=(8,),
                                stage_strides=(2,), stage_acts=("h_swish",), stage_se=(True,),

@@ -1,6 +1,6 @@
 """Zoo folders of REAL tiny models for the pick tests: three 1-channel conv nets of very different
 cost, exported to ONNX fp32 and int8 (onnxruntime static quantization) and, optionally, TFLite fp32
-(litert_torch), indexed with the real `zoo.index.write_index`.
+(litert_torch), indexed with the real `ofa_sdk.zoo_tools.index.write_index`.
 
 Models are built once per process (`model_files`) and copied into each zoo folder.
 """
@@ -126,7 +126,7 @@ def make_pick_zoo(folder: Path, *, classes: str = "exact", with_tflite: bool = F
     ``"lut"``: ``HERE_CLASS`` with a per-layer latency LUT and no per-entry latencies.
     """
     from ofa_sdk.device import detect_device
-    from zoo.index import write_index
+    from ofa_sdk.zoo_tools.index import write_index
 
     src = model_files(with_tflite)
     folder.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ def _size(folder: Path) -> int:
 
 
 def test_bundled_zoo_verifies_and_is_under_64_mib():
-    from zoo.index import verify_folder
+    from ofa_sdk.zoo_tools.index import verify_folder
 
     index = verify_folder(BUNDLED_ZOO)  # every file listed, sha256 and size match
     assert open_zoo().index.name == index.name  # the default source is the bundled zoo
@@ -58,7 +58,7 @@ def test_every_file_scores_its_claimed_accuracy_on_the_test_set():
     """Each file through the SDK's own loader and preprocessing, on all 10,000 test images, gives
     exactly the accuracy its index entry claims."""
     from ofa_sdk.runtime import load_model
-    from training.arrays import load_fashion_mnist  # numpy only: runs without torch
+    from ofa_sdk.training.arrays import load_fashion_mnist  # numpy only: runs without torch
 
     test = load_fashion_mnist("test", data_dir=FMNIST_TEST)
     images, labels = test.images.transpose(0, 2, 3, 1), test.labels

@@ -84,7 +84,7 @@ def test_budget_below_the_fastest_subnet_exits_3_naming_it(tmp_path):
 
 
 def _zoo_without(tmp_path: Path, *missing: str) -> Path:
-    from zoo.index import write_index
+    from ofa_sdk.zoo_tools.index import write_index
 
     folder = tmp_path / "zoo"
     shutil.copytree(BUNDLED, folder)

@@ -231,8 +231,8 @@ def test_remeasure_cache_list_and_clear(zoo):
 
 def _golden_zoo(zoo: Path, *, broken: str | None) -> None:
     """Give ``zoo`` a golden set of real predictions; ``broken``'s expected top-1 is wrong."""
-    from zoo.golden import top1_of_files, write_golden
-    from zoo.index import write_index
+    from ofa_sdk.zoo_tools.golden import top1_of_files, write_golden
+    from ofa_sdk.zoo_tools.index import write_index
 
     index = json.loads((zoo / "index.json").read_text())
     images = np.random.default_rng(0).integers(0, 256, (60, 28, 28, 1), dtype=np.uint8)

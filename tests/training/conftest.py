@@ -18,7 +18,7 @@ def tiny_supernet(tiny_space):
     """A freshly built tiny supernet with randomised BN statistics and transform matrices."""
     import torch
 
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     torch.manual_seed(0)
     net = OFAMobileNetV3(tiny_space)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import FMNIST_CLASSES, FMNIST_DIR
+from ofa_sdk.training.data import FMNIST_CLASSES, FMNIST_DIR
 
 
 def fmnist_folder(root: Path, *, per_class: int, size: int = 32, classes: int = 10,
@@ -20,7 +20,7 @@ def fmnist_folder(root: Path, *, per_class: int, size: int = 32, classes: int = 
     variances (past the exporters' 1e-4 check); photos, or noisy pictures, do not."""
     from PIL import Image
 
-    from training.data import load_fashion_mnist
+    from ofa_sdk.training.data import load_fashion_mnist
 
     if not FMNIST_DIR.is_dir():
         pytest.skip(f"Fashion-MNIST not installed at {FMNIST_DIR}")

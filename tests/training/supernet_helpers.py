@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ofa_sdk.arch import SearchSpace
-from training.official import import_official
+from ofa_sdk.training.official import import_official
 
 #: Three stages (one without SE, two with SE and h_swish), 8-16 channels, 16-24 px inputs.
 TINY = SearchSpace(

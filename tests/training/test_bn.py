@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ofa_sdk.errors import InputError
-from training.bn import recalibrate_bn
-from training.ops import middle_channels
+from ofa_sdk.training.bn import recalibrate_bn
+from ofa_sdk.training.ops import middle_channels
 
 
 def _batches(space, n=3, size=4, seed=0):

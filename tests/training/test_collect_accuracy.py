@@ -8,7 +8,7 @@ import json
 import pytest
 
 from supernet_helpers import TINY
-from training.collect_accuracy import (
+from ofa_sdk.training.collect_accuracy import (
     EvalData,
     collect,
     done_specs,
@@ -16,13 +16,13 @@ from training.collect_accuracy import (
     load_supernet,
     sample_specs,
 )
-from training.predictors import load_pairs
+from ofa_sdk.training.predictors import load_pairs
 
 
 def _eval_data() -> EvalData:
     import torch
 
-    from training.data import BatchLoader, synthetic_dataset, train_val_split
+    from ofa_sdk.training.data import BatchLoader, synthetic_dataset, train_val_split
 
     train, val = train_val_split(synthetic_dataset(160, num_classes=5, size=24,
                                                    channels=TINY.in_channels, seed=0),
@@ -80,8 +80,8 @@ def test_collect_is_resumable_and_uses_validation_data(checkpoint, tmp_path):
 
 
 def test_pairs_record_their_supernet_and_never_mix_two(checkpoint, tmp_path):
-    from training.collect_accuracy import CollectError, main
-    from training.predictors import PredictorError, pairs_supernet
+    from ofa_sdk.training.collect_accuracy import CollectError, main
+    from ofa_sdk.training.predictors import PredictorError, pairs_supernet
 
     out = tmp_path / "pairs.jsonl"
     load = functools.partial(load_tiny, str(checkpoint))

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A random FMNIST-space supernet adapted to 3-channel PNGs, and the folder."""
-    from training.checkpoint import save_tensors
-    from training.datasets import adapt_space
-    from training.supernet import OFAMobileNetV3
-    from training.weights import supernet_metadata
+    from ofa_sdk.training.checkpoint import save_tensors
+    from ofa_sdk.training.datasets import adapt_space
+    from ofa_sdk.training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.weights import supernet_metadata
 
     import torch
 
@@ -48,7 +48,7 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m",
-                           "training.collect_accuracy", *args], capture_output=True, text=True,
+                           "ofa_sdk.training.collect_accuracy", *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -60,7 +60,7 @@ def _pairs(path: Path) -> list[tuple]:
 
 
 def test_two_processes_give_the_pairs_of_one(setup, tmp_path):
-    from training.collect_accuracy import main
+    from ofa_sdk.training.collect_accuracy import main
 
     root, folder, space = setup
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
@@ -75,7 +75,7 @@ def test_two_processes_give_the_pairs_of_one(setup, tmp_path):
 
 
 def test_shards_of_an_interrupted_job_are_merged(setup, tmp_path):
-    from training.collect_accuracy import main
+    from ofa_sdk.training.collect_accuracy import main
 
     root, folder, _ = setup
     ref = tmp_path / "ref.jsonl"

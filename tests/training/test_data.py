@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ofa_sdk.errors import OfaError
-from training.data import (
+from ofa_sdk.training.data import (
     FMNIST_DIR,
     ArrayDataset,
     BatchLoader,

@@ -1,4 +1,4 @@
-"""`training.datasets`: ``--data`` parsing, splits, space adaptation, decoding, streaming, and
+"""`ofa_sdk.training.datasets`: ``--data`` parsing, splits, space adaptation, decoding, streaming, and
 bad input as one line with exit code 2 from the real command lines."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from PIL import Image
 from imagefolders import fmnist_folder
 from ofa_sdk.arch import FMNIST
 from ofa_sdk.errors import OfaError
-from training.data import BatchLoader, DatasetError
-from training.datasets import DataSource, adapt_space, scan_folder
+from ofa_sdk.training.data import BatchLoader, DatasetError
+from ofa_sdk.training.datasets import DataSource, adapt_space, scan_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,7 +89,7 @@ def test_fixed_space_converts_channels_and_pads_labels(tmp_path):
     img = data.arrays("val").images
     assert img.shape == (3, 3, 16, 16) and (img[:, 0] == img[:, 1]).all()  # grey -> RGB
     with pytest.raises(DatasetError, match="only 1000"):
-        from training.datasets import _fit_space
+        from ofa_sdk.training.datasets import _fit_space
 
         _fit_space(IMAGENET_W10, 3, [str(i) for i in range(1001)], fixed=True, what="x")
 
@@ -98,7 +98,7 @@ def test_decoding_matches_the_sdk_preprocessing(tmp_path):
     """Training's decode (shorter side, centre crop) is the device's, for a non-square image."""
     from ofa_sdk.metadata import ModelMetadata
     from ofa_sdk.runtime.preprocess import preprocess_images
-    from training.data import decode_image
+    from ofa_sdk.training.data import decode_image
 
     path = tmp_path / "wide.png"
     rng = np.random.default_rng(1)
@@ -129,7 +129,7 @@ def test_folder_loader_streams_the_batch_loader_order(tmp_path):
 
 
 def test_decoding_in_worker_processes_gives_the_same_pixels(tmp_path):
-    from training.datasets import decode
+    from ofa_sdk.training.datasets import decode
 
     root = _grey_folder(tmp_path / "d", per_class=4, size=8)
     data = DataSource.parse(f"imagefolder:{root}", val_size=2, test_size=2,
@@ -198,7 +198,7 @@ def bad_folders(tmp_path_factory):
     ("mixed", "mixes channel counts"),
 ])
 def test_bad_folders_exit_2_from_train(bad_folders, folder, match):
-    proc = _run("-m", "training.train", "--config", "configs/tiny.toml", "--run-dir",
+    proc = _run("-m", "ofa_sdk.training.train", "--config", "configs/tiny.toml", "--run-dir",
                 str(bad_folders / f"run-{folder}"), "--no-progress", "--data",
                 f"imagefolder:{bad_folders / folder}")
     _one_line_error(proc, match)
@@ -207,15 +207,15 @@ def test_bad_folders_exit_2_from_train(bad_folders, folder, match):
 def test_truncated_image_in_a_decoding_worker_exits_2(bad_folders, tmp_path):
     from safetensors.torch import save_file
 
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     space = adapt_space(FMNIST, channels=1, num_classes=3)
     ckpt = tmp_path / "model.safetensors"
-    from training.weights import supernet_metadata
+    from ofa_sdk.training.weights import supernet_metadata
 
     save_file({k: v.contiguous() for k, v in OFAMobileNetV3(space).state_dict().items()},
               str(ckpt), metadata=supernet_metadata(space, mean=(0.5,), std=(0.5,)))
-    proc = _run("-m", "training.collect_accuracy", "--checkpoint", str(ckpt), "--out",
+    proc = _run("-m", "ofa_sdk.training.collect_accuracy", "--checkpoint", str(ckpt), "--out",
                 str(tmp_path / "pairs.jsonl"), "-n", "2", "--data-workers", "1", "--data",
                 f"imagefolder:{bad_folders / 'truncated'}", "--val-size", "6")
     _one_line_error(proc, "corrupt image")

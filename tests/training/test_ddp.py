@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.checkpoint import load_checkpoint, load_tensors
-from training.train import state_hash
+from ofa_sdk.training.checkpoint import load_checkpoint, load_tensors
+from ofa_sdk.training.train import state_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.toml"
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 def _torchrun(run: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "-m", "training.train", "--config", str(TINY), "--run-dir", str(run), "--threads", "1",
+           "-m", "ofa_sdk.training.train", "--config", str(TINY), "--run-dir", str(run), "--threads", "1",
            "--no-progress", *extra]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

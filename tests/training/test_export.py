@@ -15,10 +15,10 @@ import torch
 from ofa_sdk.arch import FMNIST, ArchSpec
 from ofa_sdk.errors import BackendNotInstalled, InputError, ModelLoadError
 from ofa_sdk.metadata import ModelMetadata, sidecar_path
-from training import export, export_graph
-from training.bn import recalibrate_bn
-from training.supernet import OFAMobileNetV3
-from training.tflite_inspect import depthwise_kernels, io_types, op_counts
+from ofa_sdk.training import export, export_graph
+from ofa_sdk.training.bn import recalibrate_bn
+from ofa_sdk.training.supernet import OFAMobileNetV3
+from ofa_sdk.training.tflite_inspect import depthwise_kernels, io_types, op_counts
 
 from supernet_helpers import randomize_
 
@@ -262,7 +262,7 @@ def test_tflite_inspect_rejects_other_files(tmp_path):
 
 
 def test_cli_exports_from_safetensors(supernet, tmp_path):
-    from training.data import FMNIST_DIR
+    from ofa_sdk.training.data import FMNIST_DIR
 
     if not FMNIST_DIR.is_dir():
         pytest.skip(f"Fashion-MNIST not installed at {FMNIST_DIR}")
@@ -272,7 +272,7 @@ def test_cli_exports_from_safetensors(supernet, tmp_path):
     save_file({k: v.contiguous() for k, v in supernet.state_dict().items()}, str(ckpt))
     spec = SPECS["smallest"]
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "training.export", "--checkpoint", str(ckpt), "--arch",
+    cmd = [sys.executable, "-m", "ofa_sdk.training.export", "--checkpoint", str(ckpt), "--arch",
            str(spec), "--out", str(out), "--formats", "onnx_fp32,onnx_int8", "--num-calib", "64",
            "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[2])
@@ -288,8 +288,8 @@ def test_cli_exports_from_safetensors(supernet, tmp_path):
 
 
 def test_cli_exports_from_checkpoint_folder(supernet, tmp_path):
-    from training.checkpoint import save_checkpoint
-    from training.data import FMNIST_DIR
+    from ofa_sdk.training.checkpoint import save_checkpoint
+    from ofa_sdk.training.data import FMNIST_DIR
 
     if not FMNIST_DIR.is_dir():
         pytest.skip(f"Fashion-MNIST not installed at {FMNIST_DIR}")
@@ -343,8 +343,8 @@ BUNDLED = Path(__file__).resolve().parents[2] / "runs" / "fmnist" / "model.safet
 def test_bundled_supernet_subnets_export_within_1e4_of_torch(tmp_path):
     """The committed, trained supernet (not random weights): fp32 ONNX and TFLite logits of
     extracted subnets within 1e-4 of torch eager, on Fashion-MNIST test images."""
-    from training.collect_accuracy import load_supernet
-    from training.data import DatasetError, load_fashion_mnist, to_input
+    from ofa_sdk.training.collect_accuracy import load_supernet
+    from ofa_sdk.training.data import DatasetError, load_fashion_mnist, to_input
 
     net = load_supernet(BUNDLED, FMNIST)
     try:

@@ -35,7 +35,7 @@ def _pipeline(tmp_path: Path, data: str, *, split: list[str], train_extra: list[
            "OFA_SDK_CACHE": str(tmp_path / "cache")}
     run, pairs, pred, probes = (tmp_path / n for n in ("run", "pairs.jsonl", "pred", "probes"))
     d = ["--data", data, *split]
-    from training import collect_accuracy, predictors, probes as probes_mod, publish, train
+    from ofa_sdk.training import collect_accuracy, predictors, probes as probes_mod, publish, train
 
     assert train.main(["--config", "configs/tiny.toml", "--run-dir", str(run), "--threads", "1",
                        "--no-progress", *d, *train_extra]) == 0
@@ -48,7 +48,7 @@ def _pipeline(tmp_path: Path, data: str, *, split: list[str], train_extra: list[
     luts = []
     for rt in runtimes:
         lut = tmp_path / f"lut-{rt}.json"
-        _run("-m", "device_bench", "lut", "--runtime", rt, "--probes", str(probes), "--out",
+        _run("-m", "ofa_sdk.device_bench", "lut", "--runtime", rt, "--probes", str(probes), "--out",
              str(lut), "--min-runs", "3", "--min-time", "0", "--warmup-time", "0",
              "--no-progress", env=env)
         luts += ["--lut", str(lut)]

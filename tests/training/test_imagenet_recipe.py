@@ -28,7 +28,7 @@ def recipe() -> str:
 def test_imagenet_recipe_runs_end_to_end(tmp_path):
     from ofa_sdk.arch import IMAGENET_W10
     from ofa_sdk.zoo import open_zoo
-    from training.official import write_random_checkpoint
+    from ofa_sdk.training.official import write_random_checkpoint
 
     pth = tmp_path / "ofa_w10.pth"
     write_random_checkpoint(str(pth), width_mult=1.0, seed=1)

@@ -1,7 +1,7 @@
 """int8 ONNX exports of the trained supernet's zoo subnets, scored on real Fashion-MNIST images.
 
 The thresholds are the zoo's int8 goal (BENCHMARKS.md row 4: accuracy drop <= 1.0 pp, top-1
-agreement with fp32 >= 97 %). The shipped recipe (`training.export.ONNX_INT8_RECIPE`) meets them
+agreement with fp32 >= 97 %). The shipped recipe (`ofa_sdk.training.export.ONNX_INT8_RECIPE`) meets them
 with margin on x86 with VNNI and on AVX2-only x86 (emulated: the slow test below); aarch64 is
 not measured (benchmarks/results/int8_recipes.md). The recipe before it fell to 96 % agreement
 on an AVX2-only CPU.
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from ofa_sdk.arch import FMNIST, ArchSpec
-from training import export
+from ofa_sdk.training import export
 
 REPO = Path(__file__).resolve().parents[2]
 SUPERNET = REPO / "runs" / "fmnist" / "model.safetensors"
@@ -31,8 +31,8 @@ MAX_DROP_PP, MIN_AGREEMENT = 1.0, 0.97
 
 @pytest.fixture(scope="module")
 def fmnist():
-    from training.data import DatasetError
-    from training.publish import load_data
+    from ofa_sdk.training.data import DatasetError
+    from ofa_sdk.training.publish import load_data
 
     try:
         return load_data("fmnist", FMNIST)
@@ -44,8 +44,8 @@ def fmnist():
 def exported(fmnist, tmp_path_factory):
     """fp32 and int8 ONNX of two zoo subnets, made as publish makes them (BN recalibrated on 20
     training batches, int8 calibrated on 300 training images), and the test inputs."""
-    from training.collect_accuracy import load_supernet
-    from training.publish import recalibrated_subnet
+    from ofa_sdk.training.collect_accuracy import load_supernet
+    from ofa_sdk.training.publish import recalibrated_subnet
 
     net = load_supernet(SUPERNET, FMNIST)
     out: dict[str, tuple[Path, Path, np.ndarray]] = {}
@@ -60,10 +60,10 @@ def exported(fmnist, tmp_path_factory):
 
 
 def _inputs(data, spec: ArchSpec) -> np.ndarray:
-    """The test images resized and normalised as `training.data.to_input` does for torch."""
+    """The test images resized and normalised as `ofa_sdk.training.data.to_input` does for torch."""
     import torch
 
-    from training.data import to_input
+    from ofa_sdk.training.data import to_input
 
     return to_input(torch.from_numpy(data.test.images), spec.resolution, data.mean,
                     data.std).numpy()
@@ -127,8 +127,8 @@ def test_int8_onnx_holds_on_an_avx2_cpu_without_vnni(exported, fmnist, tmp_path)
     saturates there. ~2 min: emulation runs about 50x slower."""
     fp32, int8, x = exported[LARGEST]
     spec = ArchSpec.from_str(LARGEST, space=FMNIST)
-    from training.collect_accuracy import load_supernet
-    from training.publish import recalibrated_subnet
+    from ofa_sdk.training.collect_accuracy import load_supernet
+    from ofa_sdk.training.publish import recalibrated_subnet
 
     _, rep = recalibrated_subnet(load_supernet(SUPERNET, FMNIST), spec, fmnist,
                                  recal_batches=20, num_calib=300)

@@ -10,7 +10,7 @@ import torch
 
 from supernet_helpers import import_official_ofa, randomize_
 from ofa_sdk.arch import IMAGENET_W10, IMAGENET_W12, ArchSpec
-from training.supernet import OFAMobileNetV3, convert_official_state_dict
+from ofa_sdk.training.supernet import OFAMobileNetV3, convert_official_state_dict
 
 RESOLUTIONS = (128, 144, 160, 176)
 

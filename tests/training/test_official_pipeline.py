@@ -32,8 +32,8 @@ def _run(*args: str, tmp: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def official(tmp_path_factory):
     """The official network (eval mode), its ``.pth``, the converted run folder, a 128 px folder."""
-    from training.convert_official import main as convert_main
-    from training.official import write_random_checkpoint
+    from ofa_sdk.training.convert_official import main as convert_main
+    from ofa_sdk.training.official import write_random_checkpoint
 
     root = tmp_path_factory.mktemp("official")
     pth = root / "ofa_w10_random.pth"
@@ -44,7 +44,7 @@ def official(tmp_path_factory):
 
 
 def test_convert_writes_the_official_weights_and_space(official):
-    from training.checkpoint import load_tensors
+    from ofa_sdk.training.checkpoint import load_tensors
 
     net, pth, run, _, _ = official
     tensors, meta = load_tensors(run / "model.safetensors")
@@ -70,12 +70,12 @@ def test_bad_checkpoints_exit_2_with_one_line(official, tmp_path):
              ([str(listed)], "is not a state_dict: it holds a list"),
              ([str(garbage)], "not a readable torch checkpoint")]
     for args, match in cases:
-        proc = _run("-m", "training.convert_official", *args, "--out", str(tmp_path / "o"),
+        proc = _run("-m", "ofa_sdk.training.convert_official", *args, "--out", str(tmp_path / "o"),
                     tmp=tmp_path)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert [ln for ln in proc.stderr.splitlines() if match in ln], proc.stderr[-2000:]
     # another space's supernet given to a command for the official space
-    proc = _run("-m", "training.collect_accuracy", "--checkpoint", str(pth), "--space",
+    proc = _run("-m", "ofa_sdk.training.collect_accuracy", "--checkpoint", str(pth), "--space",
                 "ofa_mbv3_fmnist_d234_e346_k357", "--out", str(tmp_path / "p.jsonl"), "-n", "1",
                 tmp=tmp_path)
     assert proc.returncode == 2 and "another space" in proc.stderr and "Traceback" not in \
@@ -83,7 +83,7 @@ def test_bad_checkpoints_exit_2_with_one_line(official, tmp_path):
 
 
 def test_collect_accuracy_from_the_pth_and_the_run_folder_agree(official, tmp_path):
-    from training import collect_accuracy
+    from ofa_sdk.training import collect_accuracy
 
     _, pth, run, folder, _ = official
     rows = {}
@@ -104,7 +104,7 @@ def test_collect_accuracy_from_the_pth_and_the_run_folder_agree(official, tmp_pa
 def test_export_onnx_and_tflite_match_the_official_package(official, tmp_path):
     from ofa_sdk.metadata import ModelMetadata
     from ofa_sdk.runtime import load_model
-    from training import export
+    from ofa_sdk.training import export
 
     net, _, run, folder, _ = official
     spec = IMAGENET_W10.sample(np.random.default_rng(4)).with_resolution(128)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ofa_sdk.errors import ArchSpecError
-from training.ops import (
+from ofa_sdk.training.ops import (
     DynamicBatchNorm2d,
     DynamicConv2d,
     DynamicDepthwiseConv2d,

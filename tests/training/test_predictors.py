@@ -1,4 +1,4 @@
-"""Accuracy predictor (training.predictors): training, safetensors + JSON, numpy == torch."""
+"""Accuracy predictor (ofa_sdk.training.predictors): training, safetensors + JSON, numpy == torch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ofa_sdk.encoding import ArchArrays, encode
 from ofa_sdk.errors import ModelLoadError, OfaError
 from ofa_sdk.latency import MacsPredictor
 from supernet_helpers import import_official_ofa
-from training.predictors import (
+from ofa_sdk.training.predictors import (
     PREDICTOR_CONFIG,
     PREDICTOR_WEIGHTS,
     AccuracyPredictor,
@@ -37,7 +37,7 @@ def synthetic_pairs(n: int, seed: int = 0):
 
 
 def write_pairs(path, pop, acc):
-    """A pairs file as `training.collect_accuracy` writes it."""
+    """A pairs file as `ofa_sdk.training.collect_accuracy` writes it."""
     path.write_text("".join(json.dumps({"arch": s.to_json(), "val_acc": float(a)}) + "\n"
                             for s, a in zip(pop.to_specs(), acc)))
     return path
@@ -152,7 +152,7 @@ def test_encoding_matches_the_official_arch_encoder():
 
 
 def test_cli_holds_out_pairs_and_reports_their_test_metrics(tmp_path):
-    from training.predictors import holdout_split, main
+    from ofa_sdk.training.predictors import holdout_split, main
 
     pop, acc = synthetic_pairs(150, seed=3)
     pairs = write_pairs(tmp_path / "pairs.jsonl", pop, acc)
@@ -174,7 +174,7 @@ def test_cli_holds_out_pairs_and_reports_their_test_metrics(tmp_path):
 def test_folded_ensemble_predicts_the_members_mean_and_round_trips(tmp_path):
     from dataclasses import replace
 
-    from training.predictors import fold_ensemble, train_ensemble
+    from ofa_sdk.training.predictors import fold_ensemble, train_ensemble
 
     pop, acc = synthetic_pairs(200, seed=5)
     cfg = replace(SMALL, n_layers=1, max_epochs=30)
@@ -199,7 +199,7 @@ def test_folded_ensemble_predicts_the_members_mean_and_round_trips(tmp_path):
 
 
 def test_cli_ensemble(tmp_path):
-    from training.predictors import main
+    from ofa_sdk.training.predictors import main
 
     pop, acc = synthetic_pairs(120, seed=6)
     pairs = write_pairs(tmp_path / "pairs.jsonl", pop, acc)

@@ -15,7 +15,7 @@ from ofa_sdk.arch import SearchSpace
 from ofa_sdk.cache import sha256_file
 from ofa_sdk.latency import required_keys
 from ofa_sdk.runtime import load_model
-from training.probes import (NULL_KEY, fill_pattern_, build_probe, calibration_specs,
+from ofa_sdk.training.probes import (NULL_KEY, fill_pattern_, build_probe, calibration_specs,
                              export_probes, main, pack_probes, probe_filename)
 
 #: One stage, two resolutions, k7 only (split for XNNPACK) and two expand ratios.
@@ -121,7 +121,7 @@ def test_onnx_probes_manifest_dedupe_and_resume(tmp_path):
 
 
 def test_tflite_probes_are_nhwc_without_transpose(tmp_path):
-    from training.tflite_inspect import op_counts
+    from ofa_sdk.training.tflite_inspect import op_counts
 
     folder = tmp_path / "probes"
     onnx = export_probes(PROBE_SPACE, folder, formats=("onnx_fp32",), calibration=0, limit=4)
@@ -161,7 +161,7 @@ def test_export_refuses_a_folder_of_another_space(tmp_path):
 
 
 def test_pattern_weights_keep_a_whole_subnet_numerically_sane():
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     supernet = OFAMobileNetV3(PROBE_SPACE).eval()
     fill_pattern_(supernet)

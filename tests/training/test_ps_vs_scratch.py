@@ -12,9 +12,9 @@ import torch
 
 from ofa_sdk.arch import FMNIST, ArchSpec
 from ofa_sdk.errors import ArchSpecError
-from training.checkpoint import CheckpointError, load_tensors
-from training.schedule import ConfigError
-from training.train import TrainConfig, scratch_subnet, state_hash, train
+from ofa_sdk.training.checkpoint import CheckpointError, load_tensors
+from ofa_sdk.training.schedule import ConfigError
+from ofa_sdk.training.train import TrainConfig, scratch_subnet, state_hash, train
 
 ROOT = Path(__file__).resolve().parents[2]
 

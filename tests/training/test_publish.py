@@ -52,14 +52,14 @@ def inputs(tmp_path_factory):
     """Supernet file, predictor folder, probes and two LUTs (one measured here)."""
     import torch
 
-    from device_bench.lut import BenchSettings, build_lut
+    from ofa_sdk.device_bench.lut import BenchSettings, build_lut
     from supernet_helpers import randomize_
-    from training.checkpoint import save_tensors
-    from training.collect_accuracy import EvalData, evaluate_spec, sample_specs
-    from training.data import BatchLoader, synthetic_dataset, train_val_split
-    from training.predictors import TrainConfig, train_predictor
-    from training.probes import export_probes
-    from training.supernet import OFAMobileNetV3
+    from ofa_sdk.training.checkpoint import save_tensors
+    from ofa_sdk.training.collect_accuracy import EvalData, evaluate_spec, sample_specs
+    from ofa_sdk.training.data import BatchLoader, synthetic_dataset, train_val_split
+    from ofa_sdk.training.predictors import TrainConfig, train_predictor
+    from ofa_sdk.training.probes import export_probes
+    from ofa_sdk.training.supernet import OFAMobileNetV3
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("publish_inputs")
@@ -90,7 +90,7 @@ def inputs(tmp_path_factory):
 
 
 def _publish(inputs: Path, to: Path, **kw):
-    from training.publish import PublishSettings, publish
+    from ofa_sdk.training.publish import PublishSettings, publish
 
     args = dict(to=to, cache_dir=Path(to).with_name(".zoo.publish-cache"), budgets=3,
                 formats=FORMATS, probes=inputs / "probes",
@@ -115,7 +115,7 @@ def zoo_dir(inputs, tmp_path_factory):
 def test_zoo_reads_back_verified_and_every_model_runs(zoo_dir):
     from ofa_sdk.runtime import load_model
     from ofa_sdk.zoo import open_zoo
-    from zoo.index import verify_folder
+    from ofa_sdk.zoo_tools.index import verify_folder
 
     folder, _ = zoo_dir
     verify_folder(folder)  # every sha256/size, no unlisted file
@@ -140,7 +140,7 @@ def test_zoo_reads_back_verified_and_every_model_runs(zoo_dir):
     # Probes ship packed: the manifest and one archive per format, never the loose models too.
     shipped = sorted(p for p in zoo.index.checksums if p.startswith("probes/"))
     assert shipped == ["probes/manifest.json", "probes/onnx_fp32.zip"], shipped
-    from device_bench.lut import BenchSettings, build_lut
+    from ofa_sdk.device_bench.lut import BenchSettings, build_lut
 
     fast = BenchSettings(min_runs=2, min_time_s=0.0, warmup_min_time_s=0.0)
     res = build_lut(folder / "probes", folder.parent / "new-device.json", runtime="onnx",
@@ -163,8 +163,8 @@ def test_latency_is_measured_here_and_predicted_elsewhere(zoo_dir, inputs):
 
 def test_accuracy_per_file_is_the_sdk_accuracy_on_the_test_set(zoo_dir):
     from ofa_sdk.zoo import open_zoo
-    from training.data import synthetic_dataset
-    from training.publish import file_accuracy
+    from ofa_sdk.training.data import synthetic_dataset
+    from ofa_sdk.training.publish import file_accuracy
 
     zoo = open_zoo(zoo_dir[0])
     test = synthetic_dataset(50, num_classes=4, size=16, channels=1, seed=1)
@@ -175,8 +175,8 @@ def test_accuracy_per_file_is_the_sdk_accuracy_on_the_test_set(zoo_dir):
 
 def test_int8_files_carry_their_top1_agreement_with_fp32(zoo_dir):
     from ofa_sdk.zoo import open_zoo
-    from training.data import synthetic_dataset
-    from training.publish import file_predictions
+    from ofa_sdk.training.data import synthetic_dataset
+    from ofa_sdk.training.publish import file_predictions
 
     zoo = open_zoo(zoo_dir[0])
     test = synthetic_dataset(50, num_classes=4, size=16, channels=1, seed=1)
@@ -197,8 +197,8 @@ def test_zoo_ships_a_golden_set_and_each_class_isa(zoo_dir, inputs):
     from ofa_sdk.golden import golden_images, load_golden
     from ofa_sdk.pick import pick
     from ofa_sdk.zoo import open_zoo
-    from training.data import synthetic_dataset
-    from training.publish import file_predictions
+    from ofa_sdk.training.data import synthetic_dataset
+    from ofa_sdk.training.publish import file_predictions
 
     zoo = open_zoo(zoo_dir[0])
     golden = load_golden(zoo)
@@ -218,7 +218,7 @@ def test_zoo_ships_a_golden_set_and_each_class_isa(zoo_dir, inputs):
 
 
 def test_search_ladder_and_dedupe(zoo_dir, inputs):
-    from training.publish import budget_ladder
+    from ofa_sdk.training.publish import budget_ladder
 
     spec = json.loads((zoo_dir[0] / "specialization.json").read_text())
     ids = {e["entry"] for rows in spec["classes"].values() for e in rows}
@@ -240,7 +240,7 @@ def test_search_ladder_and_dedupe(zoo_dir, inputs):
 def test_interrupted_publish_keeps_the_old_zoo_and_resumes_from_cache(zoo_dir, inputs,
                                                                        tmp_path):
     from ofa_sdk.zoo import open_zoo
-    from zoo.index import verify_folder
+    from ofa_sdk.zoo_tools.index import verify_folder
 
     folder = tmp_path / "zoo"
     shutil.copytree(zoo_dir[0], folder)
@@ -292,7 +292,7 @@ def test_no_measure_here_records_predictions_only(zoo_dir, inputs, tmp_path):
 def test_a_zoo_set_aside_by_a_killed_swap_is_restored(zoo_dir, inputs, tmp_path):
     """Killed between "old zoo aside" and "new zoo in": the next publish puts the old one back
     before anything else, so the only copy is never deleted."""
-    from training.zoo_folder import recover
+    from ofa_sdk.training.zoo_folder import recover
 
     aside = tmp_path / ".zoo.publish-old"
     shutil.copytree(zoo_dir[0], aside)
@@ -331,7 +331,7 @@ def test_bad_inputs_are_clear_errors(inputs, tmp_path):
     # A predictor that learned another supernet's accuracies is refused before any work.
     import shutil
 
-    from training.predictors import AccuracyPredictor
+    from ofa_sdk.training.predictors import AccuracyPredictor
 
     foreign = tmp_path / "foreign"
     shutil.copytree(inputs, foreign, ignore=shutil.ignore_patterns("probes"))
@@ -368,7 +368,7 @@ def test_a_killed_publish_process_leaves_the_old_zoo(zoo_dir, inputs, tmp_path):
     """SIGKILL while the zoo is being written: the target is the old zoo, and a rerun works."""
     import signal
 
-    from zoo.index import verify_folder
+    from ofa_sdk.zoo_tools.index import verify_folder
 
     folder = tmp_path / "zoo"
     shutil.copytree(zoo_dir[0], folder)
@@ -397,8 +397,8 @@ def test_a_killed_publish_process_leaves_the_old_zoo(zoo_dir, inputs, tmp_path):
 def test_dry_run_lists_the_files_and_an_unchanged_zoo_uploads_nothing(zoo_dir, inputs,
                                                                       tmp_path):
     from hubserver import HubServer, olah_cli
-    from zoo.hub import publish_folder
-    from zoo.index import zoo_files
+    from ofa_sdk.zoo_tools.hub import publish_folder
+    from ofa_sdk.zoo_tools.index import zoo_files
 
     if olah_cli() is None:
         pytest.skip("olah-cli is not installed")
@@ -443,11 +443,11 @@ def test_cli_runs_as_a_script_and_as_a_module(inputs, tmp_path):
     assert summary["device_classes"][HERE]["latency"] == ["measured"]
     index = json.loads((tmp_path / "a" / "index.json").read_text())
     assert index["producer"]["command"].startswith("python training/publish.py --supernet")
-    b = subprocess.run([sys.executable, "-m", "training.publish", *common, "--to",
+    b = subprocess.run([sys.executable, "-m", "ofa_sdk.training.publish", *common, "--to",
                         str(tmp_path / "b")], capture_output=True, text=True, cwd=ROOT, env=env,
                        timeout=300)
     assert b.returncode == 0, b.stderr[-2000:]
-    bad = subprocess.run([sys.executable, "-m", "training.publish", *common],
+    bad = subprocess.run([sys.executable, "-m", "ofa_sdk.training.publish", *common],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert bad.returncode == InputError.exit_code and "--to" in bad.stderr
 
@@ -456,7 +456,7 @@ def test_cli_runs_as_a_script_and_as_a_module(inputs, tmp_path):
 def test_int8_tflite_through_the_tensorflow_venv(inputs, tmp_path):
     from ofa_sdk.runtime import load_model
     from ofa_sdk.zoo import open_zoo
-    from training.export import tf_python
+    from ofa_sdk.training.export import tf_python
 
     try:
         tf_python()
@@ -473,9 +473,9 @@ def test_int8_tflite_through_the_tensorflow_venv(inputs, tmp_path):
 
 
 def test_shared_rungs_stay_within_budget_and_tolerance(inputs):
-    from training.predictors import AccuracyPredictor
-    from training.publish import load_device_class, specialize
-    from training.search import EvolutionConfig
+    from ofa_sdk.training.predictors import AccuracyPredictor
+    from ofa_sdk.training.publish import load_device_class, specialize
+    from ofa_sdk.training.search import EvolutionConfig
 
     acc = AccuracyPredictor.load(inputs / "predictor")
     classes = [load_device_class(f"{HERE}={inputs / 'here.json'}", acc.space),
@@ -518,7 +518,7 @@ def test_entry_formats_classes_ships_only_what_its_classes_run(zoo_dir, inputs):
 
 
 def test_default_zoo_name_has_one_ofa_prefix():
-    from training.publish import default_zoo_name
+    from ofa_sdk.training.publish import default_zoo_name
 
     assert default_zoo_name("ofa_mbv3_fmnist_d234_e346_k357") == "ofa-mbv3-fmnist-d234-e346-k357"
     assert default_zoo_name("fmnist") == "ofa-fmnist"

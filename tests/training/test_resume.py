@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import (
+from ofa_sdk.training.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
@@ -27,7 +27,7 @@ from training.checkpoint import (
     torch_rng_from_json,
     torch_rng_to_json,
 )
-from training.train import TrainConfig, state_hash, train
+from ofa_sdk.training.train import TrainConfig, state_hash, train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "tiny.toml"
@@ -152,7 +152,7 @@ def test_prune_removes_stale_latest_temp_files(tmp_path):
 
 _SAVE_CODE = """
 import sys, torch
-from training.checkpoint import save_tensors
+from ofa_sdk.training.checkpoint import save_tensors
 meta = {f"key{i}": str(i) for i in range(12)}
 if sys.argv[2] == "reversed":
     meta = dict(reversed(list(meta.items())))
@@ -226,7 +226,7 @@ def test_sigkill_and_resume_matches_straight_run(tiny, straight, tmp_path):
                                             "checkpoint_every_steps = 1"))
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    cmd = [sys.executable, "-m", "training.train", "--config", str(cfg), "--run-dir", str(run),
+    cmd = [sys.executable, "-m", "ofa_sdk.training.train", "--config", str(cfg), "--run-dir", str(run),
            "--threads", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)

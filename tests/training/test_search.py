@@ -1,4 +1,4 @@
-"""Vectorised evolutionary search under latency / MACs budgets (training.search)."""
+"""Vectorised evolutionary search under latency / MACs budgets (ofa_sdk.training.search)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from ofa_sdk.arch import FMNIST, SearchSpace
 from ofa_sdk.encoding import encode, num_features
 from ofa_sdk.errors import NoModelFitsBudget, OfaError
 from ofa_sdk.latency import LatencyEntry, LatencyLUT, LatencyPredictor, MacsPredictor, required_keys
-from training.predictors import AccuracyPredictor
-from training.search import EvolutionConfig, evolution_search, result_to_json
+from ofa_sdk.training.predictors import AccuracyPredictor
+from ofa_sdk.training.search import EvolutionConfig, evolution_search, result_to_json
 
 FAST = EvolutionConfig(population_size=60, generations=60)
 #: the official algorithm, vectorised: no dedupe, niches, early stop or refinement
@@ -198,7 +198,7 @@ def test_restarts_continue_the_first_runs_stream_and_never_do_worse():
 def test_command_line(tmp_path, capsys):
     import json
 
-    from training.search import main
+    from ofa_sdk.training.search import main
 
     random_predictor(FMNIST).save(tmp_path / "pred")
     lat = lut_predictor(FMNIST)

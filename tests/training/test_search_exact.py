@@ -1,10 +1,10 @@
 """The torch-free subnet of ``ofa-sdk search`` equals training's extract and export (issue 16, 4).
 
 With the trained supernet (``runs/fmnist``) and a search kit written from it by
-``training.search_kit``: the subnet ``ofa_sdk.specialize.materialize`` makes with numpy (weights
+``ofa_sdk.training.search_kit``: the subnet ``ofa_sdk.specialize.materialize`` makes with numpy (weights
 sliced with the kernel transforms, BN recalibrated on the kit's images, folded, written with the
 ``onnx`` package) and the one publish makes with torch (``OFAMobileNetV3.extract``,
-``training.bn.recalibrate_bn`` on the same 20 training batches, ``training.export.export_onnx``)
+``ofa_sdk.training.bn.recalibrate_bn`` on the same 20 training batches, ``ofa_sdk.training.export.export_onnx``)
 give the same logits on Fashion-MNIST test images: max abs difference <= 1e-4.
 """
 
@@ -33,8 +33,8 @@ MAX_DIFF = 1e-4
 
 @pytest.fixture(scope="module")
 def fmnist():
-    from training.data import DatasetError
-    from training.entries import load_data
+    from ofa_sdk.training.data import DatasetError
+    from ofa_sdk.training.entries import load_data
 
     try:
         return load_data("fmnist", FMNIST)
@@ -48,9 +48,9 @@ def kit(fmnist, tmp_path_factory):
     from ofa_sdk.specialize.kit import load_kit
     from ofa_sdk.specialize.predictor import AccuracyPredictor
     from ofa_sdk.zoo import open_zoo
-    from training.search_kit import write_search_kit
-    from training.weights import read_supernet
-    from zoo.index import write_index
+    from ofa_sdk.training.search_kit import write_search_kit
+    from ofa_sdk.training.weights import read_supernet
+    from ofa_sdk.zoo_tools.index import write_index
     import json
 
     folder = tmp_path_factory.mktemp("zoo") / "zoo"
@@ -66,7 +66,7 @@ def kit(fmnist, tmp_path_factory):
 def _test_inputs(fmnist, spec: ArchSpec, n: int = 1000):
     import torch
 
-    from training.data import to_input
+    from ofa_sdk.training.data import to_input
 
     x = to_input(torch.from_numpy(np.asarray(fmnist.test.images[:n])), spec.resolution,
                  fmnist.mean, fmnist.std)
@@ -80,9 +80,9 @@ def test_torch_free_subnet_equals_training_export(kit, fmnist, spec_text, tmp_pa
     import torch
 
     from ofa_sdk.specialize.materialize import materialize
-    from training.entries import recalibrated_subnet
-    from training.export import export_onnx
-    from training.weights import load_supernet
+    from ofa_sdk.training.entries import recalibrated_subnet
+    from ofa_sdk.training.export import export_onnx
+    from ofa_sdk.training.weights import load_supernet
 
     torch.set_num_threads(1)
     spec = ArchSpec.from_str(spec_text, space=FMNIST)
@@ -103,7 +103,7 @@ def test_torch_free_subnet_equals_training_export(kit, fmnist, spec_text, tmp_pa
 
 def test_made_file_is_reused_and_the_kit_images_are_publishs(kit, fmnist, tmp_path):
     from ofa_sdk.specialize.materialize import materialize
-    from training.search_kit import calibration_images
+    from ofa_sdk.training.search_kit import calibration_images
 
     assert np.array_equal(kit.calibration_images(), calibration_images(fmnist, 20))
     spec = ArchSpec.from_str(SPECS[0], space=FMNIST)

@@ -9,8 +9,8 @@ from torch import nn
 
 from ofa_sdk.arch import FMNIST, IMAGENET_W10, IMAGENET_W12, ArchSpec
 from ofa_sdk.errors import ArchSpecError
-from training.ops import middle_channels
-from training.supernet import MobileNetV3Subnet, OFAMobileNetV3
+from ofa_sdk.training.ops import middle_channels
+from ofa_sdk.training.supernet import MobileNetV3Subnet, OFAMobileNetV3
 
 PLAIN = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.Hardswish, nn.Dropout)
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from ofa_sdk.arch import FMNIST
-from training.checkpoint import load_checkpoint, load_tensors
-from training.data import DatasetNotFound
-from training.schedule import (
+from ofa_sdk.training.checkpoint import load_checkpoint, load_tensors
+from ofa_sdk.training.data import DatasetNotFound
+from ofa_sdk.training.schedule import (
     PHASE_NAMES,
     ConfigError,
     Phase,
@@ -22,8 +22,8 @@ from training.schedule import (
     lr_at,
     phase_choices,
 )
-from training.supernet import OFAMobileNetV3
-from training.train import TrainConfig, kd_loss, main, state_hash, train
+from ofa_sdk.training.supernet import OFAMobileNetV3
+from ofa_sdk.training.train import TrainConfig, kd_loss, main, state_hash, train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -245,7 +245,7 @@ def test_image_folder_dataset(tiny, tmp_path):
 
 
 def test_init_from_another_space_is_a_clear_error(tiny, tmp_path):
-    from training.checkpoint import CheckpointError, save_checkpoint
+    from ofa_sdk.training.checkpoint import CheckpointError, save_checkpoint
 
     other = OFAMobileNetV3(FMNIST)
     save_checkpoint(tmp_path, name="x", model=other.state_dict(), teacher=None, optimizer=None,
@@ -256,7 +256,7 @@ def test_init_from_another_space_is_a_clear_error(tiny, tmp_path):
 
 def test_init_from_a_supernet_file(tiny, tmp_path):
     """``--init`` takes any supernet file, not only a training checkpoint folder."""
-    from training.checkpoint import load_tensors
+    from ofa_sdk.training.checkpoint import load_tensors
 
     full = dataclasses.replace(tiny.phases[0], epochs=1)
     cfg = dataclasses.replace(tiny, phases=(full,))

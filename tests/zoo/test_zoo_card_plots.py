@@ -1,4 +1,4 @@
-"""zoo.card and zoo.plots: the model card parses as a Hub card; the Pareto PNG shows the data."""
+"""ofa_sdk.zoo_tools.card and ofa_sdk.zoo_tools.plots: the model card parses as a Hub card; the Pareto PNG shows the data."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from PIL import Image
 from ofa_sdk.errors import DeviceError, InputError, ZooError
 from ofa_sdk.plots import PlotPoint, plot_points
 from ofa_sdk.zoo import ZooIndex
-from zoo.card import render_model_card
-from zoo.plots import pareto_front, plot_pareto
+from ofa_sdk.zoo_tools.card import render_model_card
+from ofa_sdk.zoo_tools.plots import pareto_front, plot_pareto
 from zoofixtures import make_zoo
 
 X86, ARM = "x86-avx2-tflite-int8-t1", "arm-a53-tflite-int8-t4"

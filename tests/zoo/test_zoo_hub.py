@@ -1,4 +1,4 @@
-"""zoo.hub: the publish plan, diffed by content against a real Hub API (olah on loopback).
+"""ofa_sdk.zoo_tools.hub: the publish plan, diffed by content against a real Hub API (olah on loopback).
 
 olah is read-only, so these tests cover what is decided before the upload: remote file metadata
 read through ``model_info``/``list_repo_tree``, the upload/delete plan, the dry run output, token
@@ -21,7 +21,7 @@ import pytest
 
 from hubserver import HubServer, git
 from ofa_sdk.errors import ZooError
-from zoo.hub import (
+from ofa_sdk.zoo_tools.hub import (
     RemoteFile,
     _unchanged,
     commit_operations,
@@ -29,7 +29,7 @@ from zoo.hub import (
     plan_publish,
     publish_folder,
 )
-from zoo.index import write_index, zoo_files
+from ofa_sdk.zoo_tools.index import write_index, zoo_files
 from zoofixtures import make_zoo
 
 REPO = "acme/pub-zoo"
@@ -124,7 +124,7 @@ def test_dry_run_cli_prints_plan_and_never_the_token(hub, local, tmp_path):
     (local / "README.md").write_text("# new card\n")
     write_index(local, json.loads((local / "index.json").read_text()))
     env = {**os.environ, "HF_TOKEN": TOKEN, "HF_ENDPOINT": hub[0].endpoint}
-    out = subprocess.run([sys.executable, "-m", "zoo.hub", str(local), REPO, "--dry-run",
+    out = subprocess.run([sys.executable, "-m", "ofa_sdk.zoo_tools.hub", str(local), REPO, "--dry-run",
                           "--tag", "v2"], capture_output=True, text=True, env=env, timeout=120,
                          cwd=tmp_path)
     assert out.returncode == 0, out.stderr

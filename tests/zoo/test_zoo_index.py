@@ -1,4 +1,4 @@
-"""zoo.index: write_index fills hashes from real files, validates, writes atomically."""
+"""ofa_sdk.zoo_tools.index: write_index fills hashes from real files, validates, writes atomically."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from ofa_sdk.errors import IntegrityError, ZooError
 from ofa_sdk.zoo import open_zoo
-from zoo.index import default_producer, now_iso, verify_folder, write_index, zoo_files
+from ofa_sdk.zoo_tools.index import default_producer, now_iso, verify_folder, write_index, zoo_files
 from hubserver import git
 from zoofixtures import make_zoo
 
@@ -126,8 +126,8 @@ def test_writer_accepts_the_dataclass(folder):
 
 
 def test_producer_and_time(tmp_path):
-    p = default_producer(command="python -m training.publish")
-    assert p.command == "python -m training.publish" and p.ofa_sdk_version
+    p = default_producer(command="python -m ofa_sdk.training.publish")
+    assert p.command == "python -m ofa_sdk.training.publish" and p.ofa_sdk_version
     assert p.commit is None or len(p.commit.removesuffix("-dirty")) == 40
     # a commit is marked dirty when tracked files differ from it (untracked files do not count)
     repo = tmp_path / "repo"
@@ -148,8 +148,8 @@ def test_producer_and_time(tmp_path):
 
 def test_publish_flow_from_the_docs(folder):
     """The order docs/zoo-format.md gives publish.py: index, plots, card, index again."""
-    from zoo.card import render_model_card
-    from zoo.plots import plot_pareto
+    from ofa_sdk.zoo_tools.card import render_model_card
+    from ofa_sdk.zoo_tools.plots import plot_pareto
 
     index = write_index(folder, _raw(folder))
     for dc in index.device_classes:
