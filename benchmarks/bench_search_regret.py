@@ -31,7 +31,7 @@ from ofa_sdk.specialize.subnet import SupernetWeights
 def _scorer(kit, data_dir: str | None):
     import onnxruntime as ort
 
-    from training.arrays import load_fashion_mnist
+    from ofa_sdk.training.arrays import load_fashion_mnist
 
     test = load_fashion_mnist("test", data_dir=data_dir)
     images, labels = np.asarray(test.images), np.asarray(test.labels)
