@@ -68,6 +68,45 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return res
 
 
+def make_venv(venv: Path, work: Path, extra: str) -> tuple[str, str, float, list[str]]:
+    """A new venv with ``<repo>[extra]`` installed (non-editable): python, ofa-sdk, seconds, and
+    its ``pip freeze``."""
+    t0 = time.perf_counter()
+    _run([sys.executable, "-m", "venv", str(venv)])
+    py, cli = str(venv / "bin" / "python"), str(venv / "bin" / "ofa-sdk")
+    _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+          f"{ROOT}[{extra}]"], cwd=work)
+    seconds = round(time.perf_counter() - t0, 1)
+    return py, cli, seconds, sorted(_run([py, "-m", "pip", "freeze"], cwd=work).stdout.split())
+
+
+def offline_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """This environment without ofa-sdk / Hub settings, offline, with caches under ``tmp``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OFA_SDK", "HF_"))}
+    env.update(HF_HUB_OFFLINE="1", OFA_SDK_CACHE=str(tmp / "cache"), HF_HOME=str(tmp / "hf"),
+               PYTHONNOUSERSITE="1", **extra)
+    return env
+
+
+def report(out: dict, checks: dict[str, bool], json_path: str | None) -> int:
+    """Print ``out`` with its checks (and write it to ``json_path``); 0 if every check holds."""
+    out["checks"] = checks
+    text = json.dumps(out, indent=1)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+    return 0 if all(checks.values()) else 1
+
+
+def has_fmnist() -> bool:
+    """Whether the Debian package's Fashion-MNIST is there (else says how to get it)."""
+    if (FMNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        return True
+    print(f"error: {FMNIST} has no Fashion-MNIST: apt-get install dataset-fashion-mnist",
+          file=sys.stderr)
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--venv", help="venv folder (default: a temporary one, removed afterwards)")
@@ -76,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance-pp", type=float, default=0.5)
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
-    if not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file():
-        print(f"error: {FMNIST} has no Fashion-MNIST: apt-get install dataset-fashion-mnist",
-              file=sys.stderr)
+    if not has_fmnist():
         return 2
 
     with tempfile.TemporaryDirectory(prefix="ofa-fresh-") as tmp:
@@ -86,23 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp) / "work"
         work.mkdir()
         out: dict = {"budget": args.budget}
-        t0 = time.perf_counter()
-        _run([sys.executable, "-m", "venv", str(venv)])
-        py, cli = str(venv / "bin" / "python"), str(venv / "bin" / "ofa-sdk")
-        _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-              f"{ROOT}[device]"], cwd=work)
-        out["install_s"] = round(time.perf_counter() - t0, 1)
-        freeze = _run([py, "-m", "pip", "freeze"], cwd=work).stdout.split()
-        out["installed"] = sorted(freeze)
+        py, cli, out["install_s"], out["installed"] = make_venv(venv, work, "device")
         blocked = _run([py, "-c", "import importlib.util as u, json; print(json.dumps("
                         "{m: u.find_spec(m) is not None for m in "
                         "('torch', 'tensorflow', 'onnxruntime', 'ai_edge_litert')}))"],
                        cwd=work)
         out["importable"] = json.loads(blocked.stdout)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OFA_SDK", "HF_"))}
-        env.update(HF_HUB_OFFLINE="1", OFA_SDK_CACHE=str(Path(tmp) / "cache"),
-                   HF_HOME=str(Path(tmp) / "hf"), PYTHONNOUSERSITE="1")
+        env = offline_env(Path(tmp))
         t0 = time.perf_counter()
         pick = json.loads(_run([cli, "pick", "--budget", args.budget, "--json"], cwd=work,
                                env=env).stdout)
@@ -137,12 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         # ... and an n-image subset lands within sampling error of it (3 standard errors)
         "first_n_within_sampling_error": abs(cls["acc_first_n"] - p_idx) * 100 <= 3 * se_pp,
     }
-    out["checks"] = checks
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0 if all(checks.values()) else 1
+    return report(out, checks, args.json)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from check_fresh_venv import FMNIST, ROOT, _run
+from check_fresh_venv import FMNIST, _run, has_fmnist, make_venv, offline_env, report
 
 _CLASSIFY = r"""
 import gzip, json, sys
@@ -68,30 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance-pp", type=float, default=0.5)
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
-    if not (FMNIST / "t10k-images-idx3-ubyte.gz").is_file():
-        print(f"error: {FMNIST} has no Fashion-MNIST: apt-get install dataset-fashion-mnist",
-              file=sys.stderr)
+    if not has_fmnist():
         return 2
     with tempfile.TemporaryDirectory(prefix="ofa-search-venv-") as tmp:
         venv, work = Path(tmp) / "venv", Path(tmp) / "work"
         work.mkdir()
         out: dict = {"budget": args.budget, "threads": args.threads}
-        t0 = time.perf_counter()
-        _run([sys.executable, "-m", "venv", str(venv)])
-        py, cli = str(venv / "bin" / "python"), str(venv / "bin" / "ofa-sdk")
-        _run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-              f"{ROOT}[search]"], cwd=work)
-        out["install_s"] = round(time.perf_counter() - t0, 1)
-        out["installed"] = sorted(_run([py, "-m", "pip", "freeze"], cwd=work).stdout.split())
+        py, cli, out["install_s"], out["installed"] = make_venv(venv, work, "search")
         out["site_packages_top_level"] = json.loads(_run([py, "-c", _TOP_LEVEL], cwd=work).stdout)
         found = _run([py, "-c", "import importlib.util as u, json; print(json.dumps("
                       "{m: u.find_spec(m) is not None for m in ('torch', 'tensorflow', "
                       "'onnxruntime', 'onnx', 'safetensors', 'ai_edge_litert')}))"], cwd=work)
         out["importable"] = json.loads(found.stdout)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OFA_SDK", "HF_"))}
-        env.update(HF_HUB_OFFLINE="1", OFA_SDK_CACHE=str(Path(tmp) / "cache"),
-                   HF_HOME=str(Path(tmp) / "hf"), PYTHONNOUSERSITE="1",
-                   OMP_NUM_THREADS=str(args.threads))
+        env = offline_env(Path(tmp), OMP_NUM_THREADS=str(args.threads))
         t0 = time.perf_counter()
         s = json.loads(_run([cli, "search", "--budget", args.budget, "--threads",
                              str(args.threads), "--json"], cwd=work, env=env).stdout)
@@ -109,12 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy_within_tolerance_of_expected": abs(gap_pp) <= args.tolerance_pp,
         "golden_check_passed": s["golden"]["agreement"] >= 0.98,
     }
-    out["checks"] = checks
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0 if all(checks.values()) else 1
+    return report(out, checks, args.json)
 
 
 if __name__ == "__main__":

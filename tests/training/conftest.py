@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ofa_sdk.arch import SearchSpace
+from ofa_sdk.arch import FMNIST, SearchSpace
 from supernet_helpers import TINY, randomize_
 
 
@@ -24,3 +24,16 @@ def tiny_supernet(tiny_space):
     net = OFAMobileNetV3(tiny_space)
     randomize_(net, seed=1)
     return net
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    """The Fashion-MNIST data publish uses (train and test splits), or a skip saying how to get
+    it."""
+    from ofa_sdk.training.data import DatasetError
+    from ofa_sdk.training.entries import load_data
+
+    try:
+        return load_data("fmnist", FMNIST)
+    except DatasetError as e:
+        pytest.skip(f"Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): {e}")

@@ -29,16 +29,6 @@ LARGEST = "k5777577577355533-e4666446643443433-d4442-r30"
 MAX_DROP_PP, MIN_AGREEMENT = 1.0, 0.97
 
 
-@pytest.fixture(scope="module")
-def fmnist():
-    from ofa_sdk.training.data import DatasetError
-    from ofa_sdk.training.publish import load_data
-
-    try:
-        return load_data("fmnist", FMNIST)
-    except DatasetError as e:
-        pytest.skip(f"Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): {e}")
-
 
 @pytest.fixture(scope="module")
 def exported(fmnist, tmp_path_factory):

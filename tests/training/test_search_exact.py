@@ -31,16 +31,6 @@ MORE_SPECS = ["k3555333375535755-e6664664666463466-d3323-r28",
 MAX_DIFF = 1e-4
 
 
-@pytest.fixture(scope="module")
-def fmnist():
-    from ofa_sdk.training.data import DatasetError
-    from ofa_sdk.training.entries import load_data
-
-    try:
-        return load_data("fmnist", FMNIST)
-    except DatasetError as e:
-        pytest.skip(f"Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): {e}")
-
 
 @pytest.fixture(scope="module")
 def kit(fmnist, tmp_path_factory):
