@@ -35,6 +35,7 @@
 # REF=HEAD HOST_PY=/work/main/.venv/bin/python LOG=benchmarks/results/aarch64_device.log
 # BUDGET=20ms BIG_BUDGET=2000ms SEARCH_BUDGET=1.5ms SEARCH_ARGS= TOL=1e-4 GOLDEN_N=0 (0: all)
 # CPU=cortex-a72 SUITE=bookworm MIRROR=<host apt mirror> ONNX=1 THREADS=1
+# PICK=1 ZOO_CHECK=1 (0 skips that step; such a run is not a full check and says so)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,6 +58,8 @@ THREADS=${THREADS:-1}
 CPU=${CPU:-cortex-a72}                  # qemu CPU model: cortex-a72 = Pi 4, cortex-a76 = Pi 5
 SUITE=${SUITE:-bookworm}                # Python 3.11, as Raspberry Pi OS 12
 ONNX=${ONNX:-1}
+PICK=${PICK:-1}                          # 0: skip the pick step (quick reruns)
+ZOO_CHECK=${ZOO_CHECK:-1}                # 0: skip the bundled-zoo numerics (quick reruns)
 # The archive apt already uses on this host.
 _uris=$(grep -h -E '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' || true)
 [ -n "$_uris" ] || _uris=$(grep -h -E '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' || true)
@@ -95,8 +98,17 @@ CENV=(env -i HOME=/root LANG=C.UTF-8 QEMU_CPU="$CPU" HF_HUB_DISABLE_TELEMETRY=1
 # A command in the arm64 chroot, clean environment (QEMU_CPU reaches qemu-aarch64 via binfmt).
 inchroot() { chroot "$ROOTFS" "${CENV[@]}" "$@"; }
 # A command on the host with the committed tree of $REF first on the path (not /work/main's).
-onhost() { env PYTHONPATH="$HOSTSRC" PIP_NO_INPUT=1 "$@"; }
+# (From $WORK with PYTHONSAFEPATH: `python -m` would otherwise put the caller's cwd, maybe a
+# checkout with another ofa_sdk, ahead of PYTHONPATH.)
+onhost() { (cd "$WORK" && env PYTHONSAFEPATH=1 PYTHONPATH="$HOSTSRC" PIP_NO_INPUT=1 "$@"); }
 
+# A chatty command (debootstrap, apt): full output to a file, its last lines to the log.
+quiet() {
+  local out=$1 rc=0; shift
+  "$@" > "$out" 2>&1 || rc=$?
+  echo "(full output: $out; last lines:)"; tail -n 3 "$out" | cut -c1-200
+  return "$rc"
+}
 umount_all() {
   local m
   for m in proc/cpuinfo proc sys dev; do
@@ -113,7 +125,8 @@ finish() {
   echo "total wall time $(( $(date +%s) - T0 ))s"
   if [ "$rc" != 0 ]; then FAILS+=("aborted with exit code $rc in step [${ABORT_STEP:-?}]"); fi
   if [ ${#FAILS[@]} -eq 0 ]; then
-    echo "RESULT: PASS (commit $SHA_SHORT, log $LOG)"
+    partial=""; [ "$PICK" = 1 ] || partial+=" PICK=0"; [ "$ZOO_CHECK" = 1 ] || partial+=" ZOO_CHECK=0"
+    echo "RESULT: PASS (commit $SHA_SHORT, log $LOG)${partial:+; PARTIAL run, skipped by$partial}"
   else
     echo "RESULT: FAIL (${#FAILS[@]})"; printf '  - %s\n' "${FAILS[@]}"
     rc=1
@@ -127,7 +140,7 @@ trap finish EXIT
 
 echo "=== aarch64 device path under qemu-user ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
 echo "host: $(uname -srm), $(nproc) cores; repo $REPO_SRC, REF=$REF; rootfs $ROOTFS"
-echo "QEMU_CPU=$CPU BUDGET=$BUDGET BIG_BUDGET=$BIG_BUDGET SEARCH_BUDGET=$SEARCH_BUDGET TOL=$TOL GOLDEN_N=$GOLDEN_N THREADS=$THREADS"
+echo "QEMU_CPU=$CPU PICK=$PICK ZOO_CHECK=$ZOO_CHECK BUDGET=$BUDGET BIG_BUDGET=$BIG_BUDGET SEARCH_BUDGET=$SEARCH_BUDGET TOL=$TOL GOLDEN_N=$GOLDEN_N THREADS=$THREADS"
 echo "NOTE: emulated latencies are ~400-550x a native run and are NOT Raspberry Pi latencies."
 
 step "commit to test"
@@ -164,7 +177,7 @@ elif [ "${SKIP_DEBOOTSTRAP:-}" = 1 ]; then
 else
   echo "debootstrap arm64 $SUITE -> $ROOTFS (from $MIRROR)"
   rm -rf "$ROOTFS.partial"; mkdir -p "$ROOTFS.partial"
-  debootstrap --arch=arm64 --variant=minbase \
+  quiet "$WORK/debootstrap.log" debootstrap --arch=arm64 --variant=minbase \
     --include=python3,python3-venv,python3-pip,ca-certificates "$SUITE" "$ROOTFS.partial" "$MIRROR"
   mv "$ROOTFS.partial" "$ROOTFS"          # only a finished root is ever reused
 fi
@@ -199,7 +212,7 @@ EOF
 
 if [ ! -e "$MARKER" ]; then
   step "apt in the chroot (python3, venv, pip, CA certificates, security updates)"
-  inchroot bash -c 'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq &&
+  quiet "$WORK/apt-chroot.log" inchroot bash -c 'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq &&
     apt-get install -y -qq python3 python3-venv python3-pip ca-certificates &&
     apt-get upgrade -y -qq && apt-get clean'
   echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ), $SUITE arm64" > "$MARKER"
@@ -268,6 +281,7 @@ for m in '$RUNTIMES'.split():
     mod = {'tflite': 'ai_edge_litert.interpreter', 'onnx': 'onnxruntime'}[m]
     __import__(mod); print(m, 'imports OK')" || fail "a runtime does not import in the chroot"
 
+if [ "$PICK" = 1 ]; then
 step "ofa-sdk pick in the chroot (fresh OFA_SDK_CACHE each run)"
 if inchroot ofa-sdk pick --help | grep -- '--runtime' >/dev/null; then PICK_RTS=$RUNTIMES; else PICK_RTS=default; fi
 for rt in $PICK_RTS; do
@@ -287,9 +301,12 @@ for rt in $PICK_RTS; do
   done
 done
 
-step "numerics: every bundled-zoo file on the golden inputs, chroot (aarch64) vs host (x86_64)"
-rm -rf "$ROOTFS/tmp/ofa-cmp"; mkdir -p "$ROOTFS/tmp/ofa-cmp"
+else echo; echo "=== ofa-sdk pick: skipped (PICK=0)"; fi
+
 CMPARGS=(--n "$GOLDEN_N" --threads "$THREADS")
+rm -rf "$ROOTFS/tmp/ofa-cmp"; mkdir -p "$ROOTFS/tmp/ofa-cmp"
+if [ "$ZOO_CHECK" = 1 ]; then
+step "numerics: every bundled-zoo file on the golden inputs, chroot (aarch64) vs host (x86_64)"
 s=$(date +%s)
 inchroot python "$CMP" run --out /tmp/ofa-cmp/chroot.npz "${CMPARGS[@]}" \
   || fail "the helper failed in the chroot"
@@ -298,6 +315,7 @@ onhost "$HOST_PY" "$HERE/aarch64_compare.py" run --zoo "$HOSTSRC/ofa_sdk/bundled
   --out "$ROOTFS/tmp/ofa-cmp/host.npz" "${CMPARGS[@]}" || fail "the helper failed on the host"
 "$HOST_PY" "$HERE/aarch64_compare.py" diff "$ROOTFS/tmp/ofa-cmp/chroot.npz" \
   "$ROOTFS/tmp/ofa-cmp/host.npz" --tol "$TOL" || fail "bundled-zoo logits differ by more than $TOL"
+else echo; echo "=== bundled-zoo numerics: skipped (ZOO_CHECK=0)"; fi
 
 step "ofa-sdk search (chroot and host)"
 if ! inchroot ofa-sdk search --help > "$WORK/search-help.txt" 2>&1; then
@@ -336,11 +354,11 @@ else
     cp "$ROOTFS$CPATH" "$ROOTFS$CPATH.json" "$WORK/cmp-c/" 2>/dev/null || cp "$ROOTFS$CPATH" "$WORK/cmp-c/"
     HIN=/tmp/ofa-cmp/h/$(basename "$HPATH"); CIN=$WORK/cmp-c/$(basename "$CPATH")
     inchroot python "$CMP" run --out /tmp/ofa-cmp/search-chroot.npz "${CMPARGS[@]}" \
-      --file "chroot=$CPATH" --file "host=$HIN" || fail "search models: helper failed in the chroot"
+      --file "chroot-model=$CPATH" --file "host-model=$HIN" || fail "search models: helper failed in the chroot"
     onhost "$HOST_PY" "$HERE/aarch64_compare.py" run --zoo "$HOSTSRC/ofa_sdk/bundled_zoo" \
       --out "$ROOTFS/tmp/ofa-cmp/search-host.npz" "${CMPARGS[@]}" \
-      --file "chroot=$CIN" --file "host=$HPATH" || fail "search models: helper failed on the host"
-    pairs=(--pair chroot=chroot --pair host=host); [ "$SAME" = 1 ] && pairs=(--pair chroot=host "${pairs[@]}")
+      --file "chroot-model=$CIN" --file "host-model=$HPATH" || fail "search models: helper failed on the host"
+    pairs=(--pair chroot-model=chroot-model --pair host-model=host-model); [ "$SAME" = 1 ] && pairs=(--pair chroot-model=host-model "${pairs[@]}")
     "$HOST_PY" "$HERE/aarch64_compare.py" diff "$ROOTFS/tmp/ofa-cmp/search-chroot.npz" \
       "$ROOTFS/tmp/ofa-cmp/search-host.npz" --tol "$TOL" "${pairs[@]}" \
       || fail "searched models' logits differ by more than $TOL"
@@ -351,4 +369,4 @@ else
 fi
 
 step "disk"
-du -sh --one-file-system "$ROOTFS" "$ROOTFS/opt/venv" 2>/dev/null || true
+for d in "$ROOTFS" "$ROOTFS/opt/venv"; do du -sh --one-file-system "$d" 2>/dev/null || true; done
