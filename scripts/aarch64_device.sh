@@ -168,7 +168,12 @@ step "arm64 root: build or reuse $ROOTFS"
 MARKER=$ROOTFS/etc/ofa-aarch64-rootfs   # written once apt in the chroot has finished
 if [ "${REBUILD:-0}" = 1 ]; then
   echo "REBUILD=1: removing $ROOTFS"
-  umount_all; rm -rf "$ROOTFS" "$ROOTFS.partial"
+  umount_all
+  # Never recurse into a bind-mounted host /dev or /sys: refuse while anything is mounted there.
+  if grep -q " $ROOTFS[/ ]" /proc/self/mounts; then
+    echo "still mounted under $ROOTFS, not removing it:"; grep " $ROOTFS[/ ]" /proc/self/mounts; exit 2
+  fi
+  rm -rf --one-file-system "$ROOTFS" "$ROOTFS.partial"
 fi
 if [ -e "$ROOTFS/bin/sh" ]; then
   echo "reusing the arm64 root at $ROOTFS ($(cat "$MARKER" 2>/dev/null || echo 'apt step not done yet'))"
@@ -176,7 +181,7 @@ elif [ "${SKIP_DEBOOTSTRAP:-}" = 1 ]; then
   echo "SKIP_DEBOOTSTRAP=1 but $ROOTFS holds no system"; exit 2
 else
   echo "debootstrap arm64 $SUITE -> $ROOTFS (from $MIRROR)"
-  rm -rf "$ROOTFS.partial"; mkdir -p "$ROOTFS.partial"
+  rm -rf --one-file-system "$ROOTFS.partial"; mkdir -p "$ROOTFS.partial"
   quiet "$WORK/debootstrap.log" debootstrap --arch=arm64 --variant=minbase \
     --include=python3,python3-venv,python3-pip,ca-certificates "$SUITE" "$ROOTFS.partial" "$MIRROR"
   mv "$ROOTFS.partial" "$ROOTFS"          # only a finished root is ever reused
