@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3,
                     help="time every model this many times round-robin, keep the median")
     ap.add_argument("--rebuild", action="store_true", help="measure the LUT again")
+    ap.add_argument("--lut", help="judge this existing LUT (e.g. the one `ofa-sdk search` built "
+                    "and cached under $OFA_SDK_CACHE/luts/) instead of building one")
     ap.add_argument("--interpolate", action="store_true",
                     help="the probes cover some resolutions (ofa_sdk.training.probes --resolutions)")
     args = ap.parse_args(argv)
@@ -66,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     space = probes.space
     settings = BenchSettings(min_runs=args.min_runs, min_time_s=args.min_time,
                              rounds=args.rounds)
-    lut_path = work / f"lut_{args.runtime}.json"
+    lut_path = Path(args.lut) if args.lut else work / f"lut_{args.runtime}.json"
     build_s = None
-    if args.rebuild or not lut_path.exists():
+    if args.lut:
+        pass
+    elif args.rebuild or not lut_path.exists():
         lut_path.unlink(missing_ok=True)
         t0 = time.perf_counter()
         build_lut(probes, lut_path, runtime=args.runtime, threads=args.threads,
