@@ -31,8 +31,11 @@ def search_rows(s: Any) -> list[tuple[str, str]]:
     golden = (f"{g['agreement']:.1%} top-1 agreement, max abs logit diff {g['max_abs_diff']:.2g} "
               f"vs numpy on {g['inputs']} {g['source']} inputs")
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in s.seconds.items() if v >= 0.05)
+    source = ("searched" if s.source == "search" else
+              f"the zoo's entry {s.source[4:]} (its published accuracy beat the search's "
+              "expectation)")
     return [
-        ("subnet", str(s.spec)), ("file", str(s.path)),
+        ("subnet", f"{s.spec} ({source})"), ("file", str(s.path)),
         ("runtime", f"{s.runtime} fp32, {threads_text(s.threads)}"),
         ("accuracy", f"{s.expected_accuracy * 100:.2f}% expected test top-1 (predictor "
                      f"{s.predicted_accuracy * 100:.2f}% validation)"),
@@ -77,13 +80,16 @@ class _Bar:
               help="Search with this zoo device class's LUT instead of timing this device.")
 @click.option("--no-measure", is_flag=True,
               help="Do not time the made model here (trust the LUT; e.g. under emulation).")
+@click.option("--margin", type=click.FloatRange(0, 0.5, max_open=True), default=0.02,
+              show_default=True, help="The model must measure at most (1 - margin) x budget.")
 @click.option("--rebuild-lut", is_flag=True, help="Time this device's latency table again.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Search seed.")
 @zoo_option
 @revision_option
 @json_option
 def search_command(budget: float, runtime: str, threads: int | None, device_class: str | None,
-                   no_measure: bool, rebuild_lut: bool, seed: int, zoo_source: str | None,
+                   no_measure: bool, margin: float, rebuild_lut: bool, seed: int,
+                   zoo_source: str | None,
                    revision: str | None, as_json: bool) -> None:
     """Search the zoo's supernet for the most accurate subnet under --budget on THIS device,
     make it without torch (sliced, BN recalibrated, ONNX) and time it here.
@@ -99,7 +105,7 @@ def search_command(budget: float, runtime: str, threads: int | None, device_clas
     bar = None if is_quiet() else _Bar()
     try:
         s = search(budget, zoo=zoo_source, threads=threads, device_class=device_class,
-                   measure=not no_measure, seed=seed, rebuild_lut=rebuild_lut,
+                   measure=not no_measure, seed=seed, margin=margin, rebuild_lut=rebuild_lut,
                    revision=revision, progress=bar)
     finally:
         if bar is not None:
