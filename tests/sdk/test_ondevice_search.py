@@ -213,3 +213,26 @@ def test_device_lut_is_built_once_and_cached(tmp_path, monkeypatch):
     assert lut.runtime == "onnx" and lut.threads == 1 and len(lut.entries) > 100
     again, path2, built2 = ondevice.device_lut(zoo, threads=1)
     assert not built2 and path2 == path and again.entries.keys() == lut.entries.keys()
+
+
+@pytest.mark.integration
+def test_a_pessimistic_lut_is_corrected_by_measuring(tmp_path, monkeypatch):
+    """A LUT that predicts twice too slow (one timed in a noisy minute was 20 % off here): the
+    search measures its subnet, steers the LUT budget by measured / predicted and searches
+    again, so the answer uses the budget (and still fits it, margin included) instead of
+    stopping at what the bad LUT allowed."""
+    import ofa_sdk
+    from ofa_sdk.zoo_tools.index import write_index
+
+    monkeypatch.setenv("OFA_SDK_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "zoo"
+    shutil.copytree(BUNDLED, folder)
+    lut_path = folder / "luts" / f"{ONNX_CLASS}.json"
+    lut = json.loads(lut_path.read_text())
+    lut["overhead"] = {k: v * 2.0 for k, v in lut["overhead"].items()}
+    lut_path.write_text(json.dumps(lut))
+    write_index(folder, json.loads((folder / "index.json").read_text()))
+    s = ofa_sdk.search(0.25, zoo=folder, device_class=ONNX_CLASS, threads=1)
+    assert s.fits and s.measured_ms <= 0.25 * 0.98
+    assert s.attempts >= 2                    # the first subnet measured far under the limit
+    assert s.predicted_ms > 0.25 * 0.98       # so the next ones were allowed past the bad LUT
