@@ -8,7 +8,8 @@
   the order they are batched (``batch_size`` per batch), the images publish recalibrated every
   zoo entry on;
 - ``input``: the normalisation (mean, std per channel) and resize of the zoo's models;
-- ``accuracy``: how the predictor (validation top-1) relates to test top-1 on the zoo's entries.
+- ``accuracy``: how the predictor (validation top-1) relates to test top-1 on the zoo's entries
+  (the median difference, added to predictions, and its spread, the predictor's error).
 
 The search space is the index's. Every file is fetched and sha256-verified through `Zoo.fetch`;
 nothing is unpickled (``np.load(allow_pickle=False)``, safetensors, JSON).
@@ -53,6 +54,7 @@ class SearchKit:
     resize: Mapping[str, Any] | None
     bn_eps: float
     test_offset: float             # test top-1 minus predicted, median over the zoo's entries
+    residual_std: float = 0.0      # the spread of that difference: the predictor's error
 
     @property
     def space(self) -> Any:
@@ -142,10 +144,12 @@ def load_kit(zoo: Any) -> SearchKit:
                        "std > 0")
     acc = m.get("accuracy") if isinstance(m.get("accuracy"), Mapping) else {}
     offset = acc.get("test_minus_predicted", 0.0)
+    spread = acc.get("residual_std", 0.0)
     return SearchKit(
         zoo=zoo, manifest=m, manifest_sha256=hashlib.sha256(raw).hexdigest(),
         supernet=supernet, predictor=predictor, calibration=calibration,
         batch_size=int(_need(cal, "batch_size", int, f"{where}.calibration")),
         mean=mean, std=std, resize=inp.get("resize") or None,
         bn_eps=float(m.get("bn_eps", 1e-5)),
-        test_offset=float(offset) if isinstance(offset, (int, float)) else 0.0)
+        test_offset=float(offset) if isinstance(offset, (int, float)) else 0.0,
+        residual_std=float(spread) if isinstance(spread, (int, float)) and spread >= 0 else 0.0)

@@ -186,8 +186,9 @@ def search(budget_ms: float | str, *, zoo: Any = None, threads: int | None = Non
         rebuild_lut: time this device's LUT again.
 
     The zoo's own entries compete too: when one that the LUT puts under the budget has a
-    published test accuracy at least the searched subnet's expected one, its subnet is made
-    instead (``source`` names it), so a search is never expected to be worse than the zoo.
+    published test accuracy within the predictor's error (the kit's ``residual_std``) of the
+    searched subnet's expected one, or above it, its subnet is made instead (``source`` names
+    it): a measured accuracy is preferred to an estimate that is not clearly better.
 
     Raises:
         NoModelFitsBudget (exit 3): even the fastest subnet is predicted over budget; the
@@ -334,10 +335,15 @@ class _Run:
                                rng=np.random.default_rng(self.seed), config=self.config)
         best = _Choice(res.best, res.accuracy, res.accuracy + self.kit.test_offset, res.cost,
                        res.evaluated, "search")
+        # a zoo entry's accuracy is measured, the searched one's predicted: the search must
+        # expect to beat the best zoo entry that fits by more than the predictor's error (the
+        # spread of its residuals on the zoo's entries) to be preferred
+        bar = best.expected_accuracy - self.kit.residual_std
         for e in self.kit.zoo.entries:
             acc = _zoo_accuracy(e)
             ms = float(self.cost.predict([e.arch])[0])
-            if acc is not None and ms <= budget and acc >= best.expected_accuracy:
+            if acc is not None and ms <= budget and acc >= bar and (
+                    best.source == "search" or acc > best.expected_accuracy):
                 best = _Choice(e.arch, float(self.predictor.predict_specs([e.arch])[0]), acc, ms,
                                res.evaluated, f"zoo:{e.id}")
         self._add(seconds, "search", t0)
