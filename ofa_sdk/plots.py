@@ -40,11 +40,11 @@ def pareto_front(points: Iterable[tuple[float, float, str]]) -> list[tuple[float
     >>> pareto_front([(1, 0.5, "a"), (2, 0.4, "b"), (3, 0.7, "c")])
     [(1, 0.5, 'a'), (3, 0.7, 'c')]
     """
-    front: list[tuple[float, float, str]] = []
-    for lat, acc, name in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not front or acc > front[-1][1]:
-            front.append((lat, acc, name))
-    return front
+    from ofa_sdk.pareto import pareto_indices
+
+    pts = list(points)
+    keep = pareto_indices([p[0] for p in pts], [p[1] for p in pts])
+    return [pts[i] for i in keep.tolist()]
 
 
 def _format_for(out: Path) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
 from ofa_sdk.errors import OfaError
+from ofa_sdk.pareto import pareto_indices
 from ofa_sdk.specialize.genome import Genome, neighbours
 
 __all__ = ["EvolutionConfig", "ParetoPoint", "SearchResult", "evolution_search", "result_to_json"]
@@ -362,7 +363,7 @@ class _Evolution:
         all_a = np.concatenate(self.log_a).astype(np.float64)
         all_c = np.concatenate(self.log_c)
         best_i = int(np.argmax(all_a))
-        front = _pareto(all_a, all_c)
+        front = pareto_indices(all_c, all_a)  # rows are distinct subnets (see evaluate)
         front_specs = self.gen.to_specs(all_g[front])
         best_spec = self.gen.to_specs(all_g[best_i:best_i + 1])[0]
         log.info("search: best predicted accuracy %.4f at %.4g %s (budget %.4g), %d evaluated",
@@ -373,14 +374,6 @@ class _Evolution:
             pareto=tuple(ParetoPoint(s, float(all_a[i]), float(all_c[i]))
                          for s, i in zip(front_specs, front)),
             history=history, evaluated=len(all_a))
-
-
-def _pareto(acc: np.ndarray, cost: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated points (max accuracy, min cost), by cost ascending."""
-    order = np.lexsort((-acc, cost))        # rows are distinct subnets already (see evaluate)
-    a = acc[order]
-    prev_best = np.concatenate([[-np.inf], np.maximum.accumulate(a)[:-1]])
-    return order[a > prev_best]
 
 
 def result_to_json(result: SearchResult) -> dict[str, Any]:
