@@ -82,13 +82,17 @@ class _Bar:
               help="Do not time the made model here (trust the LUT; e.g. under emulation).")
 @click.option("--margin", type=click.FloatRange(0, 0.5, max_open=True), default=0.02,
               show_default=True, help="The model must measure at most (1 - margin) x budget.")
+@click.option("--calibration", type=click.IntRange(min=1), default=None,
+              help="Recalibrate BN on the first N of the zoo's calibration images (default: "
+                   "all; fewer is faster on a slow device, 500 are enough for the bundled zoo).")
 @click.option("--rebuild-lut", is_flag=True, help="Time this device's latency table again.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Search seed.")
 @zoo_option
 @revision_option
 @json_option
 def search_command(budget: float, runtime: str, threads: int | None, device_class: str | None,
-                   no_measure: bool, margin: float, rebuild_lut: bool, seed: int,
+                   no_measure: bool, margin: float, calibration: int | None,
+                   rebuild_lut: bool, seed: int,
                    zoo_source: str | None,
                    revision: str | None, as_json: bool) -> None:
     """Search the zoo's supernet for the most accurate subnet under --budget on THIS device,
@@ -105,7 +109,8 @@ def search_command(budget: float, runtime: str, threads: int | None, device_clas
     bar = None if is_quiet() else _Bar()
     try:
         s = search(budget, zoo=zoo_source, threads=threads, device_class=device_class,
-                   measure=not no_measure, seed=seed, margin=margin, rebuild_lut=rebuild_lut,
+                   measure=not no_measure, seed=seed, margin=margin, calibration=calibration,
+                   rebuild_lut=rebuild_lut,
                    revision=revision, progress=bar)
     finally:
         if bar is not None:

@@ -49,7 +49,7 @@ def test_search_makes_a_checked_model_without_torch(tmp_path):
                   "--threads", "1", "--json", cache=tmp_path)
     out = _json(res)
     assert out["predicted_ms"] <= 0.2 and out["measured_ms"] is None
-    assert out["golden"]["inputs"] == 300 and out["golden"]["agreement"] >= 0.98
+    assert out["golden"]["inputs"] == 100 and out["golden"]["agreement"] >= 0.98
     assert out["golden"]["max_abs_diff"] <= 1e-3
     path = Path(out["path"])
     assert path.is_file() and Path(str(path) + ".json").is_file()
@@ -236,3 +236,16 @@ def test_a_pessimistic_lut_is_corrected_by_measuring(tmp_path, monkeypatch):
     assert s.fits and s.measured_ms <= 0.25 * 0.98
     assert s.attempts >= 2                    # the first subnet measured far under the limit
     assert s.predicted_ms > 0.25 * 0.98       # so the next ones were allowed past the bad LUT
+
+
+@pytest.mark.integration
+def test_fewer_calibration_images_make_another_cached_model(tmp_path, monkeypatch):
+    import ofa_sdk
+
+    monkeypatch.setenv("OFA_SDK_CACHE", str(tmp_path))
+    full = ofa_sdk.search(0.2, device_class=ONNX_CLASS, measure=False, threads=1)
+    few = ofa_sdk.search(0.2, device_class=ONNX_CLASS, measure=False, threads=1, calibration=100)
+    assert few.spec == full.spec and few.path != full.path
+    assert few.golden["max_abs_diff"] <= 1e-3 and not few.cached_model
+    with pytest.raises(ofa_sdk.OfaError, match="at least 1 image"):
+        ofa_sdk.search(0.2, device_class=ONNX_CLASS, measure=False, calibration=0)
