@@ -194,8 +194,9 @@ def search(budget_ms: float | str, *, zoo: Any = None, threads: int | None = Non
     it): a measured accuracy is preferred to an estimate that is not clearly better.
 
     Raises:
-        NoModelFitsBudget (exit 3): even the fastest subnet is predicted over budget; the
-            message names its latency. ZooError (exit 2): the zoo lacks the search kit.
+        NoModelFitsBudget (exit 3): even the fastest subnet is predicted (or, measuring,
+            measured) over budget; the message names its latency. ZooError (exit 2): the zoo
+            lacks the search kit. InputError (exit 2): a bad argument, before any work.
     """
     from ofa_sdk.latency import LatencyPredictor
     from ofa_sdk.zoo import resolve_zoo
@@ -207,6 +208,8 @@ def search(budget_ms: float | str, *, zoo: Any = None, threads: int | None = Non
     threads = _default_threads(threads)
     if attempts < 1:
         raise InputError(f"attempts must be >= 1, got {attempts}")
+    if not 0 <= margin < 0.5:
+        raise InputError(f"margin must lie in [0, 0.5), got {margin}")
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     z = resolve_zoo(zoo, revision=revision, offline=offline)
@@ -222,8 +225,6 @@ def search(budget_ms: float | str, *, zoo: Any = None, threads: int | None = Non
         lut_name = str(path)
     cost = LatencyPredictor.from_lut(lut, z.index.space)
     seconds["lut"] = time.perf_counter() - t0
-    if not 0 <= margin < 0.5:
-        raise InputError(f"margin must lie in [0, 0.5), got {margin}")
     if not measure or budget * 1.5 < cost.min_latency():
         cost.check_budget(budget)   # a measured miss is judged by measuring, unless far off
     run = _Run(kit, predictor, cost, config or EvolutionConfig(), seed, threads, policy,
