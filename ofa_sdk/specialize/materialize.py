@@ -186,8 +186,8 @@ def materialize(kit: SearchKit, spec: ArchSpec, *, root: str | os.PathLike | Non
 
 
 def check_outputs(kit: SearchKit, spec: ArchSpec, model: Any, *,
-                  params: SubnetParams | None = None, calibration: int | None = None
-                  ) -> dict[str, Any]:
+                  params: SubnetParams | None = None, calibration: int | None = None,
+                  weights: SupernetWeights | None = None) -> dict[str, Any]:
     """Run ``model`` (the loaded file) on the first `CHECK_INPUTS` of the zoo's golden inputs
     (else of its calibration images) and compare with the numpy forward pass; `IntegrityError`
     when they disagree.
@@ -207,15 +207,14 @@ def check_outputs(kit: SearchKit, spec: ArchSpec, model: Any, *,
         return {**checks[key], "cached": True}
     if params is None:
         images = None if calibration is None else kit.calibration_images(calibration)
-        params = build_params(kit, spec, images=images)
-    report = _compare(kit, spec, model, params)
+        params = build_params(kit, spec, weights=weights, images=images)
+    report = _compare(kit, model, params)
     report["sha256"] = sha256_file(model.path)
     atomic_write_json(checks_path, {**checks, key: report})
     return report
 
 
-def _compare(kit: SearchKit, spec: ArchSpec, model: Any, params: SubnetParams | None
-             ) -> dict[str, Any]:
+def _compare(kit: SearchKit, model: Any, params: SubnetParams) -> dict[str, Any]:
     from ofa_sdk.golden import golden_images, load_golden
 
     golden = load_golden(kit.zoo)
@@ -227,14 +226,13 @@ def _compare(kit: SearchKit, spec: ArchSpec, model: Any, params: SubnetParams | 
         source = "calibration images"
     x = model.preprocess(images)
     out = np.concatenate([model.predict(x[i:i + 100]) for i in range(0, len(x), 100)])
-    params = params or build_params(kit, spec)
     ref = forward(params, x, layout=model.metadata.layout)
     diff = float(np.abs(out - ref).max())
     agree = float((out.argmax(1) == ref.argmax(1)).mean())
     report = {"inputs": int(len(x)), "source": source, "max_abs_diff": diff, "agreement": agree}
     if not diff <= MAX_LOGIT_DIFF or agree < MIN_AGREEMENT:
         raise IntegrityError(
-            f"the searched model {spec} computes other logits in {model.runtime} than the "
+            f"the searched model {params.spec} computes other logits in {model.runtime} than the "
             f"numpy reference on {len(x)} {source} inputs (max abs diff {diff:.3g} > "
             f"{MAX_LOGIT_DIFF:g} or top-1 agreement {agree:.1%} < {MIN_AGREEMENT:.0%}); this "
             "runtime build is not trustworthy here")

@@ -369,7 +369,8 @@ class _Run:
         t0 = time.perf_counter()
         model = load_model(made.path, runtime=_SEARCH_RUNTIME, num_threads=self.threads)
         self.golden[made.path] = check_outputs(self.kit, spec, model, params=made.params,
-                                               calibration=self.calibration)
+                                               calibration=self.calibration,
+                                               weights=self.weights)
         self._add(seconds, "verify", t0)
         return made
 

@@ -16,7 +16,6 @@ Nothing here imports torch; the safetensors file is read with ``safetensors.nump
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -146,11 +145,12 @@ class SubnetParams:
 
 
 class SupernetWeights:
-    """The supernet's tensors, keyed as in its state dict; ``sha256`` identifies the file."""
+    """The supernet's tensors, keyed as in its state dict (the file is identified, and verified,
+    by the zoo's index)."""
 
     def __init__(self, space: SearchSpace, tensors: Mapping[str, np.ndarray], *,
-                 sha256: str = "", bn_eps: float = BN_EPS) -> None:
-        self.space, self.sha256, self.bn_eps = space, sha256, float(bn_eps)
+                 bn_eps: float = BN_EPS) -> None:
+        self.space, self.bn_eps = space, float(bn_eps)
         self._t = {k: np.asarray(v) for k, v in tensors.items()}
 
     @classmethod
@@ -165,13 +165,12 @@ class SupernetWeights:
                                       'pip install "ofa-sdk[search]"') from None
         path = Path(path)
         try:
-            data = path.read_bytes()
-            tensors = load(data)
+            tensors = load(path.read_bytes())
         except FileNotFoundError:
             raise ModelLoadError(f"no supernet weights at {str(path)!r}") from None
         except (OSError, SafetensorError) as e:
             raise ModelLoadError(f"supernet weights {str(path)!r} are unreadable: {e}") from None
-        weights = cls(space, tensors, sha256=hashlib.sha256(data).hexdigest(), bn_eps=bn_eps)
+        weights = cls(space, tensors, bn_eps=bn_eps)
         weights.check()
         return weights
 
