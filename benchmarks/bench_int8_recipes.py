@@ -132,16 +132,20 @@ def _session(path: Path):
 
 
 def score(args: argparse.Namespace) -> None:
-    """Top-1 of every file on the test inputs, on this CPU; saved as <file>.<label>.top1.npy."""
+    """Top-1 of every file on test images ``--start`` .. ``--num-test`` - 1, on this CPU; saved
+    as <file>.<label>.top1.npy. Emulation is slow: score ranges in parallel processes under
+    their own labels, then `join` them."""
     root = Path(args.dir)
     label = args.label or platform.machine()
-    n = args.num_test
+    n, start = args.num_test, args.start
+    if not 0 <= start < n:
+        raise SystemExit(f"--start must be in [0, --num-test), got {start} and {n}")
     files = ([] if args.skip_fp32 else ["fp32"]) + _chosen(args.recipes)
     entries = _entries() if not args.entries else args.entries.split(",")
     t0 = time.perf_counter()
     for eid in entries:
         r = int(eid.rsplit("-r", 1)[1])
-        x = np.load(root / f"test_r{r}.npy", mmap_mode="r")[:n]
+        x = np.load(root / f"test_r{r}.npy", mmap_mode="r")[start:n]
         for name in files:
             dst = root / eid / f"{name}.{label}.top1.npy"
             if dst.exists() and len(np.load(dst)) >= len(x):
@@ -154,9 +158,48 @@ def score(args: argparse.Namespace) -> None:
     import onnxruntime
 
     meta = {"label": label, "isa": cpu_isa(), "machine": platform.machine(),
-            "onnxruntime": onnxruntime.__version__, "num_test": n}
+            "onnxruntime": onnxruntime.__version__, "num_test": n, "start": start}
     (root / f"cpu.{label}.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta))
+
+
+def _meta(root: Path, label: str) -> dict:
+    path = root / f"cpu.{label}.json"
+    if not path.is_file():
+        raise SystemExit(f"no scores labelled {label!r} in {root} ({path.name} is missing)")
+    return json.loads(path.read_text())
+
+
+def join(args: argparse.Namespace) -> None:
+    """Concatenate consecutive image ranges scored on the same CPU kind (``--parts`` in image
+    order, each `score`'s label) into one label covering them all."""
+    root = Path(args.dir)
+    parts = args.parts.split(",")
+    metas = [_meta(root, label) for label in parts]
+    pos = 0
+    for label, m in zip(parts, metas):
+        if m.get("start", 0) != pos:
+            raise SystemExit(f"{label} starts at image {m.get('start', 0)}, expected {pos}")
+        if m["isa"] != metas[0]["isa"] or m["onnxruntime"] != metas[0]["onnxruntime"]:
+            raise SystemExit(f"{label} ran on another ISA or onnxruntime than {parts[0]}")
+        pos = m["num_test"]
+    joined = 0
+    for eid in _entries():
+        for name in ["fp32", *RECIPES]:
+            files = [root / eid / f"{name}.{label}.top1.npy" for label in parts]
+            if not all(f.exists() for f in files):
+                continue
+            top1 = np.concatenate([np.load(f) for f in files])
+            if len(top1) != pos:
+                raise SystemExit(f"{eid} {name}: the parts hold {len(top1)} images, not {pos}")
+            dst = root / eid / f"{name}.{args.label}.top1.npy"
+            tmp = dst.with_suffix(".tmp.npy")
+            np.save(tmp, top1, allow_pickle=False)
+            os.replace(tmp, dst)
+            joined += 1
+    meta = {**metas[0], "label": args.label, "num_test": pos, "start": 0, "joined": parts}
+    (root / f"cpu.{args.label}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print(f"joined {joined} files over images 0..{pos - 1} as {args.label}")
 
 
 def latency(args: argparse.Namespace) -> None:
@@ -194,7 +237,9 @@ def report(args: argparse.Namespace) -> None:
     root = Path(args.dir)
     y = np.load(root / "test_labels.npy")
     ref = args.fp32_ref
-    cpus = sorted(p.name[4:-5] for p in root.glob("cpu.*.json"))
+    # a range that does not start at image 0 is reported through its `join`ed label
+    cpus = sorted(p.name[4:-5] for p in root.glob("cpu.*.json")
+                  if json.loads(p.read_text()).get("start", 0) == 0)
     lat = {}
     for p in root.glob("latency.*.json"):
         lat = json.loads(p.read_text())["median_ms"]
@@ -268,7 +313,14 @@ def main() -> None:
     e.add_argument("--recal-batches", type=int, default=20)
     e.add_argument("--num-calib", type=int, default=300)
     s = sub.add_parser("score")
-    s.add_argument("--num-test", type=int, default=10000)
+    s.add_argument("--num-test", type=int, default=10000,
+                   help="score the test images before this index")
+    s.add_argument("--start", type=int, default=0, help="the first test image to score")
+    j = sub.add_parser("join")
+    j.add_argument("--dir", required=True)
+    j.add_argument("--parts", required=True,
+                   help="comma-separated labels of consecutive ranges, in image order")
+    j.add_argument("--label", required=True, help="the joined label")
     s.add_argument("--entries")
     s.add_argument("--skip-fp32", action="store_true",
                    help="score only the int8 files (report compares them with --fp32-ref's)")
@@ -283,7 +335,8 @@ def main() -> None:
                        help="CPU label whose fp32 top-1 serves a CPU that scored no fp32 file")
     e.add_argument("--recipes")
     args = p.parse_args()
-    {"export": export, "score": score, "latency": latency, "report": report}[args.cmd](args)
+    {"export": export, "score": score, "join": join, "latency": latency,
+     "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":
