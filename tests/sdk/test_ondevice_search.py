@@ -225,8 +225,9 @@ def _this_machine_over_lut() -> float:
     zoo = open_zoo(BUNDLED)
     cost = LatencyPredictor.from_lut(LatencyLUT.load(zoo.fetch(zoo.device_class(ONNX_CLASS).lut)),
                                      zoo.index.space)
-    entry = min(zoo.entries, key=lambda e: cost.predict([e.arch])[0])
-    file = next(f for f in entry.files if f.format == "onnx" and f.precision == "fp32")
+    onnx = [(e, f) for e in zoo.entries for f in e.files
+            if f.format == "onnx" and f.precision == "fp32"]
+    entry, file = min(onnx, key=lambda ef: cost.predict([ef[0].arch])[0])
     ms = measure_file(zoo.fetch(file.path), runtime="onnx", threads=1).best.median_ms
     return ms / float(cost.predict([entry.arch])[0])
 
