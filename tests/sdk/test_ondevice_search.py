@@ -69,15 +69,20 @@ def test_search_makes_a_checked_model_without_torch(tmp_path):
     assert again["path"] == out["path"] and again["cached_model"] and again["golden"]["cached"]
 
 
-def _best_zoo_within(budget: float) -> float:
-    """The best published fp32 test accuracy among zoo entries the zoo's ONNX LUT puts within
-    ``budget``."""
+def _zoo_and_cost():
+    """The bundled zoo and its ONNX device class's latency predictor."""
     from ofa_sdk.latency import LatencyLUT, LatencyPredictor
     from ofa_sdk.zoo import open_zoo
 
     zoo = open_zoo(BUNDLED)
-    cost = LatencyPredictor.from_lut(LatencyLUT.load(zoo.fetch(zoo.device_class(ONNX_CLASS).lut)),
-                                     zoo.index.space)
+    lut = LatencyLUT.load(zoo.fetch(zoo.device_class(ONNX_CLASS).lut))
+    return zoo, LatencyPredictor.from_lut(lut, zoo.index.space)
+
+
+def _best_zoo_within(budget: float) -> float:
+    """The best published fp32 test accuracy among zoo entries the zoo's ONNX LUT puts within
+    ``budget``."""
+    zoo, cost = _zoo_and_cost()
     return max(np.mean([f.accuracy for f in e.files if f.precision == "fp32"])
                for e in zoo.entries if cost.predict([e.arch])[0] <= budget)
 
@@ -218,13 +223,9 @@ def test_device_lut_is_built_once_and_cached(tmp_path, monkeypatch):
 def _this_machine_over_lut() -> float:
     """Measured / predicted here for the zoo's fastest fp32 ONNX file under the zoo's ONNX LUT
     (that LUT was timed on the maintainer's CPU; an AVX2-only sibling runs 2-4x slower)."""
-    from ofa_sdk.latency import LatencyLUT, LatencyPredictor
     from ofa_sdk.measure import measure_file
-    from ofa_sdk.zoo import open_zoo
 
-    zoo = open_zoo(BUNDLED)
-    cost = LatencyPredictor.from_lut(LatencyLUT.load(zoo.fetch(zoo.device_class(ONNX_CLASS).lut)),
-                                     zoo.index.space)
+    zoo, cost = _zoo_and_cost()
     onnx = [(e, f) for e in zoo.entries for f in e.files
             if f.format == "onnx" and f.precision == "fp32"]
     entry, file = min(onnx, key=lambda ef: cost.predict([ef[0].arch])[0])
