@@ -64,6 +64,11 @@ def test_bundled_configs_parse():
     # the sandwich experiment (one process of 128) is stage 3's elastic phases
     sandwich = TrainConfig.from_file(exp / "fmnist_sandwich.toml")
     assert replace(sandwich, run_dir=elastic.run_dir, batch_size=elastic.batch_size) == elastic
+    # experiment E (issue 20): stage 3 as one all-elastic sandwich phase, otherwise stage 3
+    onephase = TrainConfig.from_file(exp / "fmnist_elastic_onephase.toml")
+    (only,) = onephase.phases
+    assert (only.name, only.include_smallest, only.include_largest) == ("width2", True, True)
+    assert replace(onephase, run_dir=elastic.run_dir, phases=elastic.phases) == elastic
 
 
 @pytest.mark.parametrize("text, match", [
