@@ -214,3 +214,93 @@ def test_subnet_table_spans_the_space_and_matches_final_json(tiny, tmp_path, cap
     assert rows["largest"]["acc"] == pytest.approx(final["val_acc_max"], abs=1e-3)
     assert rows["smallest"]["acc"] == pytest.approx(final["val_acc_min"], abs=1e-3)
     assert "| largest |" in capsys.readouterr().out
+
+
+# ---- benchmarks/bench_hand_scaled.py: the family it trains and how it compares fronts ---------
+
+@pytest.fixture(scope="module")
+def hand_scaled():
+    spec = importlib.util.spec_from_file_location(
+        "bench_hand_scaled", ROOT / "benchmarks" / "bench_hand_scaled.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_hand_scaled_members_scale_every_dimension_uniformly(hand_scaled):
+    s, m, l = (hand_scaled.member_spec(FMNIST, c) for c in ("s24", "m28", "l32"))
+    assert s == FMNIST.smallest()
+    assert l == FMNIST.largest()
+    assert set(m.kernel_sizes) == {5} and set(m.expand_ratios) == {4} and set(m.depths) == {3}
+    assert m.resolution == 28
+    assert hand_scaled.member_spec(FMNIST, "s32").resolution == 32
+    for bad in ("x24", "s", "s25", "m 28"):
+        with pytest.raises(ConfigError):
+            hand_scaled.member_spec(FMNIST, bad)
+
+
+def test_hand_scaled_fronts_are_compared_where_the_family_reaches(hand_scaled):
+    zoo = [(1.0, 90.0), (2.0, 92.0), (3.0, 91.0), (5.0, 93.0), (9.0, 94.0)]
+    family = [(1.5, 91.0), (4.0, 92.5), (6.0, 92.0)]
+    assert hand_scaled.front(zoo) == [(1.0, 90.0), (2.0, 92.0), (5.0, 93.0), (9.0, 94.0)]
+    rows = hand_scaled.compare_fronts(zoo, family)
+    # Only latencies from the family's fastest to its slowest member (1.5-6 ms) are compared.
+    assert [r["latency_ms"] for r in rows] == [1.5, 2.0, 3.0, 4.0, 5.0, 6.0]
+    by = {r["latency_ms"]: r for r in rows}
+    assert by[1.5]["zoo_acc"] == 90.0 and by[1.5]["margin_pp"] == -1.0  # the family leads here
+    assert by[4.0]["margin_pp"] == -0.5
+    assert by[5.0]["margin_pp"] == 0.5 and by[6.0]["margin_pp"] == 0.5
+    # A family member faster than every zoo file: the zoo has nothing there, which is a miss.
+    rows = hand_scaled.compare_fronts(zoo, [(0.5, 80.0), (1.0, 85.0)])
+    assert rows[0]["zoo_acc"] is None and rows[0]["margin_pp"] is None
+
+
+def test_hand_scaled_refuses_bad_input_with_exit_2(hand_scaled, capsys):
+    assert hand_scaled.main(["--family", "q24", "--train-only"]) == 2
+    assert "expected a level s, m or l" in capsys.readouterr().err
+
+
+def _few_steps(src: Path, dst: Path) -> Path:
+    """The recipe's config with 1 epoch of 3 steps (the same data, space and optimiser)."""
+    text = src.read_text().replace("max_steps_per_epoch = 0", "max_steps_per_epoch = 3")
+    text = text.replace("\nepochs = 12\n", "\nepochs = 1\n").replace("\nepochs = 10\n",
+                                                                      "\nepochs = 1\n")
+    assert text.count("\nepochs = 1\n") == 1
+    dst.write_text(text)
+    return dst
+
+
+def test_hand_scaled_end_to_end_against_the_bundled_zoo(hand_scaled, tmp_path, monkeypatch):
+    """A member trained for 2 x 3 steps, scored, exported and timed beside the zoo's ONNX files."""
+    monkeypatch.setenv("OFA_SDK_MEASURE", "min_runs=20,min_time_s=0.02,rounds=1,warmup_s=0.01")
+    cfg = _few_steps(ROOT / "configs" / "fmnist.toml", tmp_path / "stage1.toml")
+    then = _few_steps(ROOT / "configs" / "experiments" / "fmnist_restart_1proc.toml",
+                      tmp_path / "stage2.toml")
+    out = tmp_path / "runs"
+    args = ["--config", str(cfg), "--then", str(then), "--family", "s24", "--out", str(out),
+            "--supernet", str(ROOT / "runs" / "fmnist"), "--device-class",
+            "x86_64-onnx-fp32-t1", "--rounds", "1", "--json", str(tmp_path / "r.json"),
+            "--plot", str(tmp_path / "r.png")]
+    assert hand_scaled.main(args) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    models = {m["name"]: m for m in r["models"]}
+    zoo = {k: m for k, m in models.items() if k.startswith("zoo:")}
+    assert len(zoo) == 6  # the bundled zoo's ONNX fp32 entries
+    smallest = str(FMNIST.smallest())
+    # The zoo's subnets, scored by this protocol, agree with the index (BN recalibrated on other
+    # images there), and the same architecture exported twice runs about equally fast here.
+    assert 90.5 < zoo[f"zoo:{smallest}"]["test_acc"] < 92.5
+    fam = models["family:s24"]
+    assert fam["arch"] == smallest
+    assert 0.67 < fam["latency_ms"] / zoo[f"zoo:{smallest}"]["latency_ms"] < 1.5
+    assert fam["test_acc"] < 85  # 6 steps of training
+    assert r["fronts"] and r["members"]["s24"]["run_dir"].endswith("-stage2")
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    # A rerun reuses the trained runs and the exported file.
+    final = Path(r["members"]["s24"]["run_dir"]) / "final.json"
+    exported = out / "export-s24" / "model_fp32.onnx"
+    stamps = final.stat().st_mtime_ns, exported.stat().st_mtime_ns
+    assert hand_scaled.main(args[:6] + ["--out", str(out), "--train-only"]) == 0
+    hand_scaled._export(None, FMNIST.smallest(), "onnx", exported.parent, labels=[], mean=[],
+                        std=[])
+    assert (final.stat().st_mtime_ns, exported.stat().st_mtime_ns) == stamps

@@ -1,0 +1,306 @@
+"""Issue 20, item 2: the zoo against a hand-scaled family, on one device class of this machine.
+
+What a user would ship without OFA: a MobileNetV3-style net of the space scaled by hand and
+trained alone. The family scales the space uniformly (every kernel, expand ratio and depth at the
+same level: ``s`` = the smallest choice of each, ``m`` = the median, ``l`` = the largest) at
+several resolutions; a member is named by level and resolution (``s24``, ``m32``). Each member is
+trained from scratch with the supernet's ``full`` recipe, both stages of it (the protocol of
+``bench_ps_vs_scratch.py``, whose functions this script uses: 12 epochs, then the 10-epoch warm
+restart of ``--then``), and scored on the 10,000 test images after the same BN recalibration as
+the zoo's subnets, which are extracted from ``--supernet`` and scored in the same way.
+
+Latency: every member is exported in the device class's format, and its file and every zoo file
+of that class are timed here together, ``--rounds`` times round-robin (``ofa_sdk.measure.
+measure_file``, the policy ``pick`` uses; medians), so a drift of the machine's speed hits both
+sides alike. Then both accuracy-vs-latency fronts are compared at every latency the family covers
+(from its fastest member to its slowest): the goal is a zoo front at or above the family's there.
+
+    # train (resumable; two members per process on the two cores, one thread each)
+    OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 python benchmarks/bench_hand_scaled.py \\
+        --family s32,m24 --train-only --threads 1
+    # then, on a quiet machine: score, export, time, compare, plot
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_hand_scaled.py --family s24,s32,m24,m32 \\
+        --json benchmarks/results/hand_scaled.json --plot benchmarks/results/hand_scaled.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_ps_vs_scratch import (  # noqa: E402
+    _Eval,
+    full_phase_largest,
+    load_scratch,
+    load_supernet,
+    run_scratch,
+)
+
+from ofa_sdk.arch import ArchSpec, SearchSpace  # noqa: E402
+from ofa_sdk.errors import OfaError  # noqa: E402
+from ofa_sdk.training.checkpoint import atomic_write_bytes  # noqa: E402
+from ofa_sdk.training.schedule import ConfigError  # noqa: E402
+from ofa_sdk.training.train import TrainConfig, config_with_data  # noqa: E402
+
+log = logging.getLogger("bench_hand_scaled")
+
+def member_spec(space: SearchSpace, code: str) -> ArchSpec:
+    """``s24`` -> every choice at its smallest, resolution 24 (``m``: median, ``l``: largest)."""
+    m = re.fullmatch(r"([sml])(\d+)", code)
+    if m is None:
+        raise ConfigError(f"family member {code!r}: expected a level s, m or l and a "
+                          "resolution, e.g. s24 or m32")
+    level, r = m.group(1), int(m.group(2))
+    if r not in space.resolutions:
+        raise ConfigError(f"family member {code!r}: resolution {r} is not one of the space's "
+                          f"{list(space.resolutions)}")
+
+    def at(choices: tuple[int, ...]) -> int:
+        c = sorted(choices)
+        return {"s": c[0], "m": c[len(c) // 2], "l": c[-1]}[level]
+
+    return space.spec(at(space.kernel_choices), at(space.expand_choices),
+                      at(space.depth_choices), r)
+
+
+def train_family(cfg: TrainConfig, then: tuple[TrainConfig, ...], codes: list[str], out: Path,
+                 *, largest_scratch: Path | None) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for code in codes:
+        spec = member_spec(cfg.space, code)
+        if largest_scratch is not None and spec == cfg.space.largest():
+            rows[code] = {"arch": str(spec), "run_dir": str(largest_scratch),
+                          "source": "the supernet's two full stages (the largest net alone)"}
+            continue
+        info = run_scratch(cfg, spec, out / f"{code}-{spec}", data_dir=None,
+                           progress=sys.stderr.isatty(), then=then)
+        rows[code] = {"arch": str(spec), **info}
+    return rows
+
+
+def _export(net: torch.nn.Module, spec: ArchSpec, fmt: str, folder: Path, *, labels: list[str],
+            mean: Any, std: Any) -> Path:
+    """The member's fp32 file of ``fmt`` with its sidecar (exported once; a rerun reuses it)."""
+    from ofa_sdk.training.export import export_all
+
+    path = folder / f"model_fp32.{fmt}"
+    if not (path.is_file() and path.with_name(path.name + ".json").is_file()):
+        export_all(net, spec, folder, formats=(f"{fmt}_fp32",), labels=labels,
+                   mean=[float(v) for v in mean], std=[float(v) for v in std])
+    return path
+
+
+def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(latency, accuracy) points no other point beats on both, fastest first."""
+    best, out = -1.0, []
+    for lat, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            out.append((lat, acc))
+            best = acc
+    return out
+
+
+def best_within(points: list[tuple[float, float]], latency: float) -> float | None:
+    fits = [a for t, a in points if t <= latency]
+    return max(fits) if fits else None
+
+
+def compare_fronts(zoo: list[tuple[float, float]], family: list[tuple[float, float]]
+                   ) -> list[dict[str, Any]]:
+    """At every latency where either front steps, inside the family's range: both fronts'
+    accuracy there and the zoo's margin (pp)."""
+    lo, hi = min(t for t, _ in family), max(t for t, _ in family)
+    at = sorted({t for t, _ in zoo + family if lo <= t <= hi})
+    rows = []
+    for t in at:
+        z, f = best_within(zoo, t), best_within(family, t)
+        rows.append({"latency_ms": round(t, 4), "zoo_acc": z, "family_acc": f,
+                     "margin_pp": None if z is None else round(z - f, 3)})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default="configs/fmnist.toml",
+                   help="the supernet's stage-1 config (its full phase is the recipe)")
+    p.add_argument("--then", action="append", default=None, metavar="CONFIG",
+                   help="warm-restart stages (default: configs/experiments/"
+                        "fmnist_restart_1proc.toml, the supernet's stage 2 in one process)")
+    p.add_argument("--family", default="s24,s32,m24,m32", help="members: level s|m|l + resolution")
+    p.add_argument("--out", default="runs/hand_scaled", help="folder of the members' runs")
+    p.add_argument("--largest-scratch", metavar="RUN_OR_CHECKPOINT",
+                   help="for an l member at the largest resolution: the supernet's end-of-full "
+                        "checkpoint (that stage IS the largest net trained alone)")
+    p.add_argument("--train-only", action="store_true", help="train the members and stop")
+    p.add_argument("--supernet", default="runs/fmnist", help="the supernet the zoo was made from")
+    p.add_argument("--what-if", metavar="RUN_DIR",
+                   help="also score the zoo's architectures extracted from this supernet (e.g. a "
+                        "training experiment), at the latencies measured for the zoo's files: "
+                        "the zoo's front if it were republished from it with the same subnets")
+    p.add_argument("--zoo", default=None, help="zoo folder (default: the bundled one)")
+    p.add_argument("--device-class", default="x86_64-tflite-fp32-t1")
+    p.add_argument("--rounds", type=int, default=3, help="round-robin timing rounds")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training/scoring")
+    p.add_argument("--json")
+    p.add_argument("--plot")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    torch.set_num_threads(args.threads)
+    try:
+        result = run(args)
+    except OfaError as e:
+        print(f"bench_hand_scaled: error: {e}", file=sys.stderr)
+        return e.exit_code
+    if result is not None and args.json:
+        atomic_write_bytes(args.json, json.dumps(result, indent=1).encode())
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any] | None:
+    cfg = config_with_data(TrainConfig.from_file(args.config), args)
+    then = tuple(TrainConfig.from_file(c) for c in
+                 (args.then or [str(ROOT / "configs/experiments/fmnist_restart_1proc.toml")]))
+    codes = [c.strip() for c in args.family.split(",") if c.strip()]
+    largest = Path(args.largest_scratch) if args.largest_scratch else None
+    members = train_family(cfg, then, codes, Path(args.out), largest_scratch=largest)
+    if args.train_only:
+        return None
+
+    from ofa_sdk.zoo import open_zoo
+
+    zoo = open_zoo(args.zoo)
+    dc = zoo.device_classes.get(args.device_class)
+    if dc is None:
+        raise ConfigError(f"the zoo has no device class {args.device_class!r}; it has "
+                          f"{sorted(zoo.device_classes)}")
+    fmt, threads = dc.runtime, dc.threads
+    ev = _Eval(cfg, None)
+    supernet = load_supernet(cfg, Path(args.supernet))
+    files: dict[str, Path] = {}
+    acc: dict[str, float] = {}
+    for entry in zoo.entries:
+        f = entry.file_for(dc)
+        if f is None or args.device_class not in entry.latency_ms:
+            continue
+        files[f"zoo:{entry.id}"] = zoo.file_path(f)
+        acc[f"zoo:{entry.id}"] = ev.accuracy(supernet.extract(entry.arch), entry.arch)
+    what_if: dict[str, float] = {}
+    if args.what_if:
+        other = load_supernet(cfg, Path(args.what_if))
+        what_if = {k: ev.accuracy(other.extract(zoo.entry(k[4:]).arch), zoo.entry(k[4:]).arch)
+                   for k in files}
+    for code, row in members.items():
+        spec = member_spec(cfg.space, code)
+        net = (full_phase_largest(cfg, Path(row["run_dir"])) if "source" in row
+               else load_scratch(cfg, spec, Path(row["run_dir"])))
+        acc[f"family:{code}"] = ev.accuracy(net, spec)
+        files[f"family:{code}"] = _export(net, spec, fmt, Path(args.out) / f"export-{code}",
+                                          labels=list(zoo.index.dataset.labels),
+                                          mean=ev.mean, std=ev.std)
+    times = retime(files, fmt, threads, args.rounds)
+    zoo_pts = [(times[k], acc[k]) for k in files if k.startswith("zoo:")]
+    fam_pts = [(times[k], acc[k]) for k in files if k.startswith("family:")]
+    rows = compare_fronts(zoo_pts, fam_pts)
+    ok = _met(rows)
+    result = {"device_class": args.device_class, "runtime": fmt, "threads": threads,
+              "rounds": args.rounds, "supernet": str(args.supernet),
+              "recipe": {"config": args.config, "then": args.then
+                         or ["configs/experiments/fmnist_restart_1proc.toml"]},
+              "models": [{"name": k, "arch": str(member_spec(cfg.space, k[7:]))
+                          if k.startswith("family:") else k[4:],
+                          "test_acc": round(acc[k], 3), "latency_ms": round(times[k], 4),
+                          "zoo_index_latency_ms": _index_latency(zoo, k, args.device_class)}
+                         for k in files],
+              "members": members, "fronts": rows, "goal_met": ok}
+    if what_if:
+        alt = compare_fronts([(times[k], a) for k, a in what_if.items()], fam_pts)
+        result["what_if"] = {"supernet": args.what_if, "fronts": alt, "goal_met": _met(alt),
+                             "test_acc": {k[4:]: round(a, 3) for k, a in what_if.items()}}
+    print(_table(result))
+    if args.plot:
+        _plot(result, Path(args.plot))
+    return result
+
+
+def _met(rows: list[dict[str, Any]]) -> bool:
+    return all(r["margin_pp"] is not None and r["margin_pp"] >= 0 for r in rows)
+
+
+def _index_latency(zoo: Any, key: str, device_class: str) -> float | None:
+    if not key.startswith("zoo:"):
+        return None
+    return zoo.entry(key[4:]).latency_ms[device_class].value
+
+
+def retime(files: dict[str, Path], fmt: str, threads: int, rounds: int) -> dict[str, float]:
+    from ofa_sdk.measure import MeasurePolicy, measure_file
+
+    policy = MeasurePolicy.from_env()
+    times: dict[str, list[float]] = {k: [] for k in files}
+    for i in range(rounds):
+        for k, path in files.items():
+            times[k].append(measure_file(path, runtime=fmt, threads=threads,
+                                         policy=policy).best.median_ms)
+        log.info("timing round %d/%d done", i + 1, rounds)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _table(result: dict[str, Any]) -> str:
+    lines = [f"{result['device_class']} ({result['runtime']}, {result['threads']} thread(s)), "
+             f"medians of {result['rounds']} round-robin rounds",
+             "| model | arch | test acc % | latency ms (here) |", "|---|---|---:|---:|"]
+    for m in sorted(result["models"], key=lambda m: m["latency_ms"]):
+        lines.append(f"| {m['name']} | `{m['arch']}` | {m['test_acc']:.2f} | "
+                     f"{m['latency_ms']:.4f} |")
+    lines += ["", "| latency ms | zoo front % | family front % | zoo - family (pp) |",
+              "|---:|---:|---:|---:|"]
+    for r in result["fronts"]:
+        z = "-" if r["zoo_acc"] is None else f"{r['zoo_acc']:.2f}"
+        margin = "-" if r["margin_pp"] is None else f"{r['margin_pp']:+.2f}"
+        lines.append(f"| {r['latency_ms']:.4f} | {z} | {r['family_acc']:.2f} | {margin} |")
+    lines.append(f"goal (zoo front >= family front at every latency the family covers): "
+                 f"{'met' if result['goal_met'] else 'missed'}")
+    w = result.get("what_if")
+    if w:
+        lines += ["", f"what if the zoo's subnets came from {w['supernet']}:",
+                  "| latency ms | zoo front % | family front % | zoo - family (pp) |",
+                  "|---:|---:|---:|---:|"]
+        for r in w["fronts"]:
+            z = "-" if r["zoo_acc"] is None else f"{r['zoo_acc']:.2f}"
+            margin = "-" if r["margin_pp"] is None else f"{r['margin_pp']:+.2f}"
+            lines.append(f"| {r['latency_ms']:.4f} | {z} | {r['family_acc']:.2f} | {margin} |")
+        lines.append(f"goal with it: {'met' if w['goal_met'] else 'missed'}")
+    return "\n".join(lines)
+
+
+def _plot(result: dict[str, Any], out: Path) -> None:
+    from ofa_sdk.plots import PlotPoint, plot_points
+
+    pts = [PlotPoint(m["latency_ms"], m["test_acc"] / 100, m["name"].split(":")[1]
+                     if m["name"].startswith("family:") else "", True,
+                     group="hand-scaled, scratch" if m["name"].startswith("family:")
+                     else "zoo (OFA subnets)") for m in result["models"]]
+    w = result.get("what_if")
+    if w:
+        lat = {m["name"][4:]: m["latency_ms"] for m in result["models"]
+               if m["name"].startswith("zoo:")}
+        pts += [PlotPoint(lat[k], a / 100, "", True, group=f"zoo archs from {w['supernet']}")
+                for k, a in w["test_acc"].items()]
+    plot_points(pts, out, title=f"Zoo vs a hand-scaled family, {result['device_class']} "
+                "(this machine, measured together)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
