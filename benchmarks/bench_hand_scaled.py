@@ -298,8 +298,8 @@ def _plot(result: dict[str, Any], out: Path) -> None:
                if m["name"].startswith("zoo:")}
         pts += [PlotPoint(lat[k], a / 100, "", True, group=f"zoo archs from {w['supernet']}")
                 for k, a in w["test_acc"].items()]
-    plot_points(pts, out, title=f"Zoo vs a hand-scaled family, {result['device_class']} "
-                "(this machine, measured together)")
+    plot_points(pts, out, title=f"Zoo vs hand-scaled family, {result['device_class']}",
+                note="measured together on this machine")
 
 
 if __name__ == "__main__":
