@@ -101,16 +101,6 @@ def _export(net: torch.nn.Module, spec: ArchSpec, fmt: str, folder: Path, *, lab
     return path
 
 
-def front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(latency, accuracy) points no other point beats on both, fastest first."""
-    best, out = -1.0, []
-    for lat, acc in sorted(points, key=lambda p: (p[0], -p[1])):
-        if acc > best:
-            out.append((lat, acc))
-            best = acc
-    return out
-
-
 def best_within(points: list[tuple[float, float]], latency: float) -> float | None:
     fits = [a for t, a in points if t <= latency]
     return max(fits) if fits else None
@@ -151,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zoo", default=None, help="zoo folder (default: the bundled one)")
     p.add_argument("--device-class", default="x86_64-tflite-fp32-t1")
     p.add_argument("--rounds", type=int, default=3, help="round-robin timing rounds")
+    p.add_argument("--eval-batches", type=int, default=0,
+                   help="score on the first N test batches of 256 only (0: all 10,000 images)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training/scoring")
     p.add_argument("--json")
     p.add_argument("--plot")
@@ -187,6 +179,8 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                           f"{sorted(zoo.device_classes)}")
     fmt, threads = dc.runtime, dc.threads
     ev = _Eval(cfg, None)
+    if args.eval_batches:
+        ev.raw_eval = ev.raw_eval[:args.eval_batches]
     supernet = load_supernet(cfg, Path(args.supernet))
     files: dict[str, Path] = {}
     acc: dict[str, float] = {}
@@ -216,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     ok = _met(rows)
     result = {"device_class": args.device_class, "runtime": fmt, "threads": threads,
               "rounds": args.rounds, "supernet": str(args.supernet),
+              "test_images": sum(len(y) for _, y in ev.raw_eval),
               "recipe": {"config": args.config, "then": args.then
                          or ["configs/experiments/fmnist_restart_1proc.toml"]},
               "models": [{"name": k, "arch": str(member_spec(cfg.space, k[7:]))
