@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import re
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_ondevice_search import retime  # noqa: E402
 from bench_ps_vs_scratch import (  # noqa: E402
     _Eval,
     full_phase_largest,
@@ -53,7 +53,9 @@ from ofa_sdk.training.checkpoint import atomic_write_bytes  # noqa: E402
 from ofa_sdk.training.schedule import ConfigError  # noqa: E402
 from ofa_sdk.training.train import TrainConfig, config_with_data  # noqa: E402
 
-log = logging.getLogger("bench_hand_scaled")
+#: the supernet's stage 2 as one process of 128 images: the scratch runs' warm restart
+RESTART = "configs/experiments/fmnist_restart_1proc.toml"
+
 
 def member_spec(space: SearchSpace, code: str) -> ArchSpec:
     """``s24`` -> every choice at its smallest, resolution 24 (``m``: median, ``l``: largest)."""
@@ -162,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
     cfg = config_with_data(TrainConfig.from_file(args.config), args)
-    then = tuple(TrainConfig.from_file(c) for c in
-                 (args.then or [str(ROOT / "configs/experiments/fmnist_restart_1proc.toml")]))
+    then_paths = args.then or [RESTART]
+    then = tuple(TrainConfig.from_file(ROOT / c if c == RESTART else c) for c in then_paths)
     codes = [c.strip() for c in args.family.split(",") if c.strip()]
     largest = Path(args.largest_scratch) if args.largest_scratch else None
     members = train_family(cfg, then, codes, Path(args.out), largest_scratch=largest)
@@ -182,43 +184,41 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.eval_batches:
         ev.raw_eval = ev.raw_eval[:args.eval_batches]
     supernet = load_supernet(cfg, Path(args.supernet))
-    files: dict[str, Path] = {}
-    acc: dict[str, float] = {}
+    # "zoo:<entry id>" / "family:<member>" -> its spec, file, accuracy (and the index's latency)
+    models: dict[str, dict[str, Any]] = {}
     for entry in zoo.entries:
         f = entry.file_for(dc)
         if f is None or args.device_class not in entry.latency_ms:
             continue
-        files[f"zoo:{entry.id}"] = zoo.file_path(f)
-        acc[f"zoo:{entry.id}"] = ev.accuracy(supernet.extract(entry.arch), entry.arch)
+        models[f"zoo:{entry.id}"] = {
+            "spec": entry.arch, "file": zoo.file_path(f),
+            "acc": ev.accuracy(supernet.extract(entry.arch), entry.arch),
+            "index_ms": entry.latency_ms[args.device_class].value}
     what_if: dict[str, float] = {}
     if args.what_if:
         other = load_supernet(cfg, Path(args.what_if))
-        what_if = {k: ev.accuracy(other.extract(zoo.entry(k[4:]).arch), zoo.entry(k[4:]).arch)
-                   for k in files}
+        what_if = {k: ev.accuracy(other.extract(m["spec"]), m["spec"])
+                   for k, m in models.items()}
     for code, row in members.items():
         spec = member_spec(cfg.space, code)
         net = (full_phase_largest(cfg, Path(row["run_dir"])) if "source" in row
                else load_scratch(cfg, spec, Path(row["run_dir"])))
-        acc[f"family:{code}"] = ev.accuracy(net, spec)
-        files[f"family:{code}"] = _export(net, spec, fmt, Path(args.out) / f"export-{code}",
-                                          labels=list(zoo.index.dataset.labels),
-                                          mean=ev.mean, std=ev.std)
-    times = retime(files, fmt, threads, args.rounds)
-    zoo_pts = [(times[k], acc[k]) for k in files if k.startswith("zoo:")]
-    fam_pts = [(times[k], acc[k]) for k in files if k.startswith("family:")]
+        models[f"family:{code}"] = {
+            "spec": spec, "acc": ev.accuracy(net, spec), "index_ms": None,
+            "file": _export(net, spec, fmt, Path(args.out) / f"export-{code}",
+                            labels=list(zoo.index.dataset.labels), mean=ev.mean, std=ev.std)}
+    times = retime({k: m["file"] for k, m in models.items()}, threads, args.rounds, runtime=fmt)
+    zoo_pts = [(times[k], m["acc"]) for k, m in models.items() if k.startswith("zoo:")]
+    fam_pts = [(times[k], m["acc"]) for k, m in models.items() if k.startswith("family:")]
     rows = compare_fronts(zoo_pts, fam_pts)
-    ok = _met(rows)
     result = {"device_class": args.device_class, "runtime": fmt, "threads": threads,
               "rounds": args.rounds, "supernet": str(args.supernet),
               "test_images": sum(len(y) for _, y in ev.raw_eval),
-              "recipe": {"config": args.config, "then": args.then
-                         or ["configs/experiments/fmnist_restart_1proc.toml"]},
-              "models": [{"name": k, "arch": str(member_spec(cfg.space, k[7:]))
-                          if k.startswith("family:") else k[4:],
-                          "test_acc": round(acc[k], 3), "latency_ms": round(times[k], 4),
-                          "zoo_index_latency_ms": _index_latency(zoo, k, args.device_class)}
-                         for k in files],
-              "members": members, "fronts": rows, "goal_met": ok}
+              "recipe": {"config": args.config, "then": then_paths},
+              "models": [{"name": k, "arch": str(m["spec"]), "test_acc": round(m["acc"], 3),
+                          "latency_ms": round(times[k], 4), "zoo_index_latency_ms": m["index_ms"]}
+                         for k, m in models.items()],
+              "members": members, "fronts": rows, "goal_met": _met(rows)}
     if what_if:
         alt = compare_fronts([(times[k], a) for k, a in what_if.items()], fam_pts)
         result["what_if"] = {"supernet": args.what_if, "fronts": alt, "goal_met": _met(alt),
@@ -233,23 +233,14 @@ def _met(rows: list[dict[str, Any]]) -> bool:
     return all(r["margin_pp"] is not None and r["margin_pp"] >= 0 for r in rows)
 
 
-def _index_latency(zoo: Any, key: str, device_class: str) -> float | None:
-    if not key.startswith("zoo:"):
-        return None
-    return zoo.entry(key[4:]).latency_ms[device_class].value
-
-
-def retime(files: dict[str, Path], fmt: str, threads: int, rounds: int) -> dict[str, float]:
-    from ofa_sdk.measure import MeasurePolicy, measure_file
-
-    policy = MeasurePolicy.from_env()
-    times: dict[str, list[float]] = {k: [] for k in files}
-    for i in range(rounds):
-        for k, path in files.items():
-            times[k].append(measure_file(path, runtime=fmt, threads=threads,
-                                         policy=policy).best.median_ms)
-        log.info("timing round %d/%d done", i + 1, rounds)
-    return {k: statistics.median(v) for k, v in times.items()}
+def _front_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| latency ms | zoo front % | family front % | zoo - family (pp) |",
+             "|---:|---:|---:|---:|"]
+    for r in rows:
+        z = "-" if r["zoo_acc"] is None else f"{r['zoo_acc']:.2f}"
+        margin = "-" if r["margin_pp"] is None else f"{r['margin_pp']:+.2f}"
+        lines.append(f"| {r['latency_ms']:.4f} | {z} | {r['family_acc']:.2f} | {margin} |")
+    return lines
 
 
 def _table(result: dict[str, Any]) -> str:
@@ -259,24 +250,14 @@ def _table(result: dict[str, Any]) -> str:
     for m in sorted(result["models"], key=lambda m: m["latency_ms"]):
         lines.append(f"| {m['name']} | `{m['arch']}` | {m['test_acc']:.2f} | "
                      f"{m['latency_ms']:.4f} |")
-    lines += ["", "| latency ms | zoo front % | family front % | zoo - family (pp) |",
-              "|---:|---:|---:|---:|"]
-    for r in result["fronts"]:
-        z = "-" if r["zoo_acc"] is None else f"{r['zoo_acc']:.2f}"
-        margin = "-" if r["margin_pp"] is None else f"{r['margin_pp']:+.2f}"
-        lines.append(f"| {r['latency_ms']:.4f} | {z} | {r['family_acc']:.2f} | {margin} |")
-    lines.append(f"goal (zoo front >= family front at every latency the family covers): "
-                 f"{'met' if result['goal_met'] else 'missed'}")
+    lines += ["", *_front_lines(result["fronts"]),
+              f"goal (zoo front >= family front at every latency the family covers): "
+              f"{'met' if result['goal_met'] else 'missed'}"]
     w = result.get("what_if")
     if w:
         lines += ["", f"what if the zoo's subnets came from {w['supernet']}:",
-                  "| latency ms | zoo front % | family front % | zoo - family (pp) |",
-                  "|---:|---:|---:|---:|"]
-        for r in w["fronts"]:
-            z = "-" if r["zoo_acc"] is None else f"{r['zoo_acc']:.2f}"
-            margin = "-" if r["margin_pp"] is None else f"{r['margin_pp']:+.2f}"
-            lines.append(f"| {r['latency_ms']:.4f} | {z} | {r['family_acc']:.2f} | {margin} |")
-        lines.append(f"goal with it: {'met' if w['goal_met'] else 'missed'}")
+                  *_front_lines(w["fronts"]),
+                  f"goal with it: {'met' if w['goal_met'] else 'missed'}"]
     return "\n".join(lines)
 
 

@@ -51,19 +51,20 @@ def _accuracy(path: Path, images: np.ndarray, labels: np.ndarray) -> float:
     return float((top1 == labels).mean())
 
 
-def _measure(path: Path, threads: int) -> float:
+def _measure(path: Path, threads: int, runtime: str = "onnx") -> float:
     from ofa_sdk.measure import MeasurePolicy, measure_file
 
-    return measure_file(path, runtime="onnx", threads=threads,
+    return measure_file(path, runtime=runtime, threads=threads,
                         policy=MeasurePolicy.from_env()).best.median_ms
 
 
-def _retime(paths: dict, threads: int, rounds: int) -> dict:
-    """The median over ``rounds`` round-robin measurements of each file."""
+def retime(paths: dict, threads: int, rounds: int, runtime: str = "onnx") -> dict:
+    """The median over ``rounds`` round-robin measurements of each file (also used by
+    bench_hand_scaled.py)."""
     times: dict = {k: [] for k in paths}
     for _ in range(rounds):
         for k, path in paths.items():
-            times[k].append(_measure(path, threads))
+            times[k].append(_measure(path, threads, runtime))
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
@@ -121,9 +122,9 @@ def main() -> int:
             s = ofa_sdk.search(b, zoo=zoo, threads=args.threads)
         except ofa_sdk.NoModelFitsBudget as e:
             row["search"] = {"error": str(e), "exit_code": e.exit_code}
-            retimed = _retime(paths, args.threads, args.rounds)
+            retimed = retime(paths, args.threads, args.rounds)
         else:
-            retimed = _retime({**paths, "searched": s.path}, args.threads, args.rounds)
+            retimed = retime({**paths, "searched": s.path}, args.threads, args.rounds)
             row["search"] = {"spec": str(s.spec), "source": s.source, "ms": retimed["searched"],
                              "search_measured_ms": s.measured_ms,
                              "accuracy": _accuracy(s.path, images, labels),
