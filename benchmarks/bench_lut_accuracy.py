@@ -38,6 +38,32 @@ def _specs(space, n: int, seed: int, exclude: set[str]):
     return out
 
 
+def _interleave(n_test: int, n_cal: int) -> list[int]:
+    """The timing order of one round: test models 0..n_test-1 with the n_cal calibration models
+    (indices n_test..) spread evenly among them, so both see the machine at the same times."""
+    order = list(range(n_test))
+    for j in reversed(range(n_cal)):
+        order.insert(((2 * j + 1) * n_test) // (2 * n_cal), n_test + j)
+    return order
+
+
+def _time_rounds(files, order, args) -> tuple[np.ndarray, np.ndarray]:
+    """Time ``files`` in ``order``, ``args.rounds`` times; (per-round medians, per-round fastest
+    runs), each (rounds, len(files)) in ms."""
+    from ofa_sdk.bench import benchmark
+    from ofa_sdk.runtime import load_model
+
+    med = np.zeros((args.rounds, len(files)))
+    fastest = np.zeros_like(med)
+    for k in range(args.rounds):
+        for i in order:
+            m = load_model(files[i], num_threads=args.threads)
+            r = benchmark(m, min_runs=args.min_runs, min_time_s=args.min_time,
+                          warmup_min_time_s=0.2)
+            med[k, i], fastest[k, i] = r.median_ms, r.min_ms
+    return med, fastest
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runtime", choices=["tflite", "onnx"], required=True)
@@ -53,13 +79,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="measure the LUT again")
     ap.add_argument("--lut", help="judge this existing LUT (e.g. the one `ofa-sdk search` built "
                     "and cached under $OFA_SDK_CACHE/luts/) instead of building one")
+    ap.add_argument("--results", help="where to write the results JSON "
+                    "(default: WORK/results_<runtime>.json)")
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="also time the probes' calibration subnets, interleaved with the test "
+                    "subnets in every round, refit the table's overhead on them (as device_bench "
+                    "recalibrate does) and report that table too")
+    ap.add_argument("--export-only", action="store_true",
+                    help="export the test subnets, then stop (time them later on a quiet machine)")
     ap.add_argument("--interpolate", action="store_true",
                     help="the probes cover some resolutions (ofa_sdk.training.probes --resolutions)")
     args = ap.parse_args(argv)
 
     from ofa_sdk.device_bench.lut import BenchSettings, build_lut
     from ofa_sdk.device_bench.probes import ProbeSet
-    from ofa_sdk.bench import benchmark
     from ofa_sdk.latency import LatencyLUT, LatencyPredictor
 
     work = Path(args.work)
@@ -68,22 +101,6 @@ def main(argv: list[str] | None = None) -> int:
     space = probes.space
     settings = BenchSettings(min_runs=args.min_runs, min_time_s=args.min_time,
                              rounds=args.rounds)
-    lut_path = Path(args.lut) if args.lut else work / f"lut_{args.runtime}.json"
-    build_s = None
-    if args.lut:
-        pass
-    elif args.rebuild or not lut_path.exists():
-        lut_path.unlink(missing_ok=True)
-        t0 = time.perf_counter()
-        build_lut(probes, lut_path, runtime=args.runtime, threads=args.threads,
-                  settings=settings, interpolate=args.interpolate)
-        build_s = time.perf_counter() - t0
-        (work / f"lut_{args.runtime}.build_seconds").write_text(f"{build_s:.1f}\n")
-    elif (work / f"lut_{args.runtime}.build_seconds").exists():
-        build_s = float((work / f"lut_{args.runtime}.build_seconds").read_text())
-    lut = LatencyLUT.load(lut_path)
-    pred = LatencyPredictor.from_lut(lut, space)
-
     specs = _specs(space, args.n, args.seed, {str(s) for s, _ in probes.calibration})
     fmt = f"{args.runtime}_fp32"
     suffix = ".tflite" if args.runtime == "tflite" else ".onnx"
@@ -104,20 +121,49 @@ def main(argv: list[str] | None = None) -> int:
             print(f"exported {i + 1}/{len(todo)} {s}", file=sys.stderr, flush=True)
     export_s = time.perf_counter() - t0
 
-    from ofa_sdk.runtime import load_model
+    if args.export_only:
+        print(f"exported {len(todo)} of {len(specs)} subnets to {sub_dir} in {export_s:.1f} s")
+        return 0
+
+    lut_path = Path(args.lut) if args.lut else work / f"lut_{args.runtime}.json"
+    build_s = None
+    if args.lut:
+        pass
+    elif args.rebuild or not lut_path.exists():
+        lut_path.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        build_lut(probes, lut_path, runtime=args.runtime, threads=args.threads,
+                  settings=settings, interpolate=args.interpolate)
+        build_s = time.perf_counter() - t0
+        (work / f"lut_{args.runtime}.build_seconds").write_text(f"{build_s:.1f}\n")
+    elif (work / f"lut_{args.runtime}.build_seconds").exists():
+        build_s = float((work / f"lut_{args.runtime}.build_seconds").read_text())
+    lut = LatencyLUT.load(lut_path)
+    pred = LatencyPredictor.from_lut(lut, space)
 
     # The test subnets are timed like the LUT: rounds in round-robin order, median of medians.
-    rounds = np.zeros((args.rounds, len(specs)))
-    for k in range(args.rounds):
-        for i, s in enumerate(specs):
-            m = load_model(sub_dir / f"{s}{suffix}", num_threads=args.threads)
-            rounds[k, i] = benchmark(m, min_runs=args.min_runs, min_time_s=args.min_time,
-                                     warmup_min_time_s=0.2).median_ms
+    # With --recalibrate the probes' calibration subnets are timed in the same rounds, spread
+    # evenly among the test subnets, and the table's (a, b) is refitted on them alone.
+    files = [sub_dir / f"{s}{suffix}" for s in specs]
+    cal = []
+    if args.recalibrate:
+        cal_probes = probes.unpacked(fmt)
+        cal = [(spec, f[fmt].verified()) for spec, f in cal_probes.calibration]
+    order = _interleave(len(files), len(cal))
+    timed_med, timed_min = _time_rounds([*files, *(f for _, f in cal)], order, args)
+    rounds, fastest = timed_med[:, :len(files)], timed_min[:, :len(files)]
     measured = np.median(rounds, axis=0)
     # Repeatability: how often one round alone lands within +-10% of the final median; the
     # machine's noise floor for the accuracy figure below.
     repeat_within = float(np.mean(np.abs(rounds / measured - 1.0) <= 0.10) * 100)
     predicted = pred.predict(specs)
+    refit = None
+    if cal:
+        from ofa_sdk.latency import fit_overhead
+
+        cal_ms = np.median(timed_med[:, len(files):], axis=0)
+        refit = fit_overhead(lut, [(spec, float(ms)) for (spec, _), ms in zip(cal, cal_ms)])
+        predicted_recal = LatencyPredictor.from_lut(refit, space).predict(specs)
     # The naive baseline: plain sum of the raw probe medians (null overhead included per layer).
     null_ms = float(lut.device.get("probe_overhead_ms", 0.0))
     naive = np.array([lut.raw_sum(s) + null_ms * len(s.layers()) for s in specs])
@@ -142,11 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         "single_round_within_10pct_of_median": repeat_within,
         "lut": stats(predicted),
         "naive_sum": stats(naive),
+        **({"recalibrated": {"calibration_models": len(cal),
+                             "overhead": {"a_ms": refit.overhead[0], "b": refit.overhead[1]},
+                             **stats(predicted_recal)}} if refit is not None else {}),
         "device": dict(lut.device),
     }
-    (work / f"results_{args.runtime}.json").write_text(json.dumps(
-        {**report, "per_subnet": [{"spec": str(s), "measured_ms": float(m), "predicted_ms":
-                                   float(p)} for s, m, p in zip(specs, measured, predicted)]},
+    results = Path(args.results) if args.results else work / f"results_{args.runtime}.json"
+    results.write_text(json.dumps(
+        {**report, "per_subnet": [
+            {"spec": str(s), "measured_ms": float(m), "predicted_ms": float(p),
+             **({"predicted_recalibrated_ms": float(predicted_recal[i])} if cal else {}),
+             "round_medians_ms": rounds[:, i].tolist(), "round_min_ms": fastest[:, i].tolist()}
+            for i, (s, m, p) in enumerate(zip(specs, measured, predicted))]},
         indent=1))
     print(json.dumps(report, indent=1))
     print(f"{lut.runtime} x{lut.threads}: {report['lut']['within_10pct']:.0f}% of {len(specs)} "
@@ -154,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
           f"median predicted/measured {report['lut']['median_ratio']:.3f} "
           f"(naive sum: {report['naive_sum']['within_10pct']:.0f}%, "
           f"ratio {report['naive_sum']['median_ratio']:.3f})")
+    if refit is not None:
+        rc = report["recalibrated"]
+        print(f"recalibrated on {len(cal)} calibration subnets timed in the same rounds "
+              f"(a={refit.overhead[0]:.3f} ms, b={refit.overhead[1]:.3f}): "
+              f"{rc['within_10pct']:.0f}% within +-10%, median |err| "
+              f"{rc['median_abs_err_pct']:.1f}%, ratio {rc['median_ratio']:.3f}")
     return 0
 
 

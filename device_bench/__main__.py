@@ -20,6 +20,40 @@ def main() -> None:
     """Measure latency lookup tables on this device (-v info, -vv debug logs, -q quiet)."""
 
 
+def _timing_options(rounds: int):
+    """The per-model timing options of `lut` and `recalibrate` (`BenchSettings`)."""
+    def decorate(f):
+        for opt in reversed([
+            click.option("--min-runs", type=click.IntRange(min=1), default=50, show_default=True,
+                         help="Timed runs per model (at least)."),
+            click.option("--min-time", type=click.FloatRange(min=0), default=0.5,
+                         show_default=True, help="Seconds of timed runs per model (at least)."),
+            click.option("--warmup-time", type=click.FloatRange(min=0), default=0.2,
+                         show_default=True),
+            click.option("--rounds", type=click.IntRange(min=1), default=rounds,
+                         show_default=True,
+                         help="Time every model this many times, round-robin; keep the median."),
+        ]):
+            f = opt(f)
+        return f
+    return decorate
+
+
+def _progress_bar(disable: bool):
+    """A tqdm bar and the ``progress(name, done, total)`` callback that drives it."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc="latency", unit="model", disable=disable, file=sys.stderr)
+
+    def progress(name: str, done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(name[:40], refresh=False)
+        bar.refresh()
+
+    return bar, progress
+
+
 @main.command()
 @click.option("--runtime", type=click.Choice(["tflite", "onnx"]), required=True)
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True)
@@ -28,13 +62,7 @@ def main() -> None:
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="The LUT to write, e.g. luts/<device_class>.json.")
 @click.option("--precision", type=click.Choice(["fp32"]), default="fp32", show_default=True)
-@click.option("--min-runs", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Timed runs per model (at least).")
-@click.option("--min-time", type=click.FloatRange(min=0), default=0.5, show_default=True,
-              help="Seconds of timed runs per model (at least).")
-@click.option("--warmup-time", type=click.FloatRange(min=0), default=0.2, show_default=True)
-@click.option("--rounds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Time every model this many times, round-robin; keep the median.")
+@_timing_options(rounds=1)
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Stop after timing this many models; run again to resume.")
 @click.option("--restart", is_flag=True, help="Discard partial results of an earlier run.")
@@ -47,22 +75,13 @@ def lut(runtime: str, threads: int, probes_dir: str, out: str, precision: str, m
         min_time: float, warmup_time: float, rounds: int, limit: int | None, restart: bool,
         interpolate: bool, no_progress: bool, as_json: bool) -> None:
     """Time every probe and calibration model; write the LUT (resumable)."""
-    from tqdm import tqdm
-
     from ofa_sdk.device_bench.lut import BenchSettings, build_lut
     from ofa_sdk.device_bench.probes import ProbeSet
 
     probes = ProbeSet.load(probes_dir)
     settings = BenchSettings(min_runs=min_runs, min_time_s=min_time,
                              warmup_min_time_s=warmup_time, rounds=rounds)
-    bar = tqdm(desc="latency", unit="model", disable=no_progress or as_json, file=sys.stderr)
-
-    def progress(name: str, done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_postfix_str(name[:40], refresh=False)
-        bar.refresh()
-
+    bar, progress = _progress_bar(no_progress or as_json)
     try:
         res = build_lut(probes, out, runtime=runtime, threads=threads, precision=precision,
                         settings=settings, limit=limit, restart=restart,
@@ -85,6 +104,42 @@ def lut(runtime: str, threads: int, probes_dir: str, out: str, precision: str, m
         a, b = res.lut.overhead
         click.echo(f"Wrote {out}: {len(res.lut.entries)} layers of {res.lut.space.name}, "
                    f"{res.lut.runtime} x{threads} threads; overhead a={a:.4f} ms, b={b:.3f}")
+
+
+
+@main.command()
+@click.option("--lut", "lut_path", type=click.Path(dir_okay=False), required=True,
+              help="The LUT to recalibrate (built on another machine, or on another day).")
+@click.option("--probes", "probes_dir", type=click.Path(file_okay=False), required=True,
+              help="The probes/ folder the LUT was built from (its calibration subnets).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              help="Where to write the recalibrated LUT (may be --lut itself).")
+@_timing_options(rounds=3)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option
+def recalibrate(lut_path: str, probes_dir: str, out: str, min_runs: int, min_time: float,
+                warmup_time: float, rounds: int, no_progress: bool, as_json: bool) -> None:
+    """Time only the calibration subnets here and refit the LUT's overhead (a, b).
+
+    For a table built on another machine of the same kind, or on this one when its speed has
+    moved: the layer entries stay, whole-model latency is rescaled to this device as it runs now.
+    """
+    from ofa_sdk.device_bench.lut import BenchSettings, recalibrate_lut
+
+    settings = BenchSettings(min_runs=min_runs, min_time_s=min_time,
+                             warmup_min_time_s=warmup_time, rounds=rounds)
+    bar, progress = _progress_bar(no_progress or as_json)
+    try:
+        lut = recalibrate_lut(lut_path, probes_dir, out, settings=settings, progress=progress)
+    finally:
+        bar.close()
+    (a, b), before = lut.overhead, lut.device["recalibrated"]["previous_overhead"]
+    if as_json:
+        emit_json({"out": out, "overhead": {"a": a, "b": b}, "previous_overhead": before,
+                   "calibration_models": lut.device["recalibrated"]["calibration_models"]})
+    else:
+        click.echo(f"Wrote {out}: overhead a={a:.4f} ms, b={b:.3f} "
+                   f"(was a={before['a']:.4f} ms, b={before['b']:.3f})")
 
 
 if __name__ == "__main__":

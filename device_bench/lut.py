@@ -3,7 +3,7 @@
 for ``python -m ofa_sdk.device_bench``."""
 
 from ofa_sdk.lut_build import (BenchSettings, BuildResult, build_lut, check_runtime,
-                               interpolate_entries, partial_path, raw_path)
+                               interpolate_entries, partial_path, raw_path, recalibrate_lut)
 
-__all__ = ["BenchSettings", "BuildResult", "build_lut", "partial_path", "raw_path",
-           "check_runtime", "interpolate_entries"]
+__all__ = ["BenchSettings", "BuildResult", "build_lut", "recalibrate_lut", "partial_path",
+           "raw_path", "check_runtime", "interpolate_entries"]

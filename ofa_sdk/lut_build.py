@@ -13,6 +13,7 @@ stopped. Needs numpy and one runtime; never torch.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
@@ -30,8 +31,8 @@ from ofa_sdk.latency import LatencyEntry, LatencyLUT, fit_overhead, required_key
 
 from ofa_sdk.probes import NULL_KEY, ProbeFile, ProbeSet, format_for
 
-__all__ = ["BenchSettings", "BuildResult", "build_lut", "partial_path", "raw_path",
-           "check_runtime", "interpolate_entries"]
+__all__ = ["BenchSettings", "BuildResult", "build_lut", "recalibrate_lut", "partial_path",
+           "raw_path", "check_runtime", "interpolate_entries"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _device_info() -> dict[str, Any]:
 
 
 def _entry_json(r: Any) -> dict[str, Any]:
-    return {"ms": r.median_ms, "p90": r.p90_ms, "n": r.count}
+    return {"ms": r.median_ms, "p90": r.p90_ms, "min": r.min_ms, "n": r.count}
 
 
 def _load_partial(path: Path, header: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -223,6 +224,60 @@ def build_lut(probes: ProbeSet | str | os.PathLike, out: str | os.PathLike, *,
     logger.info("wrote %s: %d entries, overhead a=%.4f ms b=%.3f", out, len(entries),
                 *lut.overhead)
     return BuildResult(lut, measured, resumed, 0, part_path)
+
+
+def recalibrate_lut(lut: LatencyLUT | str | os.PathLike, probes: ProbeSet | str | os.PathLike,
+                    out: str | os.PathLike, *, settings: BenchSettings = BenchSettings(),
+                    progress: Callable[[str, int, int], None] | None = None) -> LatencyLUT:
+    """Refit ``lut``'s overhead ``(a, b)`` on this device: time the probes' calibration subnets
+    here (with the LUT's runtime and threads) and keep every layer entry as it is.
+
+    A table's layer entries carry the *relative* cost of layers, which holds across machines of
+    one kind far better than their absolute speed does: the same CPU model (same fingerprint) ran
+    the ImageNet-space subnets 1.55-2.17x faster on one day than on another. A refit takes one
+    timing per calibration subnet and round (16 subnets: ~25 s at 3 rounds), against ~17 min for
+    a build. The result records where and how it was recalibrated under
+    ``device["recalibrated"]``; the original overhead is kept there too.
+
+    Raises:
+        LatencyTableError: the probes are for another search space than the LUT.
+    """
+    if not isinstance(lut, LatencyLUT):
+        lut = LatencyLUT.load(lut)
+    _check_args(settings, lut.threads, None)
+    check_runtime(lut.runtime)
+    if not isinstance(probes, ProbeSet):
+        probes = ProbeSet.load(probes)
+    if probes.space != lut.space:
+        raise LatencyTableError(f"the probes are for space {probes.space.name!r}, the LUT for "
+                                f"{lut.space.name!r}")
+    fmt = format_for(lut.runtime, lut.precision)
+    if not probes.calibration:
+        raise ZooError(f"probes folder {probes.folder} has no calibration models")
+    probes.check_format(fmt)
+    probes = probes.unpacked(fmt)
+    out = Path(out)
+    state: dict[str, Any] = {"probes": {}, "calibration": {}}
+    jobs = [("calibration", str(spec), files[fmt]) for spec, files in probes.calibration]
+    scratch = out.with_name(out.name + ".recalibrating.json")
+    try:
+        _measure(jobs, state, scratch, runtime=lut.runtime, threads=lut.threads,
+                 settings=settings, limit=None, progress=progress)
+    finally:
+        scratch.unlink(missing_ok=True)
+    pairs = [(spec, _combined(state, "calibration", str(spec), settings.rounds)["ms"])
+             for spec, _ in probes.calibration]
+    refit = fit_overhead(lut, pairs)
+    a0, b0 = lut.overhead
+    device = dict(lut.device)
+    device["recalibrated"] = {**_device_info(), "runtime_version": state.get("runtime_version"),
+                              "calibration_models": len(pairs), "rounds": settings.rounds,
+                              "previous_overhead": {"a": a0, "b": b0}}
+    refit = dataclasses.replace(refit, device=device)
+    refit.save(out)
+    logger.info("recalibrated %s: overhead a=%.4f ms b=%.3f (was a=%.4f b=%.3f)", out,
+                *refit.overhead, a0, b0)
+    return refit
 
 
 def _check_args(settings: BenchSettings, threads: Any, limit: Any) -> None:

@@ -97,9 +97,18 @@ def fill_pattern_(net: nn.Module) -> None:
     Weight tensors repeat `_PATTERN` scaled by ``1/sqrt(fan_in)`` (no denormals, no blow-up in
     whole calibration subnets); biases and BN means repeat it scaled by 0.1 (non-zero, so the
     converters keep the same bias ops as for trained weights), BN scale and variance are 1.
+
+    Every tensor's pattern starts at its own phase and has its own small gain, so no two tensors
+    of a model are equal: the ONNX exporter stores equal constants once (an ``Identity`` per
+    extra use), which made whole calibration subnets ~19 % lighter in weights than any trained
+    or random-weight model and ~2-4 % faster under ONNX Runtime, and biased the overhead fit.
     """
+    count = iter(range(1 << 30))
+
     def pattern(t: torch.Tensor, scale: float) -> torch.Tensor:
-        vals = np.resize(_PATTERN, t.numel()).reshape(t.shape) * scale
+        k = next(count)
+        base = np.roll(_PATTERN, k % _PATTERN_PERIOD) * (1.0 + (k // _PATTERN_PERIOD) / 64)
+        vals = np.resize(base, t.numel()).reshape(t.shape) * scale
         return torch.from_numpy(vals.astype(np.float32))
 
     bn_weights = set()

@@ -327,3 +327,71 @@ def test_killed_build_resumes(onnx_probes, tmp_path):
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     assert report["complete"] and report["resumed"] == done_before
+
+
+def run_recalibrate(*args: str) -> subprocess.CompletedProcess:
+    res = run_blocked(LUT_CLI, "recalibrate", *args)
+    assert "LOADED:\n" in res.stderr, f"torch/tensorflow imported or crash: {res.stderr[-2000:]}"
+    return res
+
+
+@pytest.mark.integration
+def test_recalibrate_rescales_a_table_from_a_slower_machine(built_lut, onnx_probes, tmp_path):
+    """A table built on a machine 3x slower: recalibrating times only the calibration subnets
+    here, keeps the layer entries and refits (a, b) so that predictions match this machine."""
+    import dataclasses
+
+    out, *_ = built_lut
+    here = LatencyLUT.load(out)
+    a, b = here.overhead
+    slow = dataclasses.replace(
+        here, entries={k: dataclasses.replace(e, ms=3 * e.ms) for k, e in here.entries.items()},
+        overhead=(3 * a, b))
+    slow_path = tmp_path / "slow.json"
+    slow.save(slow_path)
+    new_path = tmp_path / "recal" / "cpu.json"
+    res = run_recalibrate("--lut", str(slow_path), "--probes", str(onnx_probes),
+                          "--out", str(new_path), *FAST, "--rounds", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["previous_overhead"] == {"a": 3 * a, "b": b}
+    assert report["calibration_models"] == len(ProbeSet.load(onnx_probes).calibration)
+    new = LatencyLUT.load(new_path)
+    assert new.entries == slow.entries and new.space == here.space
+    assert (report["overhead"]["a"], report["overhead"]["b"]) == pytest.approx(new.overhead)
+    assert new.device["recalibrated"]["previous_overhead"] == {"a": 3 * a, "b": b}
+    assert new.device["fingerprint"] == here.device["fingerprint"]
+    assert sorted(p.name for p in new_path.parent.iterdir()) == ["cpu.json"]   # no scratch left
+
+    specs = [spec for spec, _ in ProbeSet.load(onnx_probes).calibration]
+    p_here, p_slow, p_new = (LatencyPredictor.from_lut(t, here.space).predict(specs)
+                             for t in (here, slow, new))
+    # The slow table predicts ~3x this machine; the recalibrated one is back near the table
+    # timed here (tiny models: timings of separate runs agree to tens of percent).
+    assert np.median(p_slow / p_here) > 2.5
+    assert 0.6 < np.median(p_new / p_here) < 1.6
+
+
+@pytest.mark.integration
+def test_recalibrate_refuses_probes_of_another_space(built_lut, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from ofa_sdk.training.probes import export_probes
+
+    torch.set_num_threads(1)
+    out, *_ = built_lut
+    other_space = dataclasses.replace(LatencyLUT.load(out).space, name="tiny_other",
+                                      resolutions=(16,))
+    other = tmp_path / "probes"
+    export_probes(other_space, other, formats=("onnx_fp32",), calibration=0, limit=3)
+    res = run_recalibrate("--lut", str(out), "--probes", str(other), "--out",
+                          str(tmp_path / "x.json"), *FAST)
+    assert res.returncode == 2, res.stderr
+    assert "'tiny_other'" in res.stderr and "'tiny_lut_test'" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "x.json").exists()
+    res = run_recalibrate("--lut", str(tmp_path / "missing.json"), "--probes", str(other),
+                          "--out", str(tmp_path / "x.json"), *FAST)
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    assert "Traceback" not in res.stderr

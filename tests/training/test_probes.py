@@ -180,3 +180,29 @@ def test_pattern_weights_keep_a_whole_subnet_numerically_sane():
         for a in acts:                                            # no denormals anywhere
             assert np.isfinite(a).all() and not ((a != 0) & (np.abs(a) < tiny)).any()
             assert np.abs(a).max() < 1e4
+
+
+def test_pattern_weights_are_distinct_so_the_onnx_export_shares_no_constant(tmp_path):
+    """Equal tensors are stored once by the ONNX exporter (an `Identity` per extra use), which
+    made whole calibration subnets lighter and faster than any trained model (ORT overhead fit
+    biased ~4 %, benchmarks/results/imagenet_lut.md): every pattern tensor must be unique."""
+    import onnx
+
+    from ofa_sdk.training.probes import export_subnet
+    from ofa_sdk.training.supernet import OFAMobileNetV3
+
+    torch.manual_seed(0)
+    supernet = OFAMobileNetV3(PROBE_SPACE).eval()
+    fill_pattern_(supernet)
+    spec = PROBE_SPACE.largest()
+    net = supernet.extract(spec).eval()
+    # BN scale and variance are 1 everywhere by design: they fold into the convolutions
+    tensors = [t.detach().numpy().tobytes() for t in
+               [*net.parameters(), *(b for n, b in net.named_buffers() if "running_mean" in n)]
+               if not torch.all(t == 1)]
+    assert len(tensors) > 20 and len(set(tensors)) == len(tensors)
+    path = export_subnet(net, spec, tmp_path / "cal.onnx", "onnx_fp32")
+    graph = onnx.load(str(path)).graph
+    assert not [n.name for n in graph.node if n.op_type == "Identity"]
+    inits = [bytes(i.raw_data) for i in graph.initializer]
+    assert len(set(inits)) == len(inits)
