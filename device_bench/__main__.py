@@ -106,7 +106,6 @@ def lut(runtime: str, threads: int, probes_dir: str, out: str, precision: str, m
                    f"{res.lut.runtime} x{threads} threads; overhead a={a:.4f} ms, b={b:.3f}")
 
 
-
 @main.command()
 @click.option("--lut", "lut_path", type=click.Path(dir_okay=False), required=True,
               help="The LUT to recalibrate (built on another machine, or on another day).")

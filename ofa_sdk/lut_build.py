@@ -234,7 +234,7 @@ def recalibrate_lut(lut: LatencyLUT | str | os.PathLike, probes: ProbeSet | str 
 
     A table's layer entries carry the *relative* cost of layers, which holds across machines of
     one kind far better than their absolute speed does: the same CPU model (same fingerprint) ran
-    the ImageNet-space subnets 1.55-2.17x faster on one day than on another. A refit takes one
+    the ImageNet-space subnets 1.55-2.17x faster under ONNX Runtime on one day than on another. A refit takes one
     timing per calibration subnet and round (16 subnets: ~25 s at 3 rounds), against ~17 min for
     a build. The result records where and how it was recalibrated under
     ``device["recalibrated"]``; the original overhead is kept there too.
