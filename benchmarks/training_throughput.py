@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from ofa_sdk.training.schedule import extreme_choice, phase_choices
 from ofa_sdk.training.supernet import OFAMobileNetV3
-from ofa_sdk.training.train import TrainConfig, kd_loss
+from ofa_sdk.training.losses import subnet_loss
+from ofa_sdk.training.train import TrainConfig
 
 
 def _time(fn, *, warmup: int, repeats: int, clock=time.perf_counter) -> float:
@@ -95,10 +96,9 @@ def main() -> None:
                 spec = (extreme_choice(space, choices, r, which=fixed[i]) if i < len(fixed)
                         else space.sample(rng, resolutions=(r,), **choices))
                 net.set_active(spec)
-                out = net(x)
-                loss = F.cross_entropy(out, y, label_smoothing=0.1)
-                if soft is not None:
-                    loss = loss + kd_loss(out, soft)
+                loss, soft = subnet_loss(net(x), y, soft,
+                                         which=fixed[i] if i < len(fixed) else "random",
+                                         phase=phase, label_smoothing=0.1, temperature=1.0)
                 loss.backward()
             opt.step()
         return step

@@ -21,7 +21,6 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ofa_sdk.arch import ArchSpec, SearchSpace
@@ -40,21 +39,14 @@ from ofa_sdk.training.checkpoint import (
 from ofa_sdk.training.data import augment, to_input
 from ofa_sdk.training.distributed import Dist, check_replicas, float_buffers, sync
 from ofa_sdk.training.evaluation import eval_fixed, eval_min_max
+from ofa_sdk.training.losses import subnet_loss
 from ofa_sdk.training.schedule import Phase, extreme_choice, lr_at, phase_choices
 
-__all__ = ["Trainer", "SupernetMode", "ScratchMode", "kd_loss", "STATE_VERSION"]
+__all__ = ["Trainer", "SupernetMode", "ScratchMode", "STATE_VERSION"]
 
 log = logging.getLogger("ofa_sdk.training.train")
 
 STATE_VERSION = 1
-
-
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0
-            ) -> torch.Tensor:
-    """Soft-target cross-entropy against the teacher's logits, times ``T**2`` (Hinton et al.)."""
-    t = temperature
-    soft = F.softmax(teacher / t, dim=1)
-    return -(soft * F.log_softmax(student / t, dim=1)).sum(1).mean() * (t * t)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -126,8 +118,9 @@ class SupernetMode:
         return phase.subnets_per_step
 
     def activate(self, model: nn.Module, phase: Phase, choices: dict[str, Any], res: int,
-                 arch_rng: np.random.Generator) -> Iterator[None]:
-        """Activate each subnet of a step in turn (the fixed extremes first, then samples)."""
+                 arch_rng: np.random.Generator) -> Iterator[str]:
+        """Activate each subnet of a step in turn (the fixed extremes first, then samples),
+        yielding which it is: ``smallest``, ``largest`` or ``random``."""
         fixed = phase.fixed_subnets
         for i in range(phase.subnets_per_step):
             if i < len(fixed):
@@ -135,7 +128,7 @@ class SupernetMode:
             else:
                 spec = self.space.sample(arch_rng, resolutions=(res,), **choices)
             model.set_active(spec)
-            yield
+            yield fixed[i] if i < len(fixed) else "random"
 
     def evaluate(self, model: nn.Module, cfg: Any, recal: Any, loader: Any,
                  mean: Sequence[float], std: Sequence[float], *, prefix: str,
@@ -170,8 +163,8 @@ class ScratchMode(SupernetMode):
         return 1
 
     def activate(self, model: nn.Module, phase: Phase, choices: dict[str, Any], res: int,
-                 arch_rng: np.random.Generator) -> Iterator[None]:
-        yield  # a static net has nothing to activate
+                 arch_rng: np.random.Generator) -> Iterator[str]:
+        yield "fixed"  # a static net has nothing to activate
 
     def evaluate(self, model: nn.Module, cfg: Any, recal: Any, loader: Any,
                  mean: Sequence[float], std: Sequence[float], *, prefix: str,
@@ -433,12 +426,10 @@ class Trainer:
                 soft = self.teacher(inp)
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
-        for _ in self.mode.activate(model, phase, choices, res, self.arch_rng):
-            out = model(inp)
-            loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-            if soft is not None:
-                loss = loss + phase.kd_weight * kd_loss(out, soft,
-                                                        temperature=cfg.kd_temperature)
+        for which in self.mode.activate(model, phase, choices, res, self.arch_rng):
+            loss, soft = subnet_loss(model(inp), y, soft, which=which, phase=phase,
+                                     label_smoothing=cfg.label_smoothing,
+                                     temperature=cfg.kd_temperature)
             loss.backward()
             step_loss += float(loss.detach())
         if self.dist.world > 1:

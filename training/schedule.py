@@ -41,6 +41,11 @@ class Phase:
     include_smallest: bool = False
     #: Likewise the phase's largest subnet (second, after the smallest when both are on).
     include_largest: bool = False
+    #: Where the KD targets come from: ``frozen``, a frozen copy of the full network made when
+    #: the first KD phase starts (the OFA paper); or ``inplace``, the largest subnet's own output
+    #: in the same step (BigNAS's in-place distillation): the largest then trains first, on the
+    #: labels alone, and goes on improving with the supernet instead of staying at its copy.
+    teacher: str = "frozen"
 
     def __post_init__(self) -> None:
         if self.name not in PHASE_NAMES:
@@ -52,12 +57,21 @@ class Phase:
         if self.subnets_per_step <= len(self.fixed_subnets) and self.name != "full":
             raise ConfigError(f"phase {self.name}: include_smallest/include_largest need "
                               "subnets_per_step above their count, to leave random subnets")
+        if self.teacher not in ("frozen", "inplace"):
+            raise ConfigError(f"phase {self.name}: teacher = {self.teacher!r}; use 'frozen' or "
+                              "'inplace'")
+        if self.inplace_kd and not self.include_largest:
+            raise ConfigError(f"phase {self.name}: teacher = 'inplace' distils from the largest "
+                              "subnet of each step, so it needs include_largest = true")
 
     @property
     def fixed_subnets(self) -> tuple[str, ...]:
-        """Which fixed subnets start every step, in order (``smallest``, ``largest``)."""
-        return tuple(n for n, on in (("smallest", self.include_smallest),
-                                     ("largest", self.include_largest)) if on)
+        """Which fixed subnets start every step, in order: (``smallest``, ``largest``), or the
+        largest first when it is the step's in-place teacher."""
+        order = (("largest", self.include_largest), ("smallest", self.include_smallest))
+        if not self.inplace_kd:
+            order = order[::-1]
+        return tuple(n for n, on in order if on)
 
     @property
     def sorts_channels(self) -> bool:
@@ -66,7 +80,13 @@ class Phase:
 
     @property
     def uses_teacher(self) -> bool:
-        return self.name != "full" and self.kd_weight > 0
+        """Whether the phase needs the frozen teacher network."""
+        return self.name != "full" and self.kd_weight > 0 and self.teacher == "frozen"
+
+    @property
+    def inplace_kd(self) -> bool:
+        """Whether the step's largest subnet is the other subnets' KD teacher."""
+        return self.name != "full" and self.kd_weight > 0 and self.teacher == "inplace"
 
 
 def phase_choices(name: str, space: SearchSpace) -> dict[str, tuple[int, ...]]:

@@ -31,7 +31,8 @@ from ofa_sdk.training.data import BatchLoader
 from ofa_sdk.training.datasets import add_data_arguments
 from ofa_sdk.training.distributed import Dist, close_dist, init_dist, state_hash
 from ofa_sdk.training.evaluation import scratch_subnet
-from ofa_sdk.training.loop import ScratchMode, SupernetMode, Trainer, kd_loss
+from ofa_sdk.training.losses import kd_loss
+from ofa_sdk.training.loop import ScratchMode, SupernetMode, Trainer
 from ofa_sdk.training.schedule import ConfigError, Phase, parse_phases
 
 __all__ = ["TrainConfig", "train", "main", "state_hash", "kd_loss", "scratch_subnet",

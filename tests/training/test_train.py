@@ -22,6 +22,8 @@ from ofa_sdk.training.schedule import (
     lr_at,
     phase_choices,
 )
+from ofa_sdk.training.losses import subnet_loss
+from ofa_sdk.training.loop import SupernetMode
 from ofa_sdk.training.supernet import OFAMobileNetV3
 from ofa_sdk.training.train import TrainConfig, kd_loss, main, state_hash, train
 
@@ -69,6 +71,17 @@ def test_bundled_configs_parse():
     (only,) = onephase.phases
     assert (only.name, only.include_smallest, only.include_largest) == ("width2", True, True)
     assert replace(onephase, run_dir=elastic.run_dir, phases=elastic.phases) == elastic
+    # experiment F: E with stage 2 cut to 4 epochs and stage 3 grown to 14
+    restart4 = TrainConfig.from_file(exp / "fmnist_restart4.toml")
+    assert replace(restart4, run_dir=restart.run_dir,
+                   phases=(replace(restart4.phases[0], epochs=10),)) == restart
+    onephase_f = TrainConfig.from_file(exp / "fmnist_elastic_onephase_f.toml")
+    assert replace(onephase_f, run_dir=onephase.run_dir,
+                   phases=(replace(onephase_f.phases[0], epochs=11),)) == onephase
+    # experiment G: F with in-place distillation
+    inplace_g = TrainConfig.from_file(exp / "fmnist_elastic_inplace_g.toml")
+    assert replace(inplace_g, run_dir=onephase_f.run_dir,
+                   phases=(replace(inplace_g.phases[0], teacher="frozen"),)) == onephase_f
 
 
 @pytest.mark.parametrize("text, match", [
@@ -82,6 +95,10 @@ def test_bundled_configs_parse():
     ("[phases.width1]\nepochs = 1\nlr = 0.1\nsubnets_per_step = 1\ninclude_smallest = true\n",
      "leave random subnets"),
     ("seed = = 0\n", "not valid TOML"),
+    ("[phases.width2]\nepochs = 1\nlr = 0.1\nsubnets_per_step = 2\nteacher = 'live'\n",
+     "teacher = 'live'"),
+    ("[phases.width2]\nepochs = 1\nlr = 0.1\nsubnets_per_step = 2\nteacher = 'inplace'\n",
+     "needs include_largest"),
 ])
 def test_bad_configs(text, match):
     with pytest.raises(ConfigError, match=match):
@@ -108,6 +125,42 @@ def test_sandwich_subnets():
     assert extreme_choice(FMNIST, c, 32, which="largest") == FMNIST.largest()
     p = Phase("width2", 1, 0.1, subnets_per_step=3, include_smallest=True, include_largest=True)
     assert p.fixed_subnets == ("smallest", "largest")
+
+
+def test_inplace_distillation_puts_the_largest_first_and_uses_no_frozen_teacher():
+    p = Phase("width2", 1, 0.1, subnets_per_step=3, include_smallest=True, include_largest=True,
+              teacher="inplace")
+    assert p.fixed_subnets == ("largest", "smallest")
+    assert p.inplace_kd and not p.uses_teacher
+    assert not Phase("width2", 1, 0.1, subnets_per_step=3, include_largest=True,
+                     kd_weight=0.0, teacher="inplace").inplace_kd
+    mode = SupernetMode(FMNIST)
+    net = OFAMobileNetV3(FMNIST)
+    actives = []
+    for which in mode.activate(net, p, phase_choices("width2", FMNIST), 24,
+                               np.random.default_rng(0)):
+        actives.append((which, net.active))
+    assert [w for w, _ in actives] == ["largest", "smallest", "random"]
+    assert actives[0][1] == FMNIST.largest(24) and actives[1][1] == FMNIST.smallest(24)
+
+
+def test_subnet_loss_frozen_and_inplace():
+    torch.manual_seed(0)
+    y = torch.tensor([0, 1, 2, 3])
+    big, small, frozen = torch.randn(4, 5), torch.randn(4, 5), torch.randn(4, 5)
+    ce = lambda out: torch.nn.functional.cross_entropy(out, y, label_smoothing=0.1)  # noqa: E731
+    kw = dict(label_smoothing=0.1, temperature=1.0)
+    inplace = Phase("width2", 1, 0.1, subnets_per_step=2, include_largest=True,
+                    kd_weight=0.5, teacher="inplace")
+    # the in-place teacher learns from the labels alone and hands its logits on
+    loss, soft = subnet_loss(big, y, None, which="largest", phase=inplace, **kw)
+    assert torch.equal(loss, ce(big)) and torch.equal(soft, big)
+    loss, soft2 = subnet_loss(small, y, soft, which="random", phase=inplace, **kw)
+    assert torch.allclose(loss, ce(small) + 0.5 * kd_loss(small, big)) and soft2 is soft
+    # a frozen teacher's targets reach every subnet, the largest too
+    frozen_phase = dataclasses.replace(inplace, teacher="frozen")
+    loss, soft = subnet_loss(big, y, frozen, which="largest", phase=frozen_phase, **kw)
+    assert torch.allclose(loss, ce(big) + 0.5 * kd_loss(big, frozen)) and soft is frozen
 
 
 def test_lr_warmup_then_cosine():
@@ -178,6 +231,18 @@ def test_phase_subset_with_init(tiny, tmp_path):
     assert state_hash(ck.model) != state_hash(before)
     with pytest.raises(ConfigError, match="not in the config"):
         train(tiny, run_dir=tmp_path / "c", phases=["shrink"], progress=False)
+
+
+def test_inplace_phase_trains_without_a_frozen_teacher(tiny, tmp_path):
+    first = train(tiny, run_dir=tmp_path / "a", phases=["full"], progress=False)
+    width2 = dataclasses.replace(tiny.phases[-1], teacher="inplace")
+    cfg = dataclasses.replace(tiny, phases=tiny.phases[:-1] + (width2,))
+    run = train(cfg, run_dir=tmp_path / "b", phases=["width2"], init=first, progress=False)
+    (record,) = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert record["phase"] == "width2" and math.isfinite(record["loss"])
+    ck = load_checkpoint(run)
+    assert ck.teacher is None
+    assert state_hash(ck.model) != state_hash(load_tensors(first / "model.safetensors")[0])
 
 
 def test_width_phase_sorts_channels(tiny, tmp_path):
