@@ -82,6 +82,10 @@ def test_bundled_configs_parse():
     inplace_g = TrainConfig.from_file(exp / "fmnist_elastic_inplace_g.toml")
     assert replace(inplace_g, run_dir=onephase_f.run_dir,
                    phases=(replace(inplace_g.phases[0], teacher="frozen"),)) == onephase_f
+    # experiment H: F with the KD temperature at 2
+    kd2_h = TrainConfig.from_file(exp / "fmnist_elastic_kd2_h.toml")
+    assert kd2_h.kd_temperature == 2.0
+    assert replace(kd2_h, run_dir=onephase_f.run_dir, kd_temperature=1.0) == onephase_f
 
 
 @pytest.mark.parametrize("text, match", [
