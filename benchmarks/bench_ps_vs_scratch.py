@@ -14,6 +14,11 @@ writes JSON. Scratch runs live in ``--out/<name>-<spec>`` and are resumed / skip
 the previous stage's final weights (a warm restart: fresh optimizer and LR schedule), for a
 supernet whose ``full`` training was itself several such stages; the scratch epochs are the sum.
 
+``--scratch-seed N`` trains the scratch runs with another seed (initialisation, data order,
+augmentation; the train/validation split stays the config's) in ``--out/<name>-<spec>-seed<N>``,
+to see how far one seed's scratch score can be trusted. Evaluation keeps the config's seed: every
+run is scored on the same recalibration batches and test images.
+
 ``--estimate-steps N`` only times N training steps of each scratch net (and of the supernet's
 ``full`` phase, the baseline) and prints the projected CPU time of the scratch runs.
 """
@@ -21,6 +26,7 @@ supernet whose ``full`` training was itself several such stages; the scratch epo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -246,12 +252,24 @@ def full_phase_largest(cfg: TrainConfig, checkpoint: Path) -> torch.nn.Module:
     return net.extract(cfg.space.largest()).eval()
 
 
+def _reseeded(cfg: TrainConfig, seed: int) -> TrainConfig:
+    """``cfg`` training with ``seed`` on the same train/validation split. The checkpoints' copy of
+    the config (``state.json``'s dict, and a last line of ``config.toml``) says so."""
+    split = cfg.split_seed if cfg.split_seed >= 0 else cfg.seed
+    raw = {**cfg.raw, "seed": seed, "data": {**cfg.raw.get("data", {}), "split_seed": split}}
+    text = (cfg.text.rstrip("\n") + f"\n# bench_ps_vs_scratch.py --scratch-seed {seed}: trained "
+            f"with seed = {seed}, split_seed = {split}\n")
+    return dataclasses.replace(cfg, seed=seed, split_seed=split, raw=raw, text=text)
+
+
 def compare(cfg: TrainConfig, *, supernet: Path, names: list[str], out: Path,
             data_dir: str | None, progress: bool, scratch: bool = True,
-            largest_scratch: Path | None = None, then: tuple[TrainConfig, ...] = ()
-            ) -> dict[str, Any]:
+            largest_scratch: Path | None = None, then: tuple[TrainConfig, ...] = (),
+            scratch_seed: int | None = None) -> dict[str, Any]:
     """OFA vs scratch for ``names``. ``then``: further warm-restart stages of the scratch runs
-    (each config's ``full`` phase), mirroring a supernet whose ``full`` training had them."""
+    (each config's ``full`` phase), mirroring a supernet whose ``full`` training had them.
+    ``scratch_seed``: train the scratch runs with this seed instead of the config's (the
+    evaluation keeps the config's)."""
     fulls = [next((p for p in c.phases if p.name == "full"), None) for c in (cfg, *then)]
     if any(f is None for f in fulls):
         raise ConfigError("every config (--config, --then) needs a [phases.full]: the recipe "
@@ -260,6 +278,11 @@ def compare(cfg: TrainConfig, *, supernet: Path, names: list[str], out: Path,
         raise ConfigError(f"--then configs must use the space {cfg.space.name!r} of --config")
     specs = named_specs(cfg.space, names)
     ev = _Eval(cfg, data_dir)
+    seed = cfg.seed if scratch_seed is None else scratch_seed
+    suffix = "" if seed == cfg.seed else f"-seed{seed}"
+    train_cfg, *train_then = (cfg, *then)
+    if seed != cfg.seed:
+        train_cfg, *train_then = (_reseeded(c, seed) for c in (cfg, *then))
     net = load_supernet(cfg, supernet)
     rows = []
     for name, spec in specs.items():
@@ -273,8 +296,8 @@ def compare(cfg: TrainConfig, *, supernet: Path, names: list[str], out: Path,
                                                    spec), 3)
             row["gap_pp"] = round(row["ofa_acc"] - row["scratch_acc"], 3)
         elif scratch:
-            info = run_scratch(cfg, spec, out / f"{name}-{spec}", data_dir=data_dir,
-                               progress=progress, then=then)
+            info = run_scratch(train_cfg, spec, out / f"{name}-{spec}{suffix}",
+                               data_dir=data_dir, progress=progress, then=tuple(train_then))
             row.update(info)
             row["scratch_acc"] = round(ev.accuracy(load_scratch(cfg, spec, Path(info["run_dir"])),
                                                  spec), 3)
@@ -284,7 +307,7 @@ def compare(cfg: TrainConfig, *, supernet: Path, names: list[str], out: Path,
     return {"config": cfg.space.name, "supernet": getattr(net, "source", str(supernet)),
             "eval_split": ev.split, "scratch_epochs": sum(f.epochs for f in fulls),
             "scratch_stages": [f"{f.epochs} epochs, peak lr {f.lr:g}" for f in fulls],
-            "bn_recal_batches": cfg.bn_recal_batches, "rows": rows}
+            "bn_recal_batches": cfg.bn_recal_batches, "scratch_seed": seed, "rows": rows}
 
 
 def _table(result: dict[str, Any]) -> str:
@@ -315,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--then", action="append", default=[], metavar="CONFIG",
                    help="continue each scratch run with this config's full phase (a warm "
                         "restart from the previous stage's weights); repeatable")
+    p.add_argument("--scratch-seed", type=int, default=None, metavar="N",
+                   help="train the scratch runs with this seed (default: the config's); "
+                        "they are scored on the config seed's batches all the same")
     p.add_argument("--estimate-steps", type=int, default=0,
                    help="only time this many steps per net and project the scratch runs' time")
     args = p.parse_args(argv)
@@ -336,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                              scratch=not args.no_scratch,
                              largest_scratch=Path(args.largest_scratch)
                              if args.largest_scratch else None,
-                             then=tuple(TrainConfig.from_file(c) for c in args.then))
+                             then=tuple(TrainConfig.from_file(c) for c in args.then),
+                             scratch_seed=args.scratch_seed)
             print(_table(result))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -199,6 +199,29 @@ def test_scratch_runs_can_continue_with_warm_restart_stages(bench, tiny, tmp_pat
                       data_dir=None, progress=False, then=(other,))
 
 
+def test_scratch_seed_trains_another_run_scored_on_the_same_images(bench, tiny, tmp_path):
+    """`--scratch-seed N`: a second scratch run of the same spec with another seed, in its own
+    folder, on the same train/val split; both seeds are scored on the same batches."""
+    supernet = train(tiny, run_dir=tmp_path / "super", phases=["full"], progress=False)
+    kw = dict(supernet=supernet, names=["smallest"], out=tmp_path / "s", data_dir=None,
+              progress=False)
+    zero, one = bench.compare(tiny, **kw), bench.compare(tiny, scratch_seed=1, **kw)
+    (r0,), (r1,) = zero["rows"], one["rows"]
+    assert (zero["scratch_seed"], one["scratch_seed"]) == (tiny.seed, 1)
+    assert Path(r1["run_dir"]).name == Path(r0["run_dir"]).name + "-seed1"
+    assert r1["ofa_acc"] == r0["ofa_acc"]  # the same supernet scored on the same images
+    a, _ = load_tensors(Path(r0["run_dir"]) / "model.safetensors")
+    b, _ = load_tensors(Path(r1["run_dir"]) / "model.safetensors")
+    assert state_hash(a) != state_hash(b)
+    # Its checkpoint records the seed it trained with, and the config's split
+    (ck,) = sorted((Path(r1["run_dir"]) / "checkpoints").glob("step-*"))[-1:]
+    state = json.loads((ck / "state.json").read_text())
+    assert state["config"]["seed"] == 1 and state["config"]["data"]["split_seed"] == tiny.seed
+    assert "--scratch-seed 1: trained with seed = 1" in (ck / "config.toml").read_text()
+    # the config's seed again is the first run, found finished
+    assert bench.compare(tiny, scratch_seed=tiny.seed, **kw)["rows"][0]["skipped"] is True
+
+
 def test_subnet_table_spans_the_space_and_matches_final_json(tiny, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location(
         "bench_subnet_table", ROOT / "benchmarks" / "bench_subnet_table.py")
