@@ -86,6 +86,16 @@ def test_bundled_configs_parse():
     kd2_h = TrainConfig.from_file(exp / "fmnist_elastic_kd2_h.toml")
     assert kd2_h.kd_temperature == 2.0
     assert replace(kd2_h, run_dir=onephase_f.run_dir, kd_temperature=1.0) == onephase_f
+    # experiment I: F with the step's largest subnet swapped for a second random one, 19 epochs
+    two_random_i = TrainConfig.from_file(exp / "fmnist_elastic_two_random_i.toml")
+    (phase_i,) = two_random_i.phases
+    assert phase_i.fixed_subnets == ("smallest",) and phase_i.subnets_per_step == 3
+    assert replace(two_random_i, run_dir=onephase_f.run_dir,
+                   phases=(replace(phase_i, epochs=14, include_largest=True),)) == onephase_f
+    # experiment J: I's stage 3 with 16 epochs, from the bundled 10-epoch stage 2
+    two_random_j = TrainConfig.from_file(exp / "fmnist_elastic_two_random_j.toml")
+    assert replace(two_random_j, run_dir=two_random_i.run_dir,
+                   phases=(replace(two_random_j.phases[0], epochs=19),)) == two_random_i
 
 
 @pytest.mark.parametrize("text, match", [
