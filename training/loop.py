@@ -122,6 +122,8 @@ class SupernetMode:
         """Activate each subnet of a step in turn (the fixed extremes first, then samples),
         yielding which it is: ``smallest``, ``largest`` or ``random``."""
         fixed = phase.fixed_subnets
+        if phase.largest_probability and arch_rng.random() < phase.largest_probability:
+            fixed = (*fixed, "largest")
         for i in range(phase.subnets_per_step):
             if i < len(fixed):
                 spec = extreme_choice(self.space, choices, res, which=fixed[i])

@@ -41,6 +41,10 @@ class Phase:
     include_smallest: bool = False
     #: Likewise the phase's largest subnet (second, after the smallest when both are on).
     include_largest: bool = False
+    #: With ``include_largest`` off, the chance that a step's first random subnet is the phase's
+    #: largest instead (drawn from the run's shared architecture stream, so every process agrees):
+    #: a half-way house that trains the largest on a share of the steps at that share of its cost.
+    largest_probability: float = 0.0
     #: Where the KD targets come from: ``frozen``, a frozen copy of the full network made when
     #: the first KD phase starts (the OFA paper); or ``inplace``, the largest subnet's own output
     #: in the same step (BigNAS's in-place distillation): the largest then trains first, on the
@@ -57,6 +61,11 @@ class Phase:
         if self.subnets_per_step <= len(self.fixed_subnets) and self.name != "full":
             raise ConfigError(f"phase {self.name}: include_smallest/include_largest need "
                               "subnets_per_step above their count, to leave random subnets")
+        if not 0.0 <= self.largest_probability <= 1.0:
+            raise ConfigError(f"phase {self.name}: largest_probability must be in [0, 1]")
+        if self.largest_probability and (self.include_largest or self.name == "full"):
+            raise ConfigError(f"phase {self.name}: largest_probability is for a phase without "
+                              "include_largest (it may replace a random subnet by the largest)")
         if self.teacher not in ("frozen", "inplace"):
             raise ConfigError(f"phase {self.name}: teacher = {self.teacher!r}; use 'frozen' or "
                               "'inplace'")

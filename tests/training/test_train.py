@@ -96,6 +96,11 @@ def test_bundled_configs_parse():
     two_random_j = TrainConfig.from_file(exp / "fmnist_elastic_two_random_j.toml")
     assert replace(two_random_j, run_dir=two_random_i.run_dir,
                    phases=(replace(two_random_j.phases[0], epochs=19),)) == two_random_i
+    # experiment K: I with the largest as the first random subnet on half of the steps, 16 epochs
+    half_largest_k = TrainConfig.from_file(exp / "fmnist_elastic_half_largest_k.toml")
+    assert replace(half_largest_k, run_dir=two_random_i.run_dir,
+                   phases=(replace(half_largest_k.phases[0], epochs=19,
+                                   largest_probability=0.0),)) == two_random_i
 
 
 @pytest.mark.parametrize("text, match", [
@@ -113,6 +118,10 @@ def test_bundled_configs_parse():
      "teacher = 'live'"),
     ("[phases.width2]\nepochs = 1\nlr = 0.1\nsubnets_per_step = 2\nteacher = 'inplace'\n",
      "needs include_largest"),
+    ("[phases.width2]\nepochs = 1\nlr = 0.1\nsubnets_per_step = 2\nlargest_probability = 1.5\n",
+     "in \\[0, 1\\]"),
+    ("[phases.width2]\nepochs = 1\nlr = 0.1\nsubnets_per_step = 2\ninclude_largest = true\n"
+     "largest_probability = 0.5\n", "without include_largest"),
 ])
 def test_bad_configs(text, match):
     with pytest.raises(ConfigError, match=match):
@@ -156,6 +165,35 @@ def test_inplace_distillation_puts_the_largest_first_and_uses_no_frozen_teacher(
         actives.append((which, net.active))
     assert [w for w, _ in actives] == ["largest", "smallest", "random"]
     assert actives[0][1] == FMNIST.largest(24) and actives[1][1] == FMNIST.smallest(24)
+
+
+def test_largest_probability_swaps_the_first_random_subnet_for_the_largest():
+    mode, net = SupernetMode(FMNIST), OFAMobileNetV3(FMNIST)
+    choices = phase_choices("width2", FMNIST)
+
+    def steps(p, n, seed=0):
+        phase = Phase("width2", 1, 0.1, subnets_per_step=3, include_smallest=True,
+                      largest_probability=p)
+        rng = np.random.default_rng(seed)
+        out = []
+        for _ in range(n):
+            out.append([(w, net.active) for w in mode.activate(net, phase, choices, 28, rng)])
+        return out
+
+    always = steps(1.0, 3)
+    assert all([w for w, _ in s] == ["smallest", "largest", "random"] for s in always)
+    assert all(s[1][1] == FMNIST.largest(28) and s[0][1] == FMNIST.smallest(28) for s in always)
+    # off, the phase is experiment I's and draws from the stream exactly as before the option
+    off = steps(0.0, 3)
+    assert all([w for w, _ in s] == ["smallest", "random", "random"] for s in off)
+    before = Phase("width2", 1, 0.1, subnets_per_step=3, include_smallest=True)
+    rng = np.random.default_rng(0)
+    ref = [[net.active for _ in mode.activate(net, before, choices, 28, rng)] for _ in range(3)]
+    assert [[a for _, a in s] for s in off] == ref
+    half = steps(0.5, 400)
+    share = sum(s[1][0] == "largest" for s in half) / len(half)
+    assert 0.4 < share < 0.6
+    assert all([w for w, _ in s][0] == "smallest" and len(s) == 3 for s in half)
 
 
 def test_subnet_loss_frozen_and_inplace():
