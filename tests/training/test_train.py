@@ -171,14 +171,12 @@ def test_largest_probability_swaps_the_first_random_subnet_for_the_largest():
     mode, net = SupernetMode(FMNIST), OFAMobileNetV3(FMNIST)
     choices = phase_choices("width2", FMNIST)
 
-    def steps(p, n, seed=0):
+    def steps(p, n):
         phase = Phase("width2", 1, 0.1, subnets_per_step=3, include_smallest=True,
                       largest_probability=p)
-        rng = np.random.default_rng(seed)
-        out = []
-        for _ in range(n):
-            out.append([(w, net.active) for w in mode.activate(net, phase, choices, 28, rng)])
-        return out
+        rng = np.random.default_rng(0)
+        return [[(w, net.active) for w in mode.activate(net, phase, choices, 28, rng)]
+                for _ in range(n)]
 
     always = steps(1.0, 3)
     assert all([w for w, _ in s] == ["smallest", "largest", "random"] for s in always)
