@@ -101,6 +101,15 @@ def test_bundled_configs_parse():
     assert replace(half_largest_k, run_dir=two_random_i.run_dir,
                    phases=(replace(half_largest_k.phases[0], epochs=19,
                                    largest_probability=0.0),)) == two_random_i
+    # experiment L: stage 1 as 2 DDP processes of 64 (the same 128 images per step), and K's stage
+    # 3 with the largest on a quarter of the steps, 22 epochs
+    ddp_stage1_l = TrainConfig.from_file(exp / "fmnist_ddp_stage1_l.toml")
+    assert ddp_stage1_l.batch_size * 2 == stage1.batch_size
+    assert replace(ddp_stage1_l, run_dir=stage1.run_dir, batch_size=stage1.batch_size) == stage1
+    quarter_largest_l = TrainConfig.from_file(exp / "fmnist_elastic_quarter_largest_l.toml")
+    assert replace(quarter_largest_l, run_dir=half_largest_k.run_dir,
+                   phases=(replace(quarter_largest_l.phases[0], epochs=16,
+                                   largest_probability=0.5),)) == half_largest_k
 
 
 @pytest.mark.parametrize("text, match", [
