@@ -41,40 +41,53 @@ def test_bundled_configs_parse():
     """The three stages of scripts/train_fmnist.sh, and the experiments that led to them, differ
     from each other only where their headers say."""
     replace = dataclasses.replace
-    stage1 = TrainConfig.from_file(CONFIGS / "fmnist.toml")
+    full = TrainConfig.from_file(CONFIGS / "fmnist.toml")
+    stage1 = TrainConfig.from_file(CONFIGS / "fmnist_stage1.toml")
     restart = TrainConfig.from_file(CONFIGS / "fmnist_restart.toml")
     elastic = TrainConfig.from_file(CONFIGS / "fmnist_elastic.toml")
-    assert stage1.space == FMNIST and stage1.dataset == "fmnist"
-    assert [(p.name, p.epochs, p.lr) for p in stage1.phases] == [("full", 12, 0.1)]
-    assert [(p.name, p.epochs, p.lr) for p in restart.phases] == [("full", 10, 0.03)]
-    assert [p.name for p in elastic.phases] == list(PHASE_NAMES[1:])
-    assert all(p.include_largest and p.kd_weight > 0 for p in elastic.phases)
-    # stages 2 and 3 run as 2 DDP processes: the same 128 images per step as stage 1
-    for cfg in (restart, elastic):
-        assert cfg.batch_size * 2 == stage1.batch_size
-        assert replace(cfg, batch_size=stage1.batch_size, phases=stage1.phases,
-                       run_dir=stage1.run_dir) == stage1
-    # the first warm-restart experiment: stage 2 with 6 epochs at 128 images in one process
+    assert full.space == FMNIST and full.dataset == "fmnist"
+    assert [(p.name, p.epochs, p.lr) for p in full.phases] == [("full", 12, 0.1)]
+    assert [(p.name, p.epochs, p.lr) for p in restart.phases] == [("full", 4, 0.03)]
+    (phase3,) = elastic.phases
+    assert (phase3.name, phase3.epochs, phase3.fixed_subnets) == ("width2", 22, ("smallest",))
+    assert phase3.largest_probability == 0.25 and phase3.kd_weight > 0
+    # every stage runs as 2 DDP processes: the same 128 images per step as configs/fmnist.toml
+    # in one process (the from-scratch baselines' recipe)
+    for cfg in (stage1, restart, elastic):
+        assert cfg.batch_size * 2 == full.batch_size
+    assert replace(stage1, batch_size=full.batch_size, run_dir=full.run_dir) == full
+    assert replace(restart, batch_size=full.batch_size, phases=full.phases,
+                   run_dir=full.run_dir) == full
+    # the recipe before experiment L (D): stages 2 and 3 of the supernet bundled until then
     exp = CONFIGS / "experiments"
+    restart_d = TrainConfig.from_file(exp / "fmnist_restart_d.toml")
+    elastic_d = TrainConfig.from_file(exp / "fmnist_elastic_d.toml")
+    assert [(p.name, p.epochs, p.lr) for p in restart_d.phases] == [("full", 10, 0.03)]
+    assert [p.name for p in elastic_d.phases] == list(PHASE_NAMES[1:])
+    assert all(p.include_largest and p.kd_weight > 0 for p in elastic_d.phases)
+    for cfg in (restart_d, elastic_d):
+        assert replace(cfg, batch_size=full.batch_size, phases=full.phases,
+                       run_dir=full.run_dir) == full
+    # the first warm-restart experiment: stage 2 with 6 epochs at 128 images in one process
     plus6 = TrainConfig.from_file(exp / "fmnist_full_plus6.toml")
-    assert replace(plus6, run_dir=restart.run_dir, batch_size=restart.batch_size,
-                   phases=(replace(plus6.phases[0], epochs=10),)) == restart
-    # stage 2 in one process, for the from-scratch baselines (bench_ps_vs_scratch.py --then)
+    assert replace(plus6, run_dir=restart_d.run_dir, batch_size=restart_d.batch_size,
+                   phases=(replace(plus6.phases[0], epochs=10),)) == restart_d
+    # D's stage 2 in one process, for the from-scratch baselines (bench_ps_vs_scratch.py --then)
     one = TrainConfig.from_file(exp / "fmnist_restart_1proc.toml")
-    assert replace(one, run_dir=restart.run_dir, batch_size=restart.batch_size) == restart
-    assert one.batch_size == stage1.batch_size
-    # the sandwich experiment (one process of 128) is stage 3's elastic phases
+    assert replace(one, run_dir=restart_d.run_dir, batch_size=restart_d.batch_size) == restart_d
+    assert one.batch_size == full.batch_size
+    # the sandwich experiment (one process of 128) is D's elastic phases
     sandwich = TrainConfig.from_file(exp / "fmnist_sandwich.toml")
-    assert replace(sandwich, run_dir=elastic.run_dir, batch_size=elastic.batch_size) == elastic
-    # experiment E (issue 20): stage 3 as one all-elastic sandwich phase, otherwise stage 3
+    assert replace(sandwich, run_dir=elastic_d.run_dir, batch_size=elastic_d.batch_size) == elastic_d
+    # experiment E (issue 20): stage 3 as one all-elastic sandwich phase, otherwise D's stage 3
     onephase = TrainConfig.from_file(exp / "fmnist_elastic_onephase.toml")
     (only,) = onephase.phases
     assert (only.name, only.include_smallest, only.include_largest) == ("width2", True, True)
-    assert replace(onephase, run_dir=elastic.run_dir, phases=elastic.phases) == elastic
+    assert replace(onephase, run_dir=elastic_d.run_dir, phases=elastic_d.phases) == elastic_d
     # experiment F: E with stage 2 cut to 4 epochs and stage 3 grown to 14
     restart4 = TrainConfig.from_file(exp / "fmnist_restart4.toml")
-    assert replace(restart4, run_dir=restart.run_dir,
-                   phases=(replace(restart4.phases[0], epochs=10),)) == restart
+    assert replace(restart4, run_dir=restart_d.run_dir,
+                   phases=(replace(restart4.phases[0], epochs=10),)) == restart_d
     onephase_f = TrainConfig.from_file(exp / "fmnist_elastic_onephase_f.toml")
     assert replace(onephase_f, run_dir=onephase.run_dir,
                    phases=(replace(onephase_f.phases[0], epochs=11),)) == onephase
@@ -92,7 +105,7 @@ def test_bundled_configs_parse():
     assert phase_i.fixed_subnets == ("smallest",) and phase_i.subnets_per_step == 3
     assert replace(two_random_i, run_dir=onephase_f.run_dir,
                    phases=(replace(phase_i, epochs=14, include_largest=True),)) == onephase_f
-    # experiment J: I's stage 3 with 16 epochs, from the bundled 10-epoch stage 2
+    # experiment J: I's stage 3 with 16 epochs, from D's 10-epoch stage 2
     two_random_j = TrainConfig.from_file(exp / "fmnist_elastic_two_random_j.toml")
     assert replace(two_random_j, run_dir=two_random_i.run_dir,
                    phases=(replace(two_random_j.phases[0], epochs=19),)) == two_random_i
@@ -101,15 +114,19 @@ def test_bundled_configs_parse():
     assert replace(half_largest_k, run_dir=two_random_i.run_dir,
                    phases=(replace(half_largest_k.phases[0], epochs=19,
                                    largest_probability=0.0),)) == two_random_i
-    # experiment L: stage 1 as 2 DDP processes of 64 (the same 128 images per step), and K's stage
-    # 3 with the largest on a quarter of the steps, 22 epochs
+    # experiment L: stage 1 as 2 DDP processes of 64 (the same 128 images per step), F's stage 2,
+    # and K's stage 3 with the largest on a quarter of the steps, 22 epochs
     ddp_stage1_l = TrainConfig.from_file(exp / "fmnist_ddp_stage1_l.toml")
-    assert ddp_stage1_l.batch_size * 2 == stage1.batch_size
-    assert replace(ddp_stage1_l, run_dir=stage1.run_dir, batch_size=stage1.batch_size) == stage1
     quarter_largest_l = TrainConfig.from_file(exp / "fmnist_elastic_quarter_largest_l.toml")
     assert replace(quarter_largest_l, run_dir=half_largest_k.run_dir,
                    phases=(replace(quarter_largest_l.phases[0], epochs=16,
                                    largest_probability=0.5),)) == half_largest_k
+    # ... which is the bundled recipe: L's three configs but for run_dir
+    for bundled, experiment in ((stage1, ddp_stage1_l), (restart, restart4),
+                                (elastic, quarter_largest_l)):
+        assert replace(experiment, run_dir=bundled.run_dir) == bundled
+    assert (stage1.run_dir, restart.run_dir, elastic.run_dir) == (
+        "runs/fmnist-stage1", "runs/fmnist-stage2", "runs/fmnist")
 
 
 @pytest.mark.parametrize("text, match", [
