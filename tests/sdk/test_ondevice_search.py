@@ -43,19 +43,29 @@ def _json(res: subprocess.CompletedProcess) -> dict:
     return json.loads(res.stdout)
 
 
+def _budget(fraction: float) -> float:
+    """A budget ``fraction`` of the way from the ONNX class's fastest subnet to its largest (its
+    LUT's milliseconds: the class is whichever machine the bundled zoo was published on), to
+    4 decimals so that the CLI gets the same number."""
+    zoo, cost = _zoo_and_cost()
+    lo, hi = cost.min_latency(), float(cost.predict([zoo.index.space.largest()])[0])
+    return round(lo + fraction * (hi - lo), 4)
+
+
 @pytest.mark.integration
 def test_search_makes_a_checked_model_without_torch(tmp_path):
-    res = _search("--budget", "0.2ms", "--device-class", ONNX_CLASS, "--no-measure",
+    budget = _budget(0.22)          # between rungs (0.2 ms on the EPYC VM's ORT table)
+    res = _search("--budget", f"{budget}ms", "--device-class", ONNX_CLASS, "--no-measure",
                   "--threads", "1", "--json", cache=tmp_path)
     out = _json(res)
-    assert out["predicted_ms"] <= 0.2 and out["measured_ms"] is None
+    assert out["predicted_ms"] <= budget and out["measured_ms"] is None
     assert out["golden"]["inputs"] == 100 and out["golden"]["agreement"] >= 0.98
     assert out["golden"]["max_abs_diff"] <= 1e-3
     path = Path(out["path"])
     assert path.is_file() and Path(str(path) + ".json").is_file()
     assert path.parent.parent == tmp_path / "searched"
     assert out["source"] == "search" or out["source"].startswith("zoo:")
-    assert out["expected_accuracy"] >= _best_zoo_within(0.2 * 0.98)
+    assert out["expected_accuracy"] >= _best_zoo_within(budget * 0.98)
 
     # the made file is a normal model: it loads and classifies through the SDK
     from ofa_sdk.runtime import load_model
@@ -64,7 +74,7 @@ def test_search_makes_a_checked_model_without_torch(tmp_path):
     images = np.load(BUNDLED / "golden" / "inputs.npy")[:4]
     assert len(model.classify(images, top_k=1)) == 4
     # a second search reuses the file and its check
-    again = _json(_search("--budget", "0.2ms", "--device-class", ONNX_CLASS, "--no-measure",
+    again = _json(_search("--budget", f"{budget}ms", "--device-class", ONNX_CLASS, "--no-measure",
                           "--threads", "1", "--json", cache=tmp_path))
     assert again["path"] == out["path"] and again["cached_model"] and again["golden"]["cached"]
 
@@ -88,12 +98,14 @@ def _best_zoo_within(budget: float) -> float:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("budget", [0.115, 0.17, 0.4])
-def test_search_is_never_expected_worse_than_the_zoo(tmp_path, monkeypatch, budget):
+@pytest.mark.parametrize("fraction", [0.02, 0.15, 0.69])
+def test_search_is_never_expected_worse_than_the_zoo(tmp_path, monkeypatch, fraction):
     """Near the smallest subnet and at large budgets the zoo's published entries can beat the
-    predictor's best guess: then their subnet is made instead."""
+    predictor's best guess: then their subnet is made instead. (The fractions of the class's
+    range were 0.115, 0.17 and 0.4 ms on the EPYC VM's ORT table.)"""
     import ofa_sdk
 
+    budget = _budget(fraction)
     monkeypatch.setenv("OFA_SDK_CACHE", str(tmp_path))
     s = ofa_sdk.search(budget, zoo=BUNDLED, device_class=ONNX_CLASS, measure=False, threads=1)
     assert s.expected_accuracy >= _best_zoo_within(budget * 0.98) - 1e-9
@@ -166,7 +178,7 @@ def test_a_kill_during_materialization_leaves_nothing_half_written(tmp_path):
     """SIGKILL the search while it recalibrates and while its model folder is being written:
     every folder under searched/ is then complete or a hidden temporary one, and a rerun
     succeeds and sweeps the temporaries."""
-    argv = blocked_argv(SEARCH, "--budget", "0.15ms", "--device-class", ONNX_CLASS,
+    argv = blocked_argv(SEARCH, "--budget", f"{_budget(0.1)}ms", "--device-class", ONNX_CLASS,
                         "--no-measure", "--threads", "1", "--json")
     env = child_env(OFA_SDK_CACHE=str(tmp_path))
     searched = tmp_path / "searched"
@@ -183,8 +195,8 @@ def test_a_kill_during_materialization_leaves_nothing_half_written(tmp_path):
             shutil.rmtree(f)
     assert caught, "never caught the search while it wrote its model folder"
     assert any(".tmp-" in f.name for f in searched.iterdir())
-    out = _json(_search("--budget", "0.15ms", "--device-class", ONNX_CLASS, "--no-measure",
-                        "--threads", "1", "--json", cache=tmp_path))
+    out = _json(_search("--budget", f"{_budget(0.1)}ms", "--device-class", ONNX_CLASS,
+                        "--no-measure", "--threads", "1", "--json", cache=tmp_path))
     assert _complete(Path(out["path"]).parent)
     assert not [f for f in searched.iterdir() if ".tmp-" in f.name]
 
@@ -194,12 +206,13 @@ def test_load_best_search_returns_the_searched_model(tmp_path, monkeypatch):
     import ofa_sdk
 
     monkeypatch.setenv("OFA_SDK_CACHE", str(tmp_path))
-    model = ofa_sdk.load_best(budget_ms=0.2, search=True, device_class=ONNX_CLASS,
+    budget = _budget(0.22)
+    model = ofa_sdk.load_best(budget_ms=budget, search=True, device_class=ONNX_CLASS,
                               measure=False, threads=1)
-    searched = ofa_sdk.search(0.2, device_class=ONNX_CLASS, measure=False, threads=1)
+    searched = ofa_sdk.search(budget, device_class=ONNX_CLASS, measure=False, threads=1)
     assert Path(model.path) == searched.path and model.runtime == "onnx"
     with pytest.raises(ofa_sdk.OfaError, match="searches for this device"):
-        ofa_sdk.load_best(ONNX_CLASS, budget_ms=0.2, search=True)
+        ofa_sdk.load_best(ONNX_CLASS, budget_ms=budget, search=True)
 
 
 @pytest.mark.integration
@@ -252,7 +265,8 @@ def test_a_pessimistic_lut_is_corrected_by_measuring(tmp_path, monkeypatch):
     lut["overhead"] = {k: v * 2.0 * speed for k, v in lut["overhead"].items()}
     lut_path.write_text(json.dumps(lut))
     write_index(folder, json.loads((folder / "index.json").read_text()))
-    budget = 0.25 * speed                     # 2.4x the smallest subnet, as on the zoo's CPU
+    _, cost = _zoo_and_cost()
+    budget = 2.36 * cost.min_latency() * speed   # 2.36x the smallest subnet's time here
     s = ofa_sdk.search(budget, zoo=folder, device_class=ONNX_CLASS, threads=1)
     assert s.fits and s.measured_ms <= budget * 0.98
     assert s.attempts >= 2                    # the first subnet measured far under the limit
@@ -264,9 +278,11 @@ def test_fewer_calibration_images_make_another_cached_model(tmp_path, monkeypatc
     import ofa_sdk
 
     monkeypatch.setenv("OFA_SDK_CACHE", str(tmp_path))
-    full = ofa_sdk.search(0.2, device_class=ONNX_CLASS, measure=False, threads=1)
-    few = ofa_sdk.search(0.2, device_class=ONNX_CLASS, measure=False, threads=1, calibration=100)
+    budget = _budget(0.22)
+    full = ofa_sdk.search(budget, device_class=ONNX_CLASS, measure=False, threads=1)
+    few = ofa_sdk.search(budget, device_class=ONNX_CLASS, measure=False, threads=1,
+                         calibration=100)
     assert few.spec == full.spec and few.path != full.path
     assert few.golden["max_abs_diff"] <= 1e-3 and not few.cached_model
     with pytest.raises(ofa_sdk.OfaError, match="at least 1 image"):
-        ofa_sdk.search(0.2, device_class=ONNX_CLASS, measure=False, calibration=0)
+        ofa_sdk.search(budget, device_class=ONNX_CLASS, measure=False, calibration=0)
