@@ -27,11 +27,23 @@ def _cli(*args: object, timeout: float = 300, **env_extra: str) -> subprocess.Co
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def _plain_entry():
+    """The bundled zoo and its smallest entry with both a .tflite and an .onnx file."""
+    zoo = open_zoo(BUNDLED_ZOO)
+    return zoo, min((e for e in zoo.entries if {f.format for f in e.files} >= {"tflite", "onnx"}),
+                    key=lambda e: e.macs)
+
+
+@pytest.fixture(scope="module")
+def plain_px() -> int:
+    """The input resolution of the plain models."""
+    return _plain_entry()[1].arch.resolution
+
+
 @pytest.fixture(scope="module")
 def plain_models(tmp_path_factory) -> dict[str, Path]:
-    """The smallest bundled entry's .tflite and .onnx, copied without their .json sidecars."""
-    zoo = open_zoo(BUNDLED_ZOO)
-    entry = min(zoo.entries, key=lambda e: e.macs)
+    """That entry's .tflite and .onnx, copied without their .json sidecars."""
+    zoo, entry = _plain_entry()
     out = tmp_path_factory.mktemp("plain")
     models = {}
     for f in entry.files:
@@ -44,7 +56,7 @@ def plain_models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
-def test_bench_plain_model_without_sidecar(plain_models, fmt):
+def test_bench_plain_model_without_sidecar(plain_models, plain_px, fmt):
     pytest.importorskip({"tflite": "ai_edge_litert", "onnx": "onnxruntime"}[fmt])
     res = _cli("bench", plain_models[fmt], "--threads", 1, "--runs", 10, "--min-time", 0,
                "--warmup-time", 0, "--json")
@@ -53,7 +65,8 @@ def test_bench_plain_model_without_sidecar(plain_models, fmt):
     data = json.loads(res.stdout)
     assert set(data) == BENCH_KEYS
     assert data["has_sidecar"] is False and data["runtime"] == fmt and data["num_threads"] == 1
-    layout = [1, 24, 24, 1] if fmt == "tflite" else [1, 1, 24, 24]
+    px = plain_px
+    layout = [1, px, px, 1] if fmt == "tflite" else [1, 1, px, px]
     assert data["input_shape"] == layout and data["input_dtype"] == "float32"
     assert data["count"] >= 10 and data["warmup_runs"] == 1
     assert data["min_ms"] <= data["p50_ms"] <= data["p90_ms"] <= data["p95_ms"] <= \
@@ -63,8 +76,9 @@ def test_bench_plain_model_without_sidecar(plain_models, fmt):
 
 
 @pytest.mark.integration
-def test_run_without_sidecar_assumes_from_the_model_and_says_so(plain_models, tmp_path):
-    """A plain zoo model (24 px grayscale, no .json): run reads the shape from the model,
+def test_run_without_sidecar_assumes_from_the_model_and_says_so(plain_models, plain_px,
+                                                               tmp_path):
+    """A plain zoo model (grayscale, no .json): run reads the shape from the model,
     warns what it assumed, and still classifies; under --json the answer is one document."""
     image = tmp_path / "x.png"
     from PIL import Image
@@ -72,7 +86,7 @@ def test_run_without_sidecar_assumes_from_the_model_and_says_so(plain_models, tm
     Image.new("L", (28, 28), 128).save(image)
     res = _cli("run", plain_models["onnx"], image)
     assert res.returncode == 0, res.stderr
-    assert "no sidecar: assuming 24x24 grayscale NCHW" in res.stderr
+    assert f"no sidecar: assuming {plain_px}x{plain_px} grayscale NCHW" in res.stderr
     assert "Traceback" not in res.stderr
     assert res.stdout.splitlines()[1].split()[1].startswith("class")
     res = _cli("run", plain_models["onnx"], image, "--json")

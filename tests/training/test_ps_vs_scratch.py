@@ -15,6 +15,7 @@ from ofa_sdk.errors import ArchSpecError
 from ofa_sdk.training.checkpoint import CheckpointError, load_tensors
 from ofa_sdk.training.schedule import ConfigError
 from ofa_sdk.training.train import TrainConfig, scratch_subnet, state_hash, train
+from ofa_sdk.zoo import BUNDLED_ZOO, open_zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -292,8 +293,12 @@ def _few_steps(src: Path, dst: Path) -> Path:
     return dst
 
 
+CLASS = "x86_64-tflite-fp32-t1"
+
+
 def test_hand_scaled_end_to_end_against_the_bundled_zoo(hand_scaled, tmp_path, monkeypatch):
-    """A member trained for 2 x 3 steps, scored, exported and timed beside the zoo's ONNX files."""
+    """A member trained for 2 x 3 steps, scored, exported and timed beside the zoo's LiteRT files
+    (the class that serves the space's smallest subnet, the member's architecture)."""
     monkeypatch.setenv("OFA_SDK_MEASURE", "min_runs=20,min_time_s=0.02,rounds=1,warmup_s=0.01")
     cfg = _few_steps(ROOT / "configs" / "fmnist.toml", tmp_path / "stage1.toml")
     then = _few_steps(ROOT / "configs" / "experiments" / "fmnist_restart_1proc.toml",
@@ -301,15 +306,18 @@ def test_hand_scaled_end_to_end_against_the_bundled_zoo(hand_scaled, tmp_path, m
     out = tmp_path / "runs"
     args = ["--config", str(cfg), "--then", str(then), "--family", "s24", "--out", str(out),
             "--supernet", str(ROOT / "runs" / "fmnist"), "--device-class",
-            "x86_64-onnx-fp32-t1", "--rounds", "1", "--eval-batches", "4",
+            CLASS, "--rounds", "1", "--eval-batches", "4",
             "--what-if", str(ROOT / "runs" / "fmnist"),
             "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]
     assert hand_scaled.main(args) == 0
     r = json.loads((tmp_path / "r.json").read_text())
     models = {m["name"]: m for m in r["models"]}
     zoo = {k: m for k, m in models.items() if k.startswith("zoo:")}
-    assert len(zoo) == 6  # the bundled zoo's ONNX fp32 entries
+    bundled = open_zoo(BUNDLED_ZOO)
+    served = {e.id for e in bundled.entries if e.file_for(bundled.device_class(CLASS))}
+    assert {k[4:] for k in zoo} == served  # every bundled entry of the class, nothing else
     smallest = str(FMNIST.smallest())
+    assert smallest in served
     # The zoo's subnets, scored by this protocol on 1,024 test images, are near the index's
     # figure, and the same architecture exported twice runs about equally fast here.
     assert 88 < zoo[f"zoo:{smallest}"]["test_acc"] < 95
@@ -324,9 +332,9 @@ def test_hand_scaled_end_to_end_against_the_bundled_zoo(hand_scaled, tmp_path, m
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     # A rerun reuses the trained runs and the exported file.
     final = Path(r["members"]["s24"]["run_dir"]) / "final.json"
-    exported = out / "export-s24" / "model_fp32.onnx"
+    exported = out / "export-s24" / "model_fp32.tflite"
     stamps = final.stat().st_mtime_ns, exported.stat().st_mtime_ns
     assert hand_scaled.main(args[:6] + ["--out", str(out), "--train-only"]) == 0
-    hand_scaled._export(None, FMNIST.smallest(), "onnx", exported.parent, labels=[], mean=[],
+    hand_scaled._export(None, FMNIST.smallest(), "tflite", exported.parent, labels=[], mean=[],
                         std=[])
     assert (final.stat().st_mtime_ns, exported.stat().st_mtime_ns) == stamps
