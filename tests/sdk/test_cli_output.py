@@ -27,7 +27,8 @@ def _cli(*args: object, timeout: float = 300, **env_extra: str) -> subprocess.Co
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def _plain_entry():
+@pytest.fixture(scope="module")
+def plain_entry():
     """The bundled zoo and its smallest entry with both a .tflite and an .onnx file."""
     zoo = open_zoo(BUNDLED_ZOO)
     return zoo, min((e for e in zoo.entries if {f.format for f in e.files} >= {"tflite", "onnx"}),
@@ -35,15 +36,15 @@ def _plain_entry():
 
 
 @pytest.fixture(scope="module")
-def plain_px() -> int:
+def plain_px(plain_entry) -> int:
     """The input resolution of the plain models."""
-    return _plain_entry()[1].arch.resolution
+    return plain_entry[1].arch.resolution
 
 
 @pytest.fixture(scope="module")
-def plain_models(tmp_path_factory) -> dict[str, Path]:
+def plain_models(plain_entry, tmp_path_factory) -> dict[str, Path]:
     """That entry's .tflite and .onnx, copied without their .json sidecars."""
-    zoo, entry = _plain_entry()
+    zoo, entry = plain_entry
     out = tmp_path_factory.mktemp("plain")
     models = {}
     for f in entry.files:

@@ -7,6 +7,7 @@ few probes for real.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -79,8 +80,9 @@ def test_search_makes_a_checked_model_without_torch(tmp_path):
     assert again["path"] == out["path"] and again["cached_model"] and again["golden"]["cached"]
 
 
+@functools.cache
 def _zoo_and_cost():
-    """The bundled zoo and its ONNX device class's latency predictor."""
+    """The bundled zoo and its ONNX device class's latency predictor (loaded once)."""
     from ofa_sdk.latency import LatencyLUT, LatencyPredictor
     from ofa_sdk.zoo import open_zoo
 

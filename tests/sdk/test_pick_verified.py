@@ -25,8 +25,15 @@ from ofa_sdk.zoo import BUNDLED_ZOO  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 needs_bundled = pytest.mark.skipif(not (BUNDLED_ZOO / "index.json").is_file(),
                                    reason="the bundled zoo is not built in this checkout")
-AVX2_EPYC = ("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B12\n"
-             "flags\t\t: fpu sse4_1 sse4_2 avx avx2 fma f16c bmi2\n")
+
+
+def _avx2_only_cpuinfo(model: str) -> str:
+    """A /proc/cpuinfo for ``model`` with AVX2 and FMA but no AVX-512 or VNNI."""
+    return (f"processor\t: 0\nmodel name\t: {model}\n"
+            "flags\t\t: fpu sse4_1 sse4_2 avx avx2 fma f16c bmi2\n")
+
+
+AVX2_EPYC = _avx2_only_cpuinfo("AMD EPYC 7B12")
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -76,8 +83,7 @@ def test_other_isa_says_the_match_is_not_exact_and_gives_the_measured_scale(tmp_
     assert len(models) == 1, models     # the bundled classes were all measured on one machine
     model = models.pop()
     fake = tmp_path / "cpuinfo"
-    fake.write_text(f"processor\t: 0\nmodel name\t: {model}\n"
-                    "flags\t\t: fpu sse4_1 sse4_2 avx avx2 fma f16c bmi2\n")
+    fake.write_text(_avx2_only_cpuinfo(model))
     res = _cli("pick", "--budget", "20ms", "--json", env={"OFA_SDK_CPUINFO": str(fake)})
     assert res.returncode == 0, res.stderr[-3000:]
     p = json.loads(res.stdout)
