@@ -21,6 +21,11 @@ sides alike. Then both accuracy-vs-latency fronts are compared at every latency 
     # then, on a quiet machine: score, export, time, compare, plot
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_hand_scaled.py --family s24,s32,m24,m32 \\
         --json benchmarks/results/hand_scaled.json --plot benchmarks/results/hand_scaled.png
+
+A member trained and scored in an earlier run whose weights are gone can be ``--reuse``d: its
+test accuracy is read from that run's JSON (``--reuse-from``), and the file timed for it is
+exported from a freshly initialised net of the same architecture, since an fp32 file's latency
+does not depend on its weights' values. The result names where each reused score came from.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from ofa_sdk.arch import ArchSpec, SearchSpace  # noqa: E402
 from ofa_sdk.errors import OfaError  # noqa: E402
 from ofa_sdk.training.checkpoint import atomic_write_bytes  # noqa: E402
 from ofa_sdk.training.schedule import ConfigError  # noqa: E402
-from ofa_sdk.training.train import TrainConfig, config_with_data  # noqa: E402
+from ofa_sdk.training.train import TrainConfig, config_with_data, scratch_subnet  # noqa: E402
 
 #: the supernet's stage 2 as one process of 128 images: the scratch runs' warm restart
 RESTART = "configs/experiments/fmnist_restart_1proc.toml"
@@ -76,11 +81,36 @@ def member_spec(space: SearchSpace, code: str) -> ArchSpec:
                       at(space.depth_choices), r)
 
 
+def reused_scores(path: Path, codes: list[str], space: SearchSpace) -> dict[str, float]:
+    """Each of ``codes``' test accuracy (%) from an earlier run's JSON, checked to be the same
+    architecture as the member of that name is here."""
+    if not codes:
+        return {}
+    try:
+        models = {m["name"]: m for m in json.loads(Path(path).read_text())["models"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--reuse-from {path}: not a bench_hand_scaled result ({e})") from None
+    scores = {}
+    for code in codes:
+        m = models.get(f"family:{code}")
+        if m is None:
+            raise ConfigError(f"--reuse {code}: {path} has no family member {code!r}; it has "
+                              f"{sorted(k[7:] for k in models if k.startswith('family:'))}")
+        if m.get("arch") != str(member_spec(space, code)):
+            raise ConfigError(f"--reuse {code}: {path} scored {m.get('arch')}, not this "
+                              f"space's {member_spec(space, code)}")
+        scores[code] = float(m["test_acc"])
+    return scores
+
+
 def train_family(cfg: TrainConfig, then: tuple[TrainConfig, ...], codes: list[str], out: Path,
-                 *, largest_scratch: Path | None) -> dict[str, dict[str, Any]]:
+                 *, largest_scratch: Path | None, reuse: frozenset[str] = frozenset()
+                 ) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for code in codes:
         spec = member_spec(cfg.space, code)
+        if code in reuse:
+            continue
         if largest_scratch is not None and spec == cfg.space.largest():
             rows[code] = {"arch": str(spec), "run_dir": str(largest_scratch),
                           "source": "the supernet's two full stages (the largest net alone)"}
@@ -135,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="for an l member at the largest resolution: the supernet's end-of-full "
                         "checkpoint (that stage IS the largest net trained alone)")
     p.add_argument("--train-only", action="store_true", help="train the members and stop")
+    p.add_argument("--reuse", default="", metavar="CODE[,CODE]",
+                   help="members of --family not trained here: their test accuracy comes from "
+                        "--reuse-from, their timed file from a freshly initialised net of the "
+                        "same architecture (an fp32 file's latency does not depend on weights)")
+    p.add_argument("--reuse-from", metavar="JSON", help="an earlier run's --json, for --reuse")
     p.add_argument("--supernet", default="runs/fmnist", help="the supernet the zoo was made from")
     p.add_argument("--what-if", metavar="RUN_DIR",
                    help="also score the zoo's architectures extracted from this supernet (e.g. a "
@@ -168,7 +203,15 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     then = tuple(TrainConfig.from_file(ROOT / c if c == RESTART else c) for c in then_paths)
     codes = [c.strip() for c in args.family.split(",") if c.strip()]
     largest = Path(args.largest_scratch) if args.largest_scratch else None
-    members = train_family(cfg, then, codes, Path(args.out), largest_scratch=largest)
+    reuse = [c.strip() for c in args.reuse.split(",") if c.strip()]
+    if set(reuse) - set(codes):
+        raise ConfigError(f"--reuse {','.join(sorted(set(reuse) - set(codes)))}: not in "
+                          f"--family {args.family}")
+    if reuse and not args.reuse_from:
+        raise ConfigError("--reuse needs --reuse-from, the earlier run's JSON that scored them")
+    reused = reused_scores(Path(args.reuse_from or ""), reuse, cfg.space)
+    members = train_family(cfg, then, codes, Path(args.out), largest_scratch=largest,
+                           reuse=frozenset(reused))
     if args.train_only:
         return None
 
@@ -199,6 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         other = load_supernet(cfg, Path(args.what_if))
         what_if = {k: ev.accuracy(other.extract(m["spec"]), m["spec"])
                    for k, m in models.items()}
+    labels = list(zoo.index.dataset.labels)
     for code, row in members.items():
         spec = member_spec(cfg.space, code)
         net = (full_phase_largest(cfg, Path(row["run_dir"])) if "source" in row
@@ -206,7 +250,16 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         models[f"family:{code}"] = {
             "spec": spec, "acc": ev.accuracy(net, spec), "index_ms": None,
             "file": _export(net, spec, fmt, Path(args.out) / f"export-{code}",
-                            labels=list(zoo.index.dataset.labels), mean=ev.mean, std=ev.std)}
+                            labels=labels, mean=ev.mean, std=ev.std)}
+    for code, acc in reused.items():
+        spec = member_spec(cfg.space, code)
+        members[code] = {"arch": str(spec), "test_acc_from": str(args.reuse_from),
+                         "timed_file": "exported from a freshly initialised net"}
+        models[f"family:{code}"] = {
+            "spec": spec, "acc": acc, "index_ms": None,
+            "file": _export(scratch_subnet(cfg.space, spec).eval(), spec, fmt,
+                            Path(args.out) / f"export-{code}-init", labels=labels,
+                            mean=ev.mean, std=ev.std)}
     times = retime({k: m["file"] for k, m in models.items()}, threads, args.rounds, runtime=fmt)
     zoo_pts = [(times[k], m["acc"]) for k, m in models.items() if k.startswith("zoo:")]
     fam_pts = [(times[k], m["acc"]) for k, m in models.items() if k.startswith("family:")]

@@ -233,3 +233,26 @@ def test_pair_noise_oracle_ceilings_match_a_simulation():
     assert c["oracle_rmse_pp"] == noise
     assert c["oracle_kendall_tau"] == pytest.approx(kendall_tau(true, measured), abs=0.03)
     assert mod.oracle_ceilings(1.0, 0.0)["oracle_kendall_tau"] == pytest.approx(1.0)
+
+
+def test_pair_noise_projects_the_ceiling_to_a_larger_validation_split():
+    """Scoring the same subnets on twice the images halves the sampling variance: the projected
+    oracle tau for 10,000 images matches a simulation of right/wrong outcomes on 10,000 images,
+    given only what the 5,000-image measurement sees."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pair_noise.py"
+    spec = importlib.util.spec_from_file_location("bench_pair_noise", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(1)
+    true = 0.93 + rng.normal(0, 0.003, 4000)
+    s5, s10 = (rng.binomial(n, true) / n for n in (5000, 10000))
+    noise5 = 100 * float(np.sqrt(np.mean(true * (1 - true)) / 5000))
+    p = mod.projected(100 * float(np.std(s5, ddof=1)), noise5, 10000)
+    assert p["noise_sd_pp"] == pytest.approx(noise5 / np.sqrt(2))
+    assert p["oracle_kendall_tau"] == pytest.approx(kendall_tau(true, s10), abs=0.03)
+    assert p["oracle_kendall_tau"] > mod.oracle_ceilings(
+        1 - noise5 ** 2 / (100 * np.std(s5, ddof=1)) ** 2, noise5)["oracle_kendall_tau"] + 0.05
+    assert mod.projected(0.1, 0.3, 10000)["reliability"] == 0.0  # all of it noise

@@ -283,6 +283,39 @@ def test_hand_scaled_refuses_bad_input_with_exit_2(hand_scaled, capsys):
     assert "expected a level s, m or l" in capsys.readouterr().err
 
 
+def _earlier_run(path: Path, **scores: tuple[ArchSpec, float]) -> Path:
+    """An earlier run's JSON as bench_hand_scaled writes it, with these family members."""
+    path.write_text(json.dumps({"models": [
+        {"name": f"family:{code}", "arch": str(spec), "test_acc": acc, "latency_ms": 0.1}
+        for code, (spec, acc) in scores.items()]}))
+    return path
+
+
+def test_hand_scaled_reuses_a_score_only_for_the_same_architecture(hand_scaled, tmp_path,
+                                                                     capsys):
+    s24, l32 = (hand_scaled.member_spec(FMNIST, c) for c in ("s24", "l32"))
+    earlier = _earlier_run(tmp_path / "earlier.json", s24=(s24, 92.94), l32=(s24, 93.79))
+    assert hand_scaled.reused_scores(earlier, ["s24"], FMNIST) == {"s24": 92.94}
+    # every member reused: nothing to train, nothing written
+    out = tmp_path / "runs"
+    assert hand_scaled.main(["--family", "s24", "--reuse", "s24", "--reuse-from", str(earlier),
+                             "--out", str(out), "--train-only"]) == 0
+    assert not out.exists()
+    for argv, why in [
+            (["--family", "s24", "--reuse", "s24"], "--reuse needs --reuse-from"),
+            (["--family", "s24", "--reuse", "m24", "--reuse-from", str(earlier)],
+             "--reuse m24: not in --family s24"),
+            (["--family", "s24,m24", "--reuse", "m24", "--reuse-from", str(earlier)],
+             "has no family member 'm24'; it has ['l32', 's24']"),
+            (["--family", "l32", "--reuse", "l32", "--reuse-from", str(earlier)],
+             f"scored {s24}, not this space's {l32}"),
+            (["--family", "s24", "--reuse", "s24", "--reuse-from", str(tmp_path / "no.json")],
+             "not a bench_hand_scaled result")]:
+        assert hand_scaled.main([*argv, "--out", str(out), "--train-only"]) == 2, why
+        assert why in capsys.readouterr().err
+    assert not out.exists()
+
+
 def _few_steps(src: Path, dst: Path) -> Path:
     """The recipe's config with 1 epoch of 3 steps (the same data, space and optimiser)."""
     text = src.read_text().replace("max_steps_per_epoch = 0", "max_steps_per_epoch = 3")
@@ -309,7 +342,11 @@ def test_hand_scaled_end_to_end_against_the_bundled_zoo(hand_scaled, tmp_path, m
             CLASS, "--rounds", "1", "--eval-batches", "4",
             "--what-if", str(ROOT / "runs" / "fmnist"),
             "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]
-    assert hand_scaled.main(args) == 0
+    # s32 is reused from an earlier run: its score is read, its file exported from a fresh net
+    s32 = hand_scaled.member_spec(FMNIST, "s32")
+    earlier = _earlier_run(tmp_path / "earlier.json", s32=(s32, 93.16))
+    assert hand_scaled.main([*args[:5], "s24,s32", *args[6:], "--reuse", "s32",
+                             "--reuse-from", str(earlier)]) == 0
     r = json.loads((tmp_path / "r.json").read_text())
     models = {m["name"]: m for m in r["models"]}
     zoo = {k: m for k, m in models.items() if k.startswith("zoo:")}
@@ -326,6 +363,11 @@ def test_hand_scaled_end_to_end_against_the_bundled_zoo(hand_scaled, tmp_path, m
     assert 0.67 < fam["latency_ms"] / zoo[f"zoo:{smallest}"]["latency_ms"] < 1.5
     assert fam["test_acc"] < 85  # 6 steps of training
     assert r["fronts"] and r["members"]["s24"]["run_dir"].endswith("-stage2")
+    assert models["family:s32"]["test_acc"] == 93.16
+    assert models["family:s32"]["arch"] == str(s32) and models["family:s32"]["latency_ms"] > 0
+    assert r["members"]["s32"]["test_acc_from"] == str(earlier)
+    assert (out / "export-s32-init" / "model_fp32.tflite").is_file()
+    assert not list(out.glob("s32-*"))  # nothing trained for it
     # --what-if with the zoo's own supernet scores every zoo subnet exactly as the zoo column
     assert r["what_if"]["test_acc"] == {k[4:]: m["test_acc"] for k, m in zoo.items()}
     assert r["what_if"]["fronts"] == r["fronts"]
