@@ -32,7 +32,7 @@
 #   SKIP_DEBOOTSTRAP=1 ...  insist on reusing $ROOTFS (fail if absent); REBUILD=1 starts afresh
 #
 # Settings (environment): WORK=/var/tmp/ofa-aarch64 ROOTFS=$WORK/rootfs REPO_SRC=<this repo>
-# REF=HEAD HOST_PY=/work/main/.venv/bin/python LOG=benchmarks/results/aarch64_device.log
+# REF=HEAD HOST_PY=<REPO_SRC>/.venv/bin/python (else .venv-ci) LOG=benchmarks/results/aarch64_device.log
 # BUDGET=20ms BIG_BUDGET=2000ms SEARCH_BUDGET=0.6ms TOL=1e-4 GOLDEN_N=0 (0: all)
 # SEARCH_ARGS="--device-class x86_64-onnx-fp32-t1 --no-measure --threads 1 --calibration 100": it ranks by the
 #   zoo's ONNX class's LUT and skips the re-timing, because timing this device's own LUT under
@@ -49,7 +49,11 @@ REF=${REF:-HEAD}
 WORK=${WORK:-/var/tmp/ofa-aarch64}
 ROOTFS=${ROOTFS:-$WORK/rootfs}
 CLONE=${CLONE:-$WORK/repo.git}          # bare clone of REPO_SRC; the chroot gets `git archive`
-HOST_PY=${HOST_PY:-/work/main/.venv/bin/python}
+# the x86 reference python: the checkout's own venv (.venv, or .venv-ci that .ci/run makes)
+if [ -z "${HOST_PY:-}" ]; then
+  HOST_PY=$REPO_SRC/.venv/bin/python
+  [ -x "$HOST_PY" ] || HOST_PY=$REPO_SRC/.venv-ci/bin/python
+fi
 LOG=${LOG:-benchmarks/results/aarch64_device.log}
 case $LOG in /*) ;; *) LOG=$REPO_SRC/$LOG ;; esac
 BUDGET=${BUDGET:-20ms}
