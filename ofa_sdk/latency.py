@@ -14,7 +14,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from ofa_sdk.arch import ArchSpec, LayerInfo, SearchSpace
-from ofa_sdk.cache import parse_json
+from ofa_sdk.cache import atomic_write_text, parse_json
 from ofa_sdk.constants import RUNTIMES
 from ofa_sdk.encoding import ArchArrays, active_mask_index
 from ofa_sdk.errors import LatencyTableError, NoModelFitsBudget
@@ -150,19 +149,8 @@ class LatencyLUT:
             raise LatencyTableError(f"LUT field is invalid: {e!r}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temp file + ``os.replace``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_json(), f, indent=1)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Write atomically (`ofa_sdk.cache.atomic_write_text`: fsync'd, usual permissions)."""
+        return atomic_write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyLUT:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -53,6 +54,10 @@ def test_lut_round_trip(tmp_path):
     key = next(iter(data["entries"]))
     assert set(data["entries"][key]) == {"ms", "p90", "n"}
     assert list(tmp_path.joinpath("luts").iterdir()) == [path]  # no temp files left behind
+    old_mask = os.umask(0o022)
+    os.umask(old_mask)
+    # a LUT is a file to commit and share: not the temp file's 0600
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old_mask
 
 
 def test_lut_for_another_space_is_rejected():
