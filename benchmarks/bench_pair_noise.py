@@ -2,24 +2,29 @@
 
 Each subnet (taken from a pairs file of ``ofa_sdk.training.collect_accuracy``, so the same subnets the
 predictor saw) is evaluated exactly as there (extracted, BN recalibrated on the same 10 training
-batches) but on the two disjoint halves of the 5,000-image validation split. From the two scores:
+batches) but on the two disjoint halves of the validation split the pairs were scored on (N
+images: 5,000 by default, or the split a supernet was trained with, `--val-size`). From the two
+scores:
 
-- the noise of one 5,000-image score, sigma = sd(A - B) / 2 (A and B are independent samples of
-  2,500 images, so var(A - B) = 2 sigma_2500^2 = 4 sigma_5000^2);
+- the noise of one N-image score, sigma = sd(A - B) / 2 (A and B are independent samples of
+  N / 2 images, so var(A - B) = 2 sigma_{N/2}^2 = 4 sigma_N^2);
 - the spread of the true accuracies, var(true) = var(full score) - sigma^2;
 - the reliability rho = var(true) / var(full score): the share of the scores' spread that is the
   subnets' and not the sample of images;
-- the measured Kendall tau between the two halves (each 2,500 images);
-- what an oracle that knew every subnet's true accuracy would score against the 5,000-image
+- the measured Kendall tau between the two halves (each N / 2 images);
+- what an oracle that knew every subnet's true accuracy would score against the N-image
   scores if the sampling noise were independent between subnets: RMSE sigma and Kendall
   tau = (2 / pi) arcsin(sqrt(rho)) (Greiner's relation for a bivariate normal);
-- the same ceilings projected to a 10,000-image validation split (the paper's size): the true
-  spread stays, the noise shrinks by sqrt(2). A projection, not a measurement: measuring it needs
-  a supernet trained without those 10,000 images.
+- (N other than 10,000) the same ceilings projected to a 10,000-image validation split (the paper's size): the true
+  spread stays, the noise scales as sqrt(N / 10,000). A projection, not a measurement: measuring
+  it needs a supernet trained without those 10,000 images (`--val-size 10000` at training; this
+  script and `collect_accuracy` then take that split by default).
 
 The image-sampling part is fixed once the split is fixed (the predictor is trained on and scored
 against the same 5,000 images), so this is not a hard ceiling on the predictor's tau against that
 split; it says how much of that tau is about the subnets rather than about the split.
+
+Older result files name the noise ``noise_sd_pp_5000``; ``--rederive`` reads them as N = 5,000.
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_pair_noise.py --checkpoint runs/fmnist \\
         --pairs runs/fmnist/pairs.jsonl -n 120 --workers 2 --json benchmarks/results/pair_noise.json
@@ -74,20 +79,27 @@ def oracle_ceilings(reliability: float, noise_pp: float) -> dict[str, float]:
             "oracle_kendall_tau": 2 / math.pi * math.asin(math.sqrt(reliability))}
 
 
-def projected(full_sd_pp: float, noise_pp_5000: float, images: int) -> dict[str, float]:
-    """The same subnets scored on a validation split of ``images`` images instead of 5,000: the
+def projected(full_sd_pp: float, noise_pp: float, images: int, *, measured_images: int = 5000
+              ) -> dict[str, float]:
+    """The same subnets scored on a validation split of ``images`` images instead of the
+    ``measured_images`` their scores (spread ``full_sd_pp``, noise ``noise_pp``) came from: the
     true spread stays, the sampling noise scales as 1 / sqrt(images) (a mean of independent
     right/wrong outcomes). A projection from the measured two, not a measurement."""
-    true_var = max(0.0, full_sd_pp ** 2 - noise_pp_5000 ** 2)
-    noise = noise_pp_5000 * math.sqrt(5000 / images)
+    true_var = max(0.0, full_sd_pp ** 2 - noise_pp ** 2)
+    noise = noise_pp * math.sqrt(measured_images / images)
     rho = true_var / (true_var + noise ** 2) if true_var + noise ** 2 > 0 else 0.0
     return {"images": images, "noise_sd_pp": noise, "reliability": rho,
             **oracle_ceilings(rho, noise)}
 
 
 def _derived(out: dict) -> dict:
-    return {**oracle_ceilings(out["reliability"], out["noise_sd_pp_5000"]),
-            "projected_10000": projected(out["full_score_sd_pp"], out["noise_sd_pp_5000"], 10000)}
+    images = int(out.get("val_images", 5000))
+    noise = out["noise_sd_pp"] if "noise_sd_pp" in out else out["noise_sd_pp_5000"]
+    derived = oracle_ceilings(out["reliability"], noise)
+    if images != 10000:
+        derived["projected_10000"] = projected(out["full_score_sd_pp"], noise, 10000,
+                                               measured_images=images)
+    return derived
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=120)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json")
-    from ofa_sdk.training.datasets import add_data_arguments, source_from_args
+    from ofa_sdk.training.datasets import add_data_arguments, source_for_checkpoint
 
     add_data_arguments(p)
     args = p.parse_args(argv)
@@ -113,13 +125,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.checkpoint and args.pairs):
         p.error("--checkpoint and --pairs are required (or --rederive JSON)")
+    from ofa_sdk.errors import OfaError
     from ofa_sdk.training.predictors import kendall_tau
+    from ofa_sdk.training.weights import read_supernet
 
     rows = [json.loads(line) for line in Path(args.pairs).read_text().splitlines() if line][:args.n]
+    sizes = {r.get("n_val") for r in rows}
+    if len(sizes) != 1 or None in sizes:
+        p.error(f"{args.pairs}: the pairs must all record the same n_val, got {sorted(map(str, sizes))}")
+    try:  # the supernet's own held-out split, as collect_accuracy takes it
+        source = source_for_checkpoint(args, read_supernet(args.checkpoint).data)
+    except OfaError as e:
+        p.error(str(e))
     import multiprocessing as mp
 
     with ProcessPoolExecutor(args.workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init, initargs=(args.checkpoint, source_from_args(args))) as pool:
+                             initializer=_init, initargs=(args.checkpoint, source)) as pool:
         ab = np.array(list(pool.map(_eval, [r["arch"] for r in rows])))
     full = np.array([r["val_acc"] for r in rows])
     a, b = ab[:, 0], ab[:, 1]
@@ -128,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     rho = max(0.0, (var_full - sigma ** 2) / var_full)
     out = {
         "n": len(rows),
+        "val_images": sizes.pop(),
         "full_score_sd_pp": 100 * math.sqrt(var_full),
-        "noise_sd_pp_5000": 100 * sigma,
+        "noise_sd_pp": 100 * sigma,
         "reliability": rho,
         "tau_between_halves": kendall_tau(a, b),
         "half_means_pp": [100 * float(a.mean()), 100 * float(b.mean())],

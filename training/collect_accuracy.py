@@ -2,6 +2,9 @@
 
 Each sampled subnet is set active, its BN statistics are recalibrated on a few training batches
 (`ofa_sdk.training.bn.recalibrate_bn`) and it is evaluated on the VALIDATION split, never the test set.
+For a supernet of our training runs that split is, by default, the one it was trained with (the
+size its ``model.safetensors`` records; a larger ``--val-size`` is refused, since its extra images
+were trained on).
 Every result is appended as one JSON line, so a run is resumable: specs already in the output are
 skipped. ``--workers N`` evaluates in N processes of one torch thread each; only the parent
 writes the file. Under ``torchrun`` every rank takes the subnets whose index in the sampled list
@@ -364,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from ofa_sdk.training.datasets import describe, source_from_args
+    from ofa_sdk.training.datasets import describe, source_for_checkpoint
     from ofa_sdk.training.weights import read_supernet
 
     torch.set_num_threads(1)
@@ -376,8 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         sf = read_supernet(args.checkpoint, space=get_space(args.space) if args.space else None)
-        data = source_from_args(args).resolve(sf.space, fixed=True, norm=sf.norm,
-                                              progress=rank == 0)
+        src = source_for_checkpoint(args, sf.data)  # the supernet's own held-out images
+        data = src.resolve(sf.space, fixed=True, norm=sf.norm, progress=rank == 0)
         describe(data)
         ev = eval_data(data, calib_batches=args.calib_batches, batch_size=args.batch_size,
                        split_seed=args.split_seed or 0, val_limit=args.val_limit)

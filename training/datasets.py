@@ -39,7 +39,7 @@ from ofa_sdk.training.folder_decode import FolderLoader, FolderSplit, decode, pr
 
 __all__ = ["KINDS", "IMAGENET_MEAN", "IMAGENET_STD", "DataSource", "DataInfo", "Data",
            "FolderSplit", "scan_folder", "adapt_space", "add_data_arguments",
-           "source_from_args"]
+           "source_from_args", "source_for_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -460,6 +460,40 @@ def source_from_args(args: argparse.Namespace, **overrides: Any) -> DataSource:
     opts = {k: v for k, v in opts.items() if v is not None}
     return DataSource.parse(text, split_seed=args.split_seed or 0, workers=args.data_workers,
                             **opts)
+
+
+def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] | None
+                          ) -> DataSource:
+    """`source_from_args` for scoring a supernet's subnets on validation images.
+
+    ``trained`` is the data the supernet records it was trained on
+    (`ofa_sdk.training.weights.SupernetFile.data`). On that same data, ``--val-size`` defaults to
+    the training run's validation split, so a supernet trained with ``--val-size 10000`` is
+    scored on its 10,000 held-out images without repeating the option. A smaller split is a
+    subset of those (both are a prefix of one seeded permutation) and is allowed; a larger one
+    is refused with `DatasetError`: its extra images are ones the supernet trained on.
+    """
+    src = source_from_args(args)
+    if not trained:
+        return src
+    source = str(trained.get("source", ""))
+    same = source.partition(":")[0] == src.kind and (src.kind != "imagefolder"
+                                                     or source == str(src))
+    try:
+        held_out = int(trained["sizes"]["val"])
+    except (KeyError, TypeError, ValueError):
+        return src
+    if not same or held_out < 1:
+        return src
+    if src.val_size is None:
+        return dataclasses.replace(src, val_size=held_out)
+    if src.val_size > held_out:
+        raise DatasetError(
+            f"the supernet was trained with {held_out:,} validation images held out of {source}; "
+            f"--val-size {src.val_size} would score subnets on {src.val_size - held_out:,} images "
+            f"it trained on. Use --val-size {held_out} or less (the default), or train a "
+            f"supernet with --val-size {src.val_size}")
+    return src
 
 
 def describe(data: Data, log_fn: Callable[[str], None] | None = None) -> None:

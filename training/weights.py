@@ -37,7 +37,9 @@ class SupernetFile:
     """Supernet weights as read from disk, with the space they fit and how inputs are normalised.
 
     ``sha256`` is of the file read (pairs, predictors and zoos record it); ``norm`` is
-    ``(mean, std)`` when the file records them (our run folders, converted official weights).
+    ``(mean, std)`` when the file records them (our run folders, converted official weights);
+    ``data`` the `ofa_sdk.training.datasets.DataInfo` JSON of the data a run folder's supernet
+    was trained on (its split sizes included), when the file records it.
     """
 
     path: Path
@@ -46,6 +48,7 @@ class SupernetFile:
     sha256: str
     norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     official: bool = False
+    data: dict[str, Any] | None = None
 
 
 def weights_path(checkpoint: str | os.PathLike) -> Path:
@@ -157,6 +160,14 @@ def _norm_from(meta: Mapping[str, str]) -> tuple[tuple[float, ...], tuple[float,
     return None
 
 
+def _data_from(meta: Mapping[str, str]) -> dict[str, Any] | None:
+    try:
+        d = json.loads(meta["data"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
 def _space_from(meta: Mapping[str, str], path: Path) -> SearchSpace | None:
     if not meta.get("space"):
         return None
@@ -196,7 +207,8 @@ def read_supernet(checkpoint: str | os.PathLike, *, space: SearchSpace | None = 
                               f"{saved.name!r}, not {space.name!r}")
     fitted = _fit(state, path, saved or space, (*OFFICIAL_SPACES, FMNIST))
     official = meta.get("source") == "official" or (saved is None and fitted in OFFICIAL_SPACES)
-    return SupernetFile(path, state, fitted, sha256_file(path), _norm_from(meta), official)
+    return SupernetFile(path, state, fitted, sha256_file(path), _norm_from(meta), official,
+                        _data_from(meta))
 
 
 def _space_from_state(path: Path) -> SearchSpace | None:

@@ -130,3 +130,38 @@ def test_workers_give_the_same_results(checkpoint, tmp_path):
     collect(load, two, space=TINY, n=4, seed=1, workers=2)
     by_spec = lambda p: {r["str"]: r["val_acc"] for r in _lines(p)}  # noqa: E731
     assert by_spec(one) == by_spec(two)
+
+
+def test_cli_scores_on_the_supernets_own_held_out_split(tiny_supernet, tmp_path, caplog):
+    """A supernet records the validation split it was trained with. collect_accuracy scores on
+    that split by default (not the data's default size), takes a smaller one (a subset of it),
+    and refuses a larger one: its extra images are ones the supernet trained on."""
+    from safetensors.torch import save_file
+
+    from ofa_sdk.arch import register_space
+    from ofa_sdk.training.collect_accuracy import main
+    from ofa_sdk.training.datasets import DataSource
+    from ofa_sdk.training.weights import read_supernet, supernet_metadata
+
+    register_space(TINY)
+    info = DataSource("synthetic", val_size=12, synthetic_size=100).resolve(TINY).info
+    path = tmp_path / "supernet.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_supernet.state_dict().items()}, str(path),
+              metadata=supernet_metadata(TINY, mean=info.mean, std=info.std, data=info.to_json()))
+    assert read_supernet(path).data["sizes"]["val"] == 12
+    cli = ["--checkpoint", str(path), "--space", TINY.name, "--data", "synthetic",
+           "--synthetic-size", "100", "-n", "1"]
+    assert main([*cli, "--out", str(tmp_path / "a.jsonl")]) == 0
+    assert _lines(tmp_path / "a.jsonl")[0]["n_val"] == 12  # synthetic's own default is 20
+    assert main([*cli, "--out", str(tmp_path / "b.jsonl"), "--val-size", "8"]) == 0
+    assert _lines(tmp_path / "b.jsonl")[0]["n_val"] == 8
+    caplog.clear()
+    assert main([*cli, "--out", str(tmp_path / "c.jsonl"), "--val-size", "20"]) == 2
+    assert not (tmp_path / "c.jsonl").exists()
+    assert "trained with 12 validation images" in caplog.text
+    assert "8 images it trained on" in caplog.text
+    # the pairs of a checkpoint that records no data (a bare state dict) keep the data's default
+    bare = tmp_path / "bare.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_supernet.state_dict().items()}, str(bare))
+    assert main([*cli[:1], str(bare), *cli[2:], "--out", str(tmp_path / "d.jsonl")]) == 0
+    assert _lines(tmp_path / "d.jsonl")[0]["n_val"] == 20

@@ -256,3 +256,10 @@ def test_pair_noise_projects_the_ceiling_to_a_larger_validation_split():
     assert p["oracle_kendall_tau"] > mod.oracle_ceilings(
         1 - noise5 ** 2 / (100 * np.std(s5, ddof=1)) ** 2, noise5)["oracle_kendall_tau"] + 0.05
     assert mod.projected(0.1, 0.3, 10000)["reliability"] == 0.0  # all of it noise
+    assert mod.projected(0.5, 0.3, 10000, measured_images=2500)["noise_sd_pp"] == pytest.approx(0.15)
+    # a result measured on 10,000 images needs no projection; an old file (noise_sd_pp_5000)
+    # is read as measured on 5,000
+    new = {"full_score_sd_pp": 0.4, "reliability": 0.7, "noise_sd_pp": 0.2}
+    assert "projected_10000" not in mod._derived({**new, "val_images": 10000})
+    old = {"full_score_sd_pp": 0.4, "reliability": 0.7, "noise_sd_pp_5000": 0.2}
+    assert mod._derived(old) == mod._derived({**new, "val_images": 5000})
