@@ -464,26 +464,18 @@ def source_from_args(args: argparse.Namespace, **overrides: Any) -> DataSource:
 
 def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] | None
                           ) -> DataSource:
-    """`source_from_args` for scoring a supernet's subnets on validation images.
-
-    ``trained`` is the data the supernet records it was trained on
-    (`ofa_sdk.training.weights.SupernetFile.data`). On that same data, ``--val-size`` defaults to
-    the training run's validation split, so a supernet trained with ``--val-size 10000`` is
-    scored on its 10,000 held-out images without repeating the option. A smaller split is a
-    subset of those (both are a prefix of one seeded permutation) and is allowed; a larger one
-    is refused with `DatasetError`: its extra images are ones the supernet trained on.
+    """`source_from_args` for scoring a supernet's subnets on validation images. ``trained`` is
+    the data it records it was trained on (`ofa_sdk.training.weights.SupernetFile.data`): on that
+    data ``--val-size`` defaults to the training run's split; a smaller one is a subset of it (a
+    prefix of one seeded permutation), a larger one is refused: its extra images were trained on.
     """
     src = source_from_args(args)
-    if not trained:
-        return src
-    source = str(trained.get("source", ""))
-    same = source.partition(":")[0] == src.kind and (src.kind != "imagefolder"
-                                                     or source == str(src))
+    source = str((trained or {}).get("source", ""))
     try:
-        held_out = int(trained["sizes"]["val"])
+        held_out = int(trained["sizes"]["val"])  # type: ignore[index]
     except (KeyError, TypeError, ValueError):
         return src
-    if not same or held_out < 1:
+    if source.partition(":")[0] != src.kind or (src.kind == "imagefolder" and source != str(src)):
         return src
     if src.val_size is None:
         return dataclasses.replace(src, val_size=held_out)
