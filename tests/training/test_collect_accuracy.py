@@ -132,7 +132,8 @@ def test_workers_give_the_same_results(checkpoint, tmp_path):
     assert by_spec(one) == by_spec(two)
 
 
-def test_cli_scores_on_the_supernets_own_held_out_split(tiny_supernet, tmp_path, caplog):
+def test_cli_scores_on_the_supernets_own_held_out_split(tiny_supernet, checkpoint, tmp_path,
+                                                        caplog):
     """A supernet records the validation split it was trained with. collect_accuracy scores on
     that split by default (not the data's default size), takes a smaller one (a subset of it),
     and refuses a larger one: its extra images are ones the supernet trained on."""
@@ -145,7 +146,7 @@ def test_cli_scores_on_the_supernets_own_held_out_split(tiny_supernet, tmp_path,
 
     register_space(TINY)
     info = DataSource("synthetic", val_size=12, synthetic_size=100).resolve(TINY).info
-    path = tmp_path / "supernet.safetensors"
+    path = tmp_path / "recorded.safetensors"
     save_file({k: v.contiguous() for k, v in tiny_supernet.state_dict().items()}, str(path),
               metadata=supernet_metadata(TINY, mean=info.mean, std=info.std, data=info.to_json()))
     assert read_supernet(path).data["sizes"]["val"] == 12
@@ -161,7 +162,5 @@ def test_cli_scores_on_the_supernets_own_held_out_split(tiny_supernet, tmp_path,
     assert "trained with 12 validation images" in caplog.text
     assert "8 images it trained on" in caplog.text
     # the pairs of a checkpoint that records no data (a bare state dict) keep the data's default
-    bare = tmp_path / "bare.safetensors"
-    save_file({k: v.contiguous() for k, v in tiny_supernet.state_dict().items()}, str(bare))
-    assert main([*cli[:1], str(bare), *cli[2:], "--out", str(tmp_path / "d.jsonl")]) == 0
+    assert main([*cli[:1], str(checkpoint), *cli[2:], "--out", str(tmp_path / "d.jsonl")]) == 0
     assert _lines(tmp_path / "d.jsonl")[0]["n_val"] == 20
