@@ -15,6 +15,8 @@
 #
 #   bash scripts/train_fmnist.sh
 #   bash scripts/train_fmnist.sh --data-dir /path/to/fashion-mnist --no-progress   # to every stage
+#   bash scripts/train_fmnist.sh --val-size 10000    # the bundled supernet (runs/fmnist/README.md):
+#                                                    # 10,000 validation images held out, not 5,000
 #
 # Environment: NPROC (DDP processes, default 2, one thread each; batch_size in the configs is per
 # process, so the recipe's 128 images per step needs NPROC=2), PYTHON, RUNS (default runs), NAME
