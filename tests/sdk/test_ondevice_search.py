@@ -184,7 +184,13 @@ def test_a_kill_during_materialization_leaves_nothing_half_written(tmp_path):
                         "--no-measure", "--threads", "1", "--json")
     env = child_env(OFA_SDK_CACHE=str(tmp_path))
     searched = tmp_path / "searched"
-    assert _kill_when(argv, env, searched, tmp_appears=False, delay=2.5)
+    # how long one uninterrupted search takes here (its own cache), so that the first kill lands
+    # inside it, during the search or the recalibration, on a fast machine and a slow one alike
+    t0 = time.monotonic()
+    _json(_search("--budget", f"{_budget(0.1)}ms", "--device-class", ONNX_CLASS, "--no-measure",
+                  "--threads", "1", "--json", cache=tmp_path / "timing"))
+    assert _kill_when(argv, env, searched, tmp_appears=False,
+                      delay=0.6 * (time.monotonic() - t0))
     caught = 0
     for _ in range(3):                       # catch it inside the write at least once
         caught += _kill_when(argv, env, searched, tmp_appears=True)
