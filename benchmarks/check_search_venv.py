@@ -13,7 +13,7 @@
 
 Prints one JSON object; exit 1 if a check fails.
 
-    python benchmarks/check_search_venv.py --budget 0.5ms --json benchmarks/results/search_venv.json
+    python benchmarks/check_search_venv.py --budget 0.2ms --json benchmarks/results/search_venv.json
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ print(json.dumps(sorted(names)))
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget", default="0.5ms")
+    p.add_argument("--budget", default="0.2ms")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tolerance-pp", type=float, default=0.5)
     p.add_argument("--json", help="also write the result here")
