@@ -180,15 +180,15 @@ def test_a_kill_during_materialization_leaves_nothing_half_written(tmp_path):
     """SIGKILL the search while it recalibrates and while its model folder is being written:
     every folder under searched/ is then complete or a hidden temporary one, and a rerun
     succeeds and sweeps the temporaries."""
-    argv = blocked_argv(SEARCH, "--budget", f"{_budget(0.1)}ms", "--device-class", ONNX_CLASS,
-                        "--no-measure", "--threads", "1", "--json")
+    args = ("--budget", f"{_budget(0.1)}ms", "--device-class", ONNX_CLASS, "--no-measure",
+            "--threads", "1", "--json")
+    argv = blocked_argv(SEARCH, *args)
     env = child_env(OFA_SDK_CACHE=str(tmp_path))
     searched = tmp_path / "searched"
     # how long one uninterrupted search takes here (its own cache), so that the first kill lands
     # inside it, during the search or the recalibration, on a fast machine and a slow one alike
     t0 = time.monotonic()
-    _json(_search("--budget", f"{_budget(0.1)}ms", "--device-class", ONNX_CLASS, "--no-measure",
-                  "--threads", "1", "--json", cache=tmp_path / "timing"))
+    _json(_search(*args, cache=tmp_path / "timing"))
     assert _kill_when(argv, env, searched, tmp_appears=False,
                       delay=0.6 * (time.monotonic() - t0))
     caught = 0
@@ -203,8 +203,7 @@ def test_a_kill_during_materialization_leaves_nothing_half_written(tmp_path):
             shutil.rmtree(f)
     assert caught, "never caught the search while it wrote its model folder"
     assert any(".tmp-" in f.name for f in searched.iterdir())
-    out = _json(_search("--budget", f"{_budget(0.1)}ms", "--device-class", ONNX_CLASS,
-                        "--no-measure", "--threads", "1", "--json", cache=tmp_path))
+    out = _json(_search(*args, cache=tmp_path))
     assert _complete(Path(out["path"]).parent)
     assert not [f for f in searched.iterdir() if ".tmp-" in f.name]
 
