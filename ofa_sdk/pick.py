@@ -41,7 +41,9 @@ __all__ = ["Pick", "Measurement", "MeasurementCache", "Candidate", "pick", "load
            "rank", "resolve_zoo", "device_classes_for", "plot_pareto", "DEFAULT_TIE_TOLERANCE"]
 
 #: Among equally accurate candidates that fit, one with fewer threads (then the runtime order
-#: tflite, onnx; then fp32 before int8) is kept unless another is more than this much faster.
+#: tflite, onnx; then fp32 before int8) is kept unless another is more than this much faster;
+#: and if one would still fit were it this much slower, more threads are not used at all
+#: (`ofa_sdk.planner.settle`).
 DEFAULT_TIE_TOLERANCE = 0.2
 
 

@@ -251,11 +251,7 @@ class Planner:
             self.measurement(cand)
             if cand.latency_ms <= budget:
                 fits.append(cand)
-        if not fits:
-            return None
-        fastest = min(c.latency_ms for c in fits)
-        return min((c for c in fits if c.latency_ms <= fastest * (1 + tie)),
-                   key=lambda c: (c.preference, c.latency_ms))
+        return settle(fits, budget, tie) if fits else None
 
     def decide(self, budget: float, *, slack: float, tie: float) -> Candidate:
         """The answer: calibrate, take the best fit, check it; refused files make way."""
@@ -272,6 +268,25 @@ class Planner:
                 return chosen
             self.refuse(chosen, why)
             excluded.add(id(chosen))
+
+
+def settle(fits: list[Candidate], budget: float, tie: float) -> Candidate:
+    """One of equally accurate candidates that all fit ``budget``: the rule of `pick`.
+
+    Threads are spent only where they are needed: if any candidate would still fit were it
+    ``tie`` slower (the room a busy machine eats), only those with the fewest threads among
+    such roomy ones stay. Of those left, the fastest and every one within ``tie`` of it compete,
+    and fewer threads, then the runtime and precision order, win. A second thread that buys
+    0.1 ms under a 20 ms budget is not worth a core (or the answer's stability under load: a
+    competing process slows a 2-thread run more than a 1-thread one).
+    """
+    roomy = [c for c in fits if c.latency_ms * (1 + tie) <= budget]
+    if roomy:
+        fewest = min(c.config.threads for c in roomy)
+        fits = [c for c in roomy if c.config.threads == fewest]
+    fastest = min(c.latency_ms for c in fits)
+    return min((c for c in fits if c.latency_ms <= fastest * (1 + tie)),
+               key=lambda c: (c.preference, c.latency_ms))
 
 
 def decide_with_lock(planner: Planner, budget: float, *, slack: float, tie: float) -> Candidate:

@@ -185,6 +185,38 @@ def test_equally_accurate_candidates_the_measured_fastest_wins(tflite_zoo):
         pick(0.5, zoo=z, precision="fp32", threads=1)
 
 
+def test_threads_are_spent_only_where_the_budget_needs_them(zoos):
+    # The rule `pick` settles equally accurate fits with (ofa_sdk.planner.settle), on real
+    # candidates of one zoo entry: its ONNX file at 1 and 2 threads, and at 2 threads on another
+    # runtime's order, with the latencies a measurement would have given.
+    from ofa_sdk.candidates import Candidate, Config
+    from ofa_sdk.planner import settle
+    from ofa_sdk.zoo import open_zoo
+
+    entry = open_zoo(zoos["none"]).entries[0]
+    f = next(f for f in entry.files if f.format == "onnx" and f.precision == "fp32")
+
+    def cand(threads: int, ms: float) -> Candidate:
+        c = Candidate(entry, f, Config("onnx", "fp32", threads, None, "none", "macs"), 1.0)
+        c.estimate = ms
+        return c
+
+    one, two = cand(1, 0.25), cand(2, 0.19)           # 2 threads: 24 % faster
+    # room to spare: the 1-thread run still fits were it 20 % slower, so no second thread
+    assert settle([two, one], budget=20.0, tie=0.2) is one
+    assert settle([one, two], budget=0.31, tie=0.2) is one      # 0.25 * 1.2 = 0.30 fits
+    # a tight budget: only the faster 2-thread run has that room, so it is the answer
+    assert settle([one, two], budget=0.29, tie=0.2) is two
+    # neither has room: the old rule, more than 20 % faster wins
+    assert settle([one, two], budget=0.25, tie=0.2) is two
+    # within 20 % of each other, fewer threads win whatever the budget
+    near = cand(2, 0.22)
+    assert settle([near, one], budget=0.26, tie=0.2) is one
+    # among the roomy ones with the fewest threads, the fastest-within-tie rule still holds
+    slow_one = cand(1, 0.40)
+    assert settle([slow_one, one, two], budget=20.0, tie=0.2) is one
+
+
 def test_package_exports_the_functions():
     import ofa_sdk
     import ofa_sdk.pick as _  # noqa: F401  (the submodule must not shadow the function)
