@@ -33,7 +33,7 @@
 #
 # Settings (environment): WORK=/var/tmp/ofa-aarch64 ROOTFS=$WORK/rootfs REPO_SRC=<this repo>
 # REF=HEAD HOST_PY=<REPO_SRC>/.venv/bin/python (else .venv-ci) LOG=benchmarks/results/aarch64_device.log
-# BUDGET=20ms BIG_BUDGET=2000ms SEARCH_BUDGET=0.6ms TOL=1e-4 GOLDEN_N=0 (0: all)
+# BUDGET=20ms BIG_BUDGET=2000ms SEARCH_BUDGET=0.2ms TOL=1e-4 GOLDEN_N=0 (0: all)
 # SEARCH_ARGS="--device-class x86_64-onnx-fp32-t1 --no-measure --threads 1 --calibration 100": it ranks by the
 #   zoo's ONNX class's LUT and skips the re-timing, because timing this device's own LUT under
 #   emulation would take hours and measure qemu, not a Pi; both sides then search the same LUT
@@ -58,7 +58,7 @@ LOG=${LOG:-benchmarks/results/aarch64_device.log}
 case $LOG in /*) ;; *) LOG=$REPO_SRC/$LOG ;; esac
 BUDGET=${BUDGET:-20ms}
 BIG_BUDGET=${BIG_BUDGET:-2000ms}
-SEARCH_BUDGET=${SEARCH_BUDGET:-0.6ms}
+SEARCH_BUDGET=${SEARCH_BUDGET:-0.2ms}
 SEARCH_ARGS=${SEARCH_ARGS:---device-class x86_64-onnx-fp32-t1 --no-measure --threads 1 --calibration 100}
 TOL=${TOL:-1e-4}
 GOLDEN_N=${GOLDEN_N:-0}
