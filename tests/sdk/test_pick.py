@@ -187,8 +187,8 @@ def test_equally_accurate_candidates_the_measured_fastest_wins(tflite_zoo):
 
 def test_threads_are_spent_only_where_the_budget_needs_them(zoos):
     # The rule `pick` settles equally accurate fits with (ofa_sdk.planner.settle), on real
-    # candidates of one zoo entry: its ONNX file at 1 and 2 threads, and at 2 threads on another
-    # runtime's order, with the latencies a measurement would have given.
+    # candidates of one zoo entry: its ONNX file at 1 and at 2 threads, each with the latency a
+    # measurement would have given.
     from ofa_sdk.candidates import Candidate, Config
     from ofa_sdk.planner import settle
     from ofa_sdk.zoo import open_zoo
