@@ -55,6 +55,7 @@ from bench_ps_vs_scratch import (  # noqa: E402
 from ofa_sdk.arch import ArchSpec, SearchSpace  # noqa: E402
 from ofa_sdk.errors import OfaError  # noqa: E402
 from ofa_sdk.training.checkpoint import atomic_write_bytes  # noqa: E402
+from ofa_sdk.training.datasets import add_data_arguments  # noqa: E402
 from ofa_sdk.training.schedule import ConfigError  # noqa: E402
 from ofa_sdk.training.train import TrainConfig, config_with_data, scratch_subnet  # noqa: E402
 
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                         "fmnist_restart_1proc.toml, the supernet's stage 2 in one process)")
     p.add_argument("--family", default="s24,s32,m24,m32", help="members: level s|m|l + resolution")
     p.add_argument("--out", default="runs/hand_scaled", help="folder of the members' runs")
+    add_data_arguments(p, default=None)
     p.add_argument("--largest-scratch", metavar="RUN_OR_CHECKPOINT",
                    help="for an l member at the largest resolution: the supernet's end-of-full "
                         "checkpoint (that stage IS the largest net trained alone)")
@@ -200,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
     cfg = config_with_data(TrainConfig.from_file(args.config), args)
     then_paths = args.then or [RESTART]
-    then = tuple(TrainConfig.from_file(ROOT / c if c == RESTART else c) for c in then_paths)
+    # the data options (--val-size, ...) hold for every stage, not only the first
+    then = tuple(config_with_data(TrainConfig.from_file(ROOT / c if c == RESTART else c), args)
+                 for c in then_paths)
     codes = [c.strip() for c in args.family.split(",") if c.strip()]
     largest = Path(args.largest_scratch) if args.largest_scratch else None
     reuse = [c.strip() for c in args.reuse.split(",") if c.strip()]

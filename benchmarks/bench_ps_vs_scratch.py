@@ -362,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                              scratch=not args.no_scratch,
                              largest_scratch=Path(args.largest_scratch)
                              if args.largest_scratch else None,
-                             then=tuple(TrainConfig.from_file(c) for c in args.then),
+                             then=tuple(config_with_data(TrainConfig.from_file(c), args)
+                                        for c in args.then),
                              scratch_seed=args.scratch_seed)
             print(_table(result))
         if args.json:

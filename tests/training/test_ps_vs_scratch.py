@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -200,6 +201,24 @@ def test_scratch_runs_can_continue_with_warm_restart_stages(bench, tiny, tmp_pat
                       data_dir=None, progress=False, then=(other,))
 
 
+def test_data_options_reach_the_warm_restart_stages(bench, tiny, tmp_path):
+    """`--val-size` on the command line holds for the `--then` stages too: every stage of a
+    scratch run trains on the split the supernet trained on."""
+    text = (ROOT / "configs" / "tiny.toml").read_text()
+    head, _ = text.split("[phases.full]", 1)
+    stage2 = tmp_path / "stage2.toml"
+    stage2.write_text(head + "[phases.full]\nepochs = 1\nlr = 0.01\nsubnets_per_step = 1\n")
+    supernet = train(dataclasses.replace(tiny, val_size=32), run_dir=tmp_path / "super",
+                     phases=["full"], progress=False)
+    out = tmp_path / "s"
+    assert bench.main(["--config", str(ROOT / "configs" / "tiny.toml"), "--supernet",
+                       str(supernet), "--specs", "smallest", "--then", str(stage2),
+                       "--val-size", "32", "--out", str(out)]) == 0
+    finals = sorted(out.glob("smallest-*/final.json"))
+    assert len(finals) == 2
+    assert [json.loads(f.read_text())["data"]["sizes"]["val"] for f in finals] == [32, 32]
+
+
 def test_scratch_seed_trains_another_run_scored_on_the_same_images(bench, tiny, tmp_path):
     """`--scratch-seed N`: a second scratch run of the same spec with another seed, in its own
     folder, on the same train/val split; both seeds are scored on the same batches."""
@@ -324,6 +343,21 @@ def _few_steps(src: Path, dst: Path) -> Path:
     assert text.count("\nepochs = 1\n") == 1
     dst.write_text(text)
     return dst
+
+
+def test_hand_scaled_data_options_hold_for_every_stage(hand_scaled, tmp_path):
+    """`--val-size` trains both stages of a member on the same split (the supernet's, when it
+    held out more than the configs' 5,000): the warm restart must not see the held-out images."""
+    cfg = _few_steps(ROOT / "configs" / "fmnist.toml", tmp_path / "stage1.toml")
+    then = _few_steps(ROOT / "configs" / "experiments" / "fmnist_restart_1proc.toml",
+                      tmp_path / "stage2.toml")
+    out = tmp_path / "runs"
+    assert hand_scaled.main(["--config", str(cfg), "--then", str(then), "--family", "s24",
+                             "--out", str(out), "--val-size", "10000", "--train-only"]) == 0
+    finals = sorted(out.glob("s24-*/final.json"))
+    assert [f.parent.name.endswith("-stage2") for f in finals] == [False, True]
+    for f in finals:
+        assert json.loads(f.read_text())["data"]["sizes"]["train"] == 50000, f
 
 
 CLASS = "x86_64-tflite-fp32-t1"
