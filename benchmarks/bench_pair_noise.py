@@ -55,7 +55,8 @@ def _init(checkpoint: str, source: object) -> None:
     net, sf = load_supernet(checkpoint)
     data = source.resolve(sf.space, fixed=True, norm=sf.norm)  # type: ignore[attr-defined]
     train, val = data.arrays("train"), data.arrays("val")
-    calib = BatchLoader(train, batch_size=128, seed=0).fixed_batches(10, seed=1)
+    seed = source.split_seed  # type: ignore[attr-defined]  # collect_accuracy's calibration batches
+    calib = BatchLoader(train, batch_size=128, seed=seed).fixed_batches(10, seed=seed + 1)
     halves = []
     half = len(val) // 2
     for idx in (np.arange(0, half), np.arange(half, 2 * half)):

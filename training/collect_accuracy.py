@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = src.resolve(sf.space, fixed=True, norm=sf.norm, progress=rank == 0)
         describe(data)
         ev = eval_data(data, calib_batches=args.calib_batches, batch_size=args.batch_size,
-                       split_seed=args.split_seed or 0, val_limit=args.val_limit)
+                       split_seed=src.split_seed, val_limit=args.val_limit)
         load = functools.partial(_load_for_cli, str(sf.path), json.dumps(sf.space.to_json()), ev)
         new = collect(load, args.out, space=sf.space, n=args.n, seed=args.seed,
                       workers=args.workers, progress=progress, supernet_sha256=sf.sha256,

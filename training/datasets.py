@@ -143,6 +143,7 @@ class DataInfo:
     crop_fraction: float
     fingerprint: str
     sizes: Mapping[str, int]
+    split_seed: int = 0         # the seed that drew the validation images out of the training set
 
     @property
     def resize(self) -> dict[str, Any]:
@@ -289,7 +290,7 @@ def _resolve_arrays(src: DataSource, space: SearchSpace, *, fixed: bool,
               for k, d in (("train", train), ("val", val), ("test", test))}
     info = DataInfo(name, str(src), tuple(full.classes), channels, mean, std,
                     int(full.images.shape[-1]), 1.0, fp,
-                    {k: len(v) for k, v in splits.items()})
+                    {k: len(v) for k, v in splits.items()}, src.split_seed)
     return Data(info, adapted, splits, src.workers)
 
 
@@ -385,7 +386,7 @@ def _resolve_folder(src: DataSource, space: SearchSpace, *, fixed: bool,
                         .encode()).hexdigest()[:12]
     info = DataInfo("imagefolder", str(src), classes, channels,
                     tuple(float(v) for v in mean), tuple(float(v) for v in std), size, crop, fp,
-                    {k: len(v) for k, v in splits.items()})
+                    {k: len(v) for k, v in splits.items()}, src.split_seed)
     return Data(info, adapted, splits, src.workers, progress)
 
 
@@ -468,6 +469,8 @@ def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] |
     the data it records it was trained on (`ofa_sdk.training.weights.SupernetFile.data`): on that
     data ``--val-size`` defaults to the training run's split; a smaller one is a subset of it (a
     prefix of one seeded permutation), a larger one is refused: its extra images were trained on.
+    So is another ``--split-seed`` than the one the run records; the recorded one is the default
+    (runs that record none keep the default 0).
     """
     src = source_from_args(args)
     source = str((trained or {}).get("source", ""))
@@ -477,6 +480,14 @@ def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] |
         return src
     if source.partition(":")[0] != src.kind or (src.kind == "imagefolder" and source != str(src)):
         return src
+    seed = (trained or {}).get("split_seed")
+    if isinstance(seed, int) and seed != src.split_seed:
+        if args.split_seed is not None:
+            raise DatasetError(
+                f"the supernet's {held_out:,} validation images were drawn with --split-seed "
+                f"{seed}; --split-seed {args.split_seed} would score subnets on images it "
+                f"trained on. Leave --split-seed out (the recorded seed is the default)")
+        src = dataclasses.replace(src, split_seed=seed)
     if src.val_size is None:
         return dataclasses.replace(src, val_size=held_out)
     if src.val_size > held_out:

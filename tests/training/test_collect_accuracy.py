@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 
@@ -164,3 +165,39 @@ def test_cli_scores_on_the_supernets_own_held_out_split(tiny_supernet, checkpoin
     # the pairs of a checkpoint that records no data (a bare state dict) keep the data's default
     assert main([*cli[:1], str(checkpoint), *cli[2:], "--out", str(tmp_path / "d.jsonl")]) == 0
     assert _lines(tmp_path / "d.jsonl")[0]["n_val"] == 20
+
+
+def test_cli_scores_on_the_split_seed_the_supernet_records(tiny_supernet, tmp_path, caplog):
+    """A run records the seed that drew its validation images. collect_accuracy takes it by
+    default and refuses another: that split's validation images are partly training images."""
+    from safetensors.torch import save_file
+
+    from ofa_sdk.arch import register_space
+    from ofa_sdk.training.collect_accuracy import main
+    from ofa_sdk.training.datasets import DataSource, add_data_arguments, source_for_checkpoint
+    from ofa_sdk.training.weights import read_supernet, supernet_metadata
+
+    register_space(TINY)
+    info = DataSource("synthetic", val_size=12, synthetic_size=100, split_seed=3
+                      ).resolve(TINY).info
+    assert info.to_json()["split_seed"] == 3
+    path = tmp_path / "seed3.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_supernet.state_dict().items()}, str(path),
+              metadata=supernet_metadata(TINY, mean=info.mean, std=info.std, data=info.to_json()))
+    recorded = read_supernet(path).data
+    parser = add_data_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--data", "synthetic", "--synthetic-size", "100"])
+    assert source_for_checkpoint(args, recorded).split_seed == 3
+    assert source_for_checkpoint(args, {**recorded, "split_seed": 0}).split_seed == 0
+    legacy = {k: v for k, v in recorded.items() if k != "split_seed"}
+    assert source_for_checkpoint(args, legacy).split_seed == 0  # runs that record none
+    cli = ["--checkpoint", str(path), "--space", TINY.name, "--data", "synthetic",
+           "--synthetic-size", "100", "-n", "2"]
+    assert main([*cli, "--out", str(tmp_path / "a.jsonl")]) == 0
+    assert main([*cli, "--out", str(tmp_path / "b.jsonl"), "--split-seed", "3"]) == 0
+    assert [r["val_acc"] for r in _lines(tmp_path / "a.jsonl")] == \
+        [r["val_acc"] for r in _lines(tmp_path / "b.jsonl")]
+    caplog.clear()
+    assert main([*cli, "--out", str(tmp_path / "c.jsonl"), "--split-seed", "0"]) == 2
+    assert not (tmp_path / "c.jsonl").exists()
+    assert "drawn with --split-seed 3; --split-seed 0 would score" in caplog.text
