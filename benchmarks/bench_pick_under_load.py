@@ -9,6 +9,9 @@ every trial measures from scratch. Reported per level:
 - ``over``: the fraction of trials whose chosen file, re-timed afterwards with no competitor
   (benchmark_model defaults: 50 runs and 1 s, median), is more than 10 % over the budget.
 
+Each trial's raw record also lists every file it measured (``candidates``: the pick and the
+files it beat, with their medians), read from the trial's own cache.
+
 Goals: ``same`` >= 95 % with 1 competitor, ``over`` = 0 at every level (never more than 10 %
 over the budget). The machine may be shared with other jobs: their load is not controlled here;
 the 1-minute load average is recorded at the start and the end.
@@ -53,7 +56,20 @@ def one_pick(budget: str, zoo: str | None, scratch: Path) -> dict[str, Any]:
     p = json.loads(res.stdout)
     return {"answer": [p["entry_id"], p["runtime"], p["precision"], p["threads"]],
             "path": p["path"], "measured_ms": p["measured_ms"], "trusted": p["trusted"],
-            "new_measurements": p["new_measurements"], "wall_s": round(wall, 3)}
+            "new_measurements": p["new_measurements"], "wall_s": round(wall, 3),
+            "candidates": measured_in(cache)}
+
+
+def measured_in(cache: Path) -> list[dict[str, Any]]:
+    """Every file the trial measured (the pick and the candidates it beat), fastest first, from
+    its own measurement cache."""
+    from ofa_sdk.measurements import cache_files, read_cache_file
+
+    rows = [{"file": m.get("file"), "runtime": m.get("runtime"), "threads": m.get("threads"),
+             "median_ms": m.get("median_ms"), "trusted": m.get("trusted")}
+            for f in cache_files(cache / "measurements")
+            for m in read_cache_file(f).get("measurements", {}).values()]
+    return sorted(rows, key=lambda r: r["median_ms"] if r["median_ms"] is not None else 1e9)
 
 
 def trials_under(load: int, n: int, budget: str, zoo: str | None, scratch: Path

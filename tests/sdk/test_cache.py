@@ -74,3 +74,27 @@ def test_file_lock_excludes_another_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "got", out.stderr
+
+
+def test_pick_under_load_bench_lists_every_file_a_trial_measured(tmp_path):
+    """benchmarks/bench_pick_under_load.py records, per trial, the candidates the pick beat: every
+    measurement the trial's own cache holds, fastest first."""
+    import importlib.util
+    from pathlib import Path
+
+    from ofa_sdk.device import detect_device
+    from ofa_sdk.measurements import Measurement, MeasurementCache
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pick_under_load.py"
+    spec = importlib.util.spec_from_file_location("bench_pick_under_load", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.measured_in(tmp_path) == []  # a trial that measured nothing
+    cache = MeasurementCache(detect_device(), root=tmp_path / "measurements")
+    for sha, ms, rt, threads in [("a" * 64, 0.3, "tflite", 2), ("b" * 64, 0.2, "onnx", 1)]:
+        cache.put(sha, Measurement(ms, ms * 1.1, 10, rt, "", "fp32", threads, f"models/{sha[0]}",
+                                   "2026-12-07T00:00:00Z", trusted=rt == "onnx"))
+    assert bench.measured_in(tmp_path) == [
+        {"file": "models/b", "runtime": "onnx", "threads": 1, "median_ms": 0.2, "trusted": True},
+        {"file": "models/a", "runtime": "tflite", "threads": 2, "median_ms": 0.3,
+         "trusted": False}]
