@@ -7,7 +7,9 @@ several resolutions; a member is named by level and resolution (``s24``, ``m32``
 trained from scratch with the supernet's ``full`` recipe, both stages of it (the protocol of
 ``bench_ps_vs_scratch.py``, whose functions this script uses: 12 epochs, then the 10-epoch warm
 restart of ``--then``), and scored on the 10,000 test images after the same BN recalibration as
-the zoo's subnets, which are extracted from ``--supernet`` and scored in the same way.
+the zoo's subnets, which are extracted from ``--supernet`` and scored in the same way. The
+members train on the supernet's own train/validation split (the ``--val-size`` its weights record;
+the data options override it), and a finished member trained on another split is refused.
 
 Latency: every member is exported in the device class's format, and its file and every zoo file
 of that class are timed here together, ``--rounds`` times round-robin (``ofa_sdk.measure.
@@ -60,6 +62,7 @@ from ofa_sdk.training.schedule import ConfigError  # noqa: E402
 from ofa_sdk.training.train import TrainConfig, config_with_data, scratch_subnet  # noqa: E402
 
 #: the supernet's stage 2 as one process of 128 images: the scratch runs' warm restart
+log = logging.getLogger("bench_hand_scaled")
 RESTART = "configs/experiments/fmnist_restart_1proc.toml"
 
 
@@ -199,7 +202,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def supernet_split(args: argparse.Namespace, cfg: TrainConfig) -> argparse.Namespace:
+    """``args`` with the supernet's own train/validation split where none is given: the family
+    trains on the images the supernet trained on (``--val-size`` and ``--split-seed`` as its
+    weights record them), so neither side sees images the other held out."""
+    if args.val_size is not None or not Path(args.supernet).exists():
+        return args
+    from ofa_sdk.training.weights import read_supernet
+
+    data = read_supernet(args.supernet).data or {}
+    held_out = (data.get("sizes") or {}).get("val")
+    kind = (args.data or cfg.dataset).partition(":")[0]
+    if str(data.get("source", "")).partition(":")[0] != kind or held_out is None:
+        return args
+    seed = data.get("split_seed") if args.split_seed is None else args.split_seed
+    log.info("the family trains on %s's split: %d validation images held out", args.supernet,
+             held_out)
+    return argparse.Namespace(**{**vars(args), "val_size": int(held_out), "split_seed": seed})
+
+
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
+    args = supernet_split(args, TrainConfig.from_file(args.config))
     cfg = config_with_data(TrainConfig.from_file(args.config), args)
     then_paths = args.then or [RESTART]
     # the data options (--val-size, ...) hold for every stage, not only the first

@@ -160,6 +160,8 @@ def run_scratch(cfg: TrainConfig, spec: ArchSpec, run_dir: Path, *, data_dir: st
         final = folder / "final.json"
         done = final.is_file() and json.loads(final.read_text()).get("fixed_arch") == str(spec)
         if done:
+            _same_split(stage_cfg, folder, json.loads(final.read_text()).get("data") or {})
+        if done:
             log.info("%s: finished earlier, skipping training", folder)
         else:
             log.info("training %s %s in %s", spec,
@@ -171,6 +173,16 @@ def run_scratch(cfg: TrainConfig, spec: ArchSpec, run_dir: Path, *, data_dir: st
         previous = folder
     return {"run_dir": str(stages[-1][1]), "train_minutes": round(seconds / 60, 2),
             "skipped": skipped}
+
+
+def _same_split(cfg: TrainConfig, folder: Path, data: dict[str, Any]) -> None:
+    """A finished run is reused only if it held out the validation images ``cfg`` asks for
+    (checked where the config fixes their number: Fashion-MNIST and synthetic data)."""
+    held_out = (data.get("sizes") or {}).get("val")
+    if cfg.dataset in ("fmnist", "synthetic") and cfg.val_size and held_out is not None \
+            and held_out != cfg.val_size:
+        raise ConfigError(f"{folder} was trained with {held_out:,} validation images held out, "
+                          f"not the {cfg.val_size:,} asked for: train into another --out")
 
 
 def load_scratch(cfg: TrainConfig, spec: ArchSpec, run_dir: Path) -> torch.nn.Module:

@@ -360,6 +360,26 @@ def test_hand_scaled_data_options_hold_for_every_stage(hand_scaled, tmp_path):
         assert json.loads(f.read_text())["data"]["sizes"]["train"] == 50000, f
 
 
+def test_hand_scaled_family_trains_on_the_supernets_split(hand_scaled, tmp_path, capsys):
+    """Without `--val-size` the family holds out what `--supernet` records it held out (the
+    bundled supernet: 10,000 images), and a finished member trained on another split is refused,
+    not reused."""
+    cfg = _few_steps(ROOT / "configs" / "fmnist.toml", tmp_path / "stage1.toml")
+    then = _few_steps(ROOT / "configs" / "experiments" / "fmnist_restart_1proc.toml",
+                      tmp_path / "stage2.toml")
+    out = tmp_path / "runs"
+    argv = ["--config", str(cfg), "--then", str(then), "--family", "s24", "--out", str(out),
+            "--supernet", str(ROOT / "runs" / "fmnist"), "--train-only"]
+    assert hand_scaled.main(argv) == 0
+    finals = sorted(out.glob("s24-*/final.json"))
+    assert len(finals) == 2
+    assert all(json.loads(f.read_text())["data"]["sizes"] == {"train": 50000, "val": 10000,
+                                                              "test": 10000} for f in finals)
+    assert hand_scaled.main([*argv, "--val-size", "5000"]) == 2
+    assert "was trained with 10,000 validation images held out, not the 5,000 asked for" \
+        in capsys.readouterr().err
+
+
 CLASS = "x86_64-tflite-fp32-t1"
 
 
@@ -410,7 +430,8 @@ def test_hand_scaled_end_to_end_against_the_bundled_zoo(hand_scaled, tmp_path, m
     final = Path(r["members"]["s24"]["run_dir"]) / "final.json"
     exported = out / "export-s24" / "model_fp32.tflite"
     stamps = final.stat().st_mtime_ns, exported.stat().st_mtime_ns
-    assert hand_scaled.main(args[:6] + ["--out", str(out), "--train-only"]) == 0
+    assert hand_scaled.main(args[:6] + ["--out", str(out), "--supernet",
+                                        str(ROOT / "runs" / "fmnist"), "--train-only"]) == 0
     hand_scaled._export(None, FMNIST.smallest(), "tflite", exported.parent, labels=[], mean=[],
                         std=[])
     assert (final.stat().st_mtime_ns, exported.stat().st_mtime_ns) == stamps
