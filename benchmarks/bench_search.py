@@ -243,9 +243,11 @@ def main(argv=None) -> int:
     budgets = [round(lo + f * (hi - lo), 2) for f in (0.15, 0.35, 0.6)]
     cfg = EvolutionConfig(population_size=args.population, generations=args.generations,
                           restarts=args.restarts)
-    # the official algorithm, vectorised: no parent dedupe, niches, early stop or refinement
+    # the official algorithm, vectorised: no parent dedupe, niches, seeded resolutions, early
+    # stop or refinement
     plain = EvolutionConfig(population_size=args.population, generations=args.generations,
-                            dedupe_parents=False, niche=0, patience=None, refine_steps=0)
+                            dedupe_parents=False, niche=0, patience=None, refine_steps=0,
+                            seed_resolutions=False)
     print(f"latency range of the space: {lo:.2f} .. {hi:.2f} ms "
           f"({'LUT ' + args.lut if args.lut else 'synthetic LUT'}); "
           f"population {cfg.population_size}, generations {cfg.generations}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +17,11 @@ from ofa_sdk.training.predictors import AccuracyPredictor
 from ofa_sdk.training.search import EvolutionConfig, evolution_search, result_to_json
 
 FAST = EvolutionConfig(population_size=60, generations=60)
-#: the official algorithm, vectorised: no dedupe, niches, early stop or refinement
+#: the official algorithm, vectorised: no dedupe, niches, seeded resolutions, early stop or
+#: refinement
 PLAIN = EvolutionConfig(population_size=60, generations=60, dedupe_parents=False, niche=0,
-                        patience=None, refine_steps=0)
+                        patience=None, refine_steps=0, seed_resolutions=False)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 
@@ -108,9 +111,11 @@ def test_early_stop_triggers_and_still_finds_the_micro_optimum():
 
 def test_trades_in_refinement_beat_single_changes_alone():
     """Refinement from a population of one generation: trades only start where single changes
-    are stuck, so they never do worse, here reach a better subnet, and stay within budget."""
+    are stuck, so they never do worse, here reach a better subnet, and stay within budget. (The
+    population is random draws only, so that the refinement alone makes the difference.)"""
     lat = lut_predictor(FMNIST)
-    base = dict(population_size=20, generations=1, patience=None, refine_steps=50)
+    base = dict(population_size=20, generations=1, patience=None, refine_steps=50,
+                seed_resolutions=False)
     lo, hi = lat.min_latency(), lat.predict(FMNIST.largest())[0]
     for seed, frac, strictly in ((3, 0.1, True), (1, 0.3, True), (2, 0.3, False)):
         acc = random_predictor(FMNIST, seed=seed)
@@ -211,3 +216,24 @@ def test_command_line(tmp_path, capsys):
     code = main(["--predictor", str(tmp_path / "pred"), "--macs", "--budget", "10"])
     assert code == NoModelFitsBudget.exit_code
     assert "smallest achievable" in capsys.readouterr().err
+
+
+def test_tight_budgets_reach_every_resolution_that_fits():
+    """Near the smallest latency, random draws rarely fit at a higher resolution, whose blocks
+    must then be small. The first population holds the smallest subnet of every resolution that
+    fits, so every seed ends at the best predicted subnet any seed finds; with random draws only
+    (``seed_resolutions=False``, the search before) some seeds stay at the lowest resolution.
+    The bundled supernet's predictor and a committed LUT: the landscape users search."""
+    from ofa_sdk.specialize.predictor import AccuracyPredictor as Predictor
+
+    acc = Predictor.load(ROOT / "runs" / "fmnist" / "predictor", space=FMNIST)
+    lat = LatencyPredictor.from_lut(
+        LatencyLUT.load(ROOT / "luts" / "x86_64-epyc-f26-tflite-fp32-t1.json"), FMNIST)
+    budget = 1.4 * lat.min_latency()
+    runs = {seeded: [evolution_search(acc, lat, budget, rng=np.random.default_rng([0, seed]),
+                                      config=EvolutionConfig(seed_resolutions=seeded))
+                     for seed in range(6)] for seeded in (True, False)}
+    best = max(r.accuracy for rs in runs.values() for r in rs)
+    assert all(best - r.accuracy < 5e-4 and r.cost <= budget for r in runs[True])
+    assert any(best - r.accuracy > 1e-3 for r in runs[False])
+    assert {r.best.resolution for r in runs[True]} == {28}
