@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=120)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json")
-    from ofa_sdk.training.datasets import add_data_arguments, source_for_checkpoint
+    from ofa_sdk.training.collect_accuracy import source_for_checkpoint
+    from ofa_sdk.training.datasets import add_data_arguments
 
     add_data_arguments(p)
     args = p.parse_args(argv)

@@ -29,9 +29,9 @@ import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -39,6 +39,7 @@ from ofa_sdk.arch import ArchSpec, SearchSpace, get_space
 from ofa_sdk.errors import OfaError
 
 __all__ = ["EvalData", "evaluate_spec", "sample_specs", "done_specs", "collect", "merge_shards",
+           "source_for_checkpoint",
            "eval_data", "weights_file", "load_supernet", "main"]
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,44 @@ def eval_data(data: Any, *, calib_batches: int, batch_size: int, split_seed: int
     return EvalData(calib, val_batches, tuple(data.info.mean), tuple(data.info.std))
 
 
+def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] | None
+                          ) -> Any:
+    """`ofa_sdk.training.datasets.source_from_args` for scoring a supernet's subnets on validation images. ``trained`` is
+    the data it records it was trained on (`ofa_sdk.training.weights.SupernetFile.data`): on that
+    data ``--val-size`` defaults to the training run's split; a smaller one is a subset of it (a
+    prefix of one seeded permutation), a larger one is refused: its extra images were trained on.
+    So is another ``--split-seed`` than the one the run records; the recorded one is the default
+    (runs that record none keep the default 0).
+    """
+    from ofa_sdk.training.datasets import DatasetError, source_from_args
+
+    src = source_from_args(args)
+    source = str((trained or {}).get("source", ""))
+    try:
+        held_out = int(trained["sizes"]["val"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        return src
+    if source.partition(":")[0] != src.kind or (src.kind == "imagefolder" and source != str(src)):
+        return src
+    seed = (trained or {}).get("split_seed")
+    if isinstance(seed, int) and seed != src.split_seed:
+        if args.split_seed is not None:
+            raise DatasetError(
+                f"the supernet's {held_out:,} validation images were drawn with --split-seed "
+                f"{seed}; --split-seed {args.split_seed} would score subnets on images it "
+                f"trained on. Leave --split-seed out (the recorded seed is the default)")
+        src = replace(src, split_seed=seed)
+    if src.val_size is None:
+        return replace(src, val_size=held_out)
+    if src.val_size > held_out:
+        raise DatasetError(
+            f"the supernet was trained with {held_out:,} validation images held out of {source}; "
+            f"--val-size {src.val_size} would score subnets on {src.val_size - held_out:,} images "
+            f"it trained on. Use --val-size {held_out} or less (the default), or train a "
+            f"supernet with --val-size {src.val_size}")
+    return src
+
+
 def _load_for_cli(checkpoint: str, space_json: str, data: EvalData) -> tuple[Any, EvalData]:
     space = SearchSpace.from_json(json.loads(space_json))
     return load_supernet(checkpoint, space), data
@@ -367,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from ofa_sdk.training.datasets import describe, source_for_checkpoint
+    from ofa_sdk.training.datasets import describe
     from ofa_sdk.training.weights import read_supernet
 
     torch.set_num_threads(1)

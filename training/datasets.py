@@ -39,7 +39,7 @@ from ofa_sdk.training.folder_decode import FolderLoader, FolderSplit, decode, pr
 
 __all__ = ["KINDS", "IMAGENET_MEAN", "IMAGENET_STD", "DataSource", "DataInfo", "Data",
            "FolderSplit", "scan_folder", "adapt_space", "add_data_arguments",
-           "source_from_args", "source_for_checkpoint"]
+           "source_from_args"]
 
 log = logging.getLogger(__name__)
 
@@ -461,42 +461,6 @@ def source_from_args(args: argparse.Namespace, **overrides: Any) -> DataSource:
     opts = {k: v for k, v in opts.items() if v is not None}
     return DataSource.parse(text, split_seed=args.split_seed or 0, workers=args.data_workers,
                             **opts)
-
-
-def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] | None
-                          ) -> DataSource:
-    """`source_from_args` for scoring a supernet's subnets on validation images. ``trained`` is
-    the data it records it was trained on (`ofa_sdk.training.weights.SupernetFile.data`): on that
-    data ``--val-size`` defaults to the training run's split; a smaller one is a subset of it (a
-    prefix of one seeded permutation), a larger one is refused: its extra images were trained on.
-    So is another ``--split-seed`` than the one the run records; the recorded one is the default
-    (runs that record none keep the default 0).
-    """
-    src = source_from_args(args)
-    source = str((trained or {}).get("source", ""))
-    try:
-        held_out = int(trained["sizes"]["val"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError):
-        return src
-    if source.partition(":")[0] != src.kind or (src.kind == "imagefolder" and source != str(src)):
-        return src
-    seed = (trained or {}).get("split_seed")
-    if isinstance(seed, int) and seed != src.split_seed:
-        if args.split_seed is not None:
-            raise DatasetError(
-                f"the supernet's {held_out:,} validation images were drawn with --split-seed "
-                f"{seed}; --split-seed {args.split_seed} would score subnets on images it "
-                f"trained on. Leave --split-seed out (the recorded seed is the default)")
-        src = dataclasses.replace(src, split_seed=seed)
-    if src.val_size is None:
-        return dataclasses.replace(src, val_size=held_out)
-    if src.val_size > held_out:
-        raise DatasetError(
-            f"the supernet was trained with {held_out:,} validation images held out of {source}; "
-            f"--val-size {src.val_size} would score subnets on {src.val_size - held_out:,} images "
-            f"it trained on. Use --val-size {held_out} or less (the default), or train a "
-            f"supernet with --val-size {src.val_size}")
-    return src
 
 
 def describe(data: Data, log_fn: Callable[[str], None] | None = None) -> None:

@@ -173,8 +173,8 @@ def test_cli_scores_on_the_split_seed_the_supernet_records(tiny_supernet, tmp_pa
     from safetensors.torch import save_file
 
     from ofa_sdk.arch import register_space
-    from ofa_sdk.training.collect_accuracy import main
-    from ofa_sdk.training.datasets import DataSource, add_data_arguments, source_for_checkpoint
+    from ofa_sdk.training.collect_accuracy import main, source_for_checkpoint
+    from ofa_sdk.training.datasets import DataSource, add_data_arguments
     from ofa_sdk.training.weights import read_supernet, supernet_metadata
 
     register_space(TINY)
