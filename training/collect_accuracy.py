@@ -315,8 +315,8 @@ def eval_data(data: Any, *, calib_batches: int, batch_size: int, split_seed: int
 
 def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] | None
                           ) -> Any:
-    """`ofa_sdk.training.datasets.source_from_args` for scoring a supernet's subnets on validation images. ``trained`` is
-    the data it records it was trained on (`ofa_sdk.training.weights.SupernetFile.data`): on that
+    """`ofa_sdk.training.datasets.source_from_args` for scoring a supernet's subnets on validation
+    images. ``trained`` is the data it records it was trained on (`ofa_sdk.training.weights.SupernetFile.data`): on that
     data ``--val-size`` defaults to the training run's split; a smaller one is a subset of it (a
     prefix of one seeded permutation), a larger one is refused: its extra images were trained on.
     So is another ``--split-seed`` than the one the run records; the recorded one is the default

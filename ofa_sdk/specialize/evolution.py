@@ -67,7 +67,8 @@ class EvolutionConfig:
     Population, generations (an upper bound here), ratios and mutation probabilities default to
     the official ``EvolutionFinder``'s. ``dedupe_parents``, ``niche``, ``patience``,
     ``seed_resolutions`` and the refinement and restarts are ours; ``dedupe_parents=False,
-    niche=0, patience=None, refine_steps=0, seed_resolutions=False`` is the official algorithm. Restarts share the prediction cache, and the
+    niche=0, patience=None, refine_steps=0, seed_resolutions=False`` is the official algorithm.
+    Restarts share the prediction cache, and the
     first one draws exactly the random numbers a single run draws.
     """
 
@@ -183,6 +184,7 @@ class _Evolution:
         per_res = per_res[self.costs(per_res) <= budget]
         # the smallest fits (check_budget), whatever its resolution
         self.fallbacks = per_res if cfg.seed_resolutions and len(per_res) else smallest[None]
+        self.fallback_costs = self.costs(self.fallbacks)
         self.cache: dict[int, float] = {}
         self.log_g: list[np.ndarray] = []
         self.log_a: list[np.ndarray] = []
@@ -344,7 +346,7 @@ class _Evolution:
                                         np.resize(self.fallbacks, (pop_size, gen.width)))
         if cfg.seed_resolutions:
             pop = np.concatenate([pop, self.fallbacks])
-            pop_cost = np.concatenate([pop_cost, self.costs(self.fallbacks)])
+            pop_cost = np.concatenate([pop_cost, self.fallback_costs])
         pop_acc, pop_hash = self.evaluate(pop, pop_cost)
         history = np.empty(cfg.generations)
         best_seen, last_better = -np.inf, 0
