@@ -208,17 +208,18 @@ def supernet_split(args: argparse.Namespace, cfg: TrainConfig) -> argparse.Names
     weights record them), so neither side sees images the other held out."""
     if args.val_size is not None or not Path(args.supernet).exists():
         return args
+    from ofa_sdk.training.collect_accuracy import with_recorded_split
+    from ofa_sdk.training.datasets import source_from_args
     from ofa_sdk.training.weights import read_supernet
 
-    data = read_supernet(args.supernet).data or {}
-    held_out = (data.get("sizes") or {}).get("val")
-    kind = (args.data or cfg.dataset).partition(":")[0]
-    if str(data.get("source", "")).partition(":")[0] != kind or held_out is None:
+    src = with_recorded_split(source_from_args(args, data=cfg.dataset),
+                              read_supernet(args.supernet).data, split_seed=args.split_seed)
+    if src.val_size is None:
         return args
-    seed = data.get("split_seed") if args.split_seed is None else args.split_seed
     log.info("the family trains on %s's split: %d validation images held out", args.supernet,
-             held_out)
-    return argparse.Namespace(**{**vars(args), "val_size": int(held_out), "split_seed": seed})
+             src.val_size)
+    return argparse.Namespace(**{**vars(args), "val_size": src.val_size,
+                                 "split_seed": src.split_seed})
 
 
 def run(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ from ofa_sdk.arch import ArchSpec, SearchSpace, get_space
 from ofa_sdk.errors import OfaError
 
 __all__ = ["EvalData", "evaluate_spec", "sample_specs", "done_specs", "collect", "merge_shards",
-           "source_for_checkpoint",
+           "source_for_checkpoint", "with_recorded_split",
            "eval_data", "weights_file", "load_supernet", "main"]
 
 log = logging.getLogger(__name__)
@@ -313,6 +313,36 @@ def eval_data(data: Any, *, calib_batches: int, batch_size: int, split_seed: int
     return EvalData(calib, val_batches, tuple(data.info.mean), tuple(data.info.std))
 
 
+def with_recorded_split(src: Any, trained: Mapping[str, Any] | None, *,
+                        split_seed: int | None = None) -> Any:
+    """``src`` (a `ofa_sdk.training.datasets.DataSource`) with the train/validation split a
+    supernet records it trained with (``trained``: `ofa_sdk.training.weights.SupernetFile.data`),
+    where ``src`` names that data and gives no ``--val-size``: its held-out size, and its split
+    seed unless ``split_seed`` (an explicit ``--split-seed``) is given. Anything else is returned
+    unchanged: other data, a given ``--val-size``, runs that record no split.
+    """
+    held_out, seed = _recorded_split(src, trained)
+    if held_out is None or src.val_size is not None:
+        return src
+    if split_seed is None:
+        split_seed = seed if isinstance(seed, int) else src.split_seed
+    return replace(src, val_size=held_out, split_seed=split_seed)
+
+
+def _recorded_split(src: Any, trained: Mapping[str, Any] | None
+                    ) -> tuple[int | None, int | None]:
+    """(held-out size, split seed) a supernet records for the data ``src`` names, else Nones."""
+    source = str((trained or {}).get("source", ""))
+    try:
+        held_out = int(trained["sizes"]["val"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError):
+        return None, None
+    if source.partition(":")[0] != src.kind or (src.kind == "imagefolder" and source != str(src)):
+        return None, None
+    seed = (trained or {}).get("split_seed")
+    return held_out, seed if isinstance(seed, int) else None
+
+
 def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] | None
                           ) -> Any:
     """`ofa_sdk.training.datasets.source_from_args` for scoring a supernet's subnets on validation
@@ -325,15 +355,10 @@ def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] |
     from ofa_sdk.training.datasets import DatasetError, source_from_args
 
     src = source_from_args(args)
-    source = str((trained or {}).get("source", ""))
-    try:
-        held_out = int(trained["sizes"]["val"])  # type: ignore[index]
-    except (KeyError, TypeError, ValueError):
+    held_out, seed = _recorded_split(src, trained)
+    if held_out is None:
         return src
-    if source.partition(":")[0] != src.kind or (src.kind == "imagefolder" and source != str(src)):
-        return src
-    seed = (trained or {}).get("split_seed")
-    if isinstance(seed, int) and seed != src.split_seed:
+    if seed is not None and seed != src.split_seed:
         if args.split_seed is not None:
             raise DatasetError(
                 f"the supernet's {held_out:,} validation images were drawn with --split-seed "
@@ -344,10 +369,10 @@ def source_for_checkpoint(args: argparse.Namespace, trained: Mapping[str, Any] |
         return replace(src, val_size=held_out)
     if src.val_size > held_out:
         raise DatasetError(
-            f"the supernet was trained with {held_out:,} validation images held out of {source}; "
-            f"--val-size {src.val_size} would score subnets on {src.val_size - held_out:,} images "
-            f"it trained on. Use --val-size {held_out} or less (the default), or train a "
-            f"supernet with --val-size {src.val_size}")
+            f"the supernet was trained with {held_out:,} validation images held out of "
+            f"{(trained or {}).get('source')}; --val-size {src.val_size} would score subnets on "
+            f"{src.val_size - held_out:,} images it trained on. Use --val-size {held_out} or "
+            f"less (the default), or train a supernet with --val-size {src.val_size}")
     return src
 
 

@@ -55,28 +55,40 @@ class PublishData:
         return self.info.resize if self.info is not None else None
 
     def key(self) -> str:
-        """Identifies the data for the cache (name, sizes and a hash of the test labels)."""
+        """Identifies the data for the cache (name, sizes, a hash of the test labels and a
+        split seed other than 0)."""
         h = hashlib.sha256(self.test.labels.tobytes()).hexdigest()[:12]
         base = f"{self.name}-{len(self.train)}-{len(self.test)}-{h}"
+        seed = getattr(self.info, "split_seed", 0)
+        base = f"{base}-s{seed}" if seed else base
         return base if self.name != "imagefolder" else f"{base}-{self.info.fingerprint}"
 
 
 def load_data(dataset: Any, space: SearchSpace, *, data_dir: str | None = None,
               test_limit: int | None = None, synthetic_size: int = 400, seed: int = 0,
-              norm: Any = None, train_images: int | None = None) -> PublishData:
+              norm: Any = None, train_images: int | None = None,
+              trained: Mapping[str, Any] | None = None,
+              split_seed: int | None = None) -> PublishData:
     """The data to publish with: the train split (all of it for fmnist and synthetic, the first
     ``train_images`` of a seeded order for an image folder) and the test split.
 
     ``dataset`` is a `ofa_sdk.training.datasets.DataSource` or its ``--data`` text (``fmnist``,
     ``imagefolder:PATH``, ``synthetic``); ``norm`` the supernet's recorded ``(mean, std)``.
+    ``trained`` is the data the supernet records (`ofa_sdk.training.weights.SupernetFile.data`):
+    where ``dataset`` gives no ``--val-size`` the train split is the supernet's own, its recorded
+    held-out size and split seed (``split_seed``, an explicit ``--split-seed``, overrides the
+    seed; `ofa_sdk.training.collect_accuracy.with_recorded_split`), so BN statistics are never
+    recalibrated on images the supernet held out.
     The space is the predictor's: the data is converted to its channels and may not have more
     classes than it.
     """
+    from ofa_sdk.training.collect_accuracy import with_recorded_split
     from ofa_sdk.training.datasets import DataSource
 
     src = dataset if isinstance(dataset, DataSource) else DataSource.parse(
         f"{dataset}:{data_dir}" if data_dir and ":" not in str(dataset) else str(dataset),
         synthetic_size=synthetic_size, split_seed=0 if dataset == "fmnist" else seed)
+    src = with_recorded_split(src, trained, split_seed=split_seed)
     if test_limit is not None and test_limit < 1:
         raise InputError(f"--test-limit must be >= 1, got {test_limit}")
     data = src.resolve(space, fixed=True, norm=norm)

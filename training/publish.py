@@ -99,7 +99,9 @@ class PublishSettings:
             `ofa_sdk.training.datasets.DataSource` or ``fmnist`` / ``imagefolder:PATH`` / ``synthetic``).
         name: the zoo's name (default `default_zoo_name` of the space).
         seed, population, generations: the search (`ofa_sdk.training.search.EvolutionConfig`).
-        recal_batches, num_calib: BN recalibration batches of 100 and int8 calibration images.
+        recal_batches, num_calib: BN recalibration batches of 100 and int8 calibration images,
+            from the supernet's own training split where ``dataset`` gives no ``--val-size``.
+        split_seed: an explicit ``--split-seed`` (default: the one the supernet records).
         search_kit: write the search kit ``ofa-sdk search`` needs (`ofa_sdk.training.search_kit`).
         bench_min_runs, bench_min_time_s: latency measurement (`ofa_sdk.bench.benchmark`).
         endpoint, token: the Hub.
@@ -129,6 +131,7 @@ class PublishSettings:
     data_dir: str | None = None
     test_limit: int | None = None
     synthetic_size: int = 400
+    split_seed: int | None = None
     name: str | None = None
     seed: int = 0
     population: int = 100
@@ -203,7 +206,8 @@ def publish(settings: PublishSettings, *, progress: Progress | None = None) -> P
     target, cache = _target_and_cache(s)
     data = load_data(s.dataset, space, data_dir=s.data_dir, test_limit=s.test_limit,
                      synthetic_size=s.synthetic_size, seed=s.seed, norm=sf.norm,
-                     train_images=s.recal_batches * 100 + s.num_calib)
+                     train_images=s.recal_batches * 100 + s.num_calib, trained=sf.data,
+                     split_seed=s.split_seed)
     from ofa_sdk.training.search import EvolutionConfig
 
     config = EvolutionConfig(population_size=s.population, generations=s.generations)
@@ -375,6 +379,7 @@ def settings_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Publish
         formats=[f.strip() for f in args.formats.split(",") if f.strip()],
         measure_here=args.measure_here, probes=args.probes, cache_dir=args.cache_dir,
         dataset=source_from_args(args, synthetic_size=400), test_limit=args.test_limit,
+        split_seed=args.split_seed,
         name=args.name, seed=args.seed, population=args.population,
         generations=args.generations, recal_batches=args.recal_batches,
         num_calib=args.num_calib, bench_min_runs=args.bench_min_runs,

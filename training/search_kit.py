@@ -93,8 +93,8 @@ def write_search_kit(folder: str | Path, *, supernet: Any, predictor: Any, data:
     manifest = kit_manifest(
         supernet=SUPERNET, predictor=PREDICTOR, calibration=CALIBRATION,
         batch_size=min(100, len(data.train)), count=len(images),
-        source=f"{data.name} train split: the {recal_batches} fixed batches publish recalibrates "
-               "BN on (training.entries.recalibrated_subnet)",  # rename-namespace: keep
+        source=f"{data.name} train split ({len(data.train):,} images): the {recal_batches} fixed "
+               "batches publish recalibrates BN on (training.entries.recalibrated_subnet)",  # rename-namespace: keep
         mean=data.mean, std=data.std, resize=data.resize, bn_eps=BN_EPS,
         accuracy=accuracy_offset(predictor, entries, supernet.space))
     atomic_write_json(root / KIT_MANIFEST, manifest)
@@ -102,9 +102,11 @@ def write_search_kit(folder: str | Path, *, supernet: Any, predictor: Any, data:
     return root / KIT_MANIFEST
 
 
-def add_search_kit(folder: str | Path, *, supernet: str, predictor: str, dataset: str = "fmnist",
-                   data_dir: str | None = None, recal_batches: int = 20) -> Any:
-    """Add the search kit to an existing zoo folder and re-index it."""
+def add_search_kit(folder: str | Path, *, supernet: str, predictor: str, dataset: Any = "fmnist",
+                   data_dir: str | None = None, recal_batches: int = 20,
+                   split_seed: int | None = None) -> Any:
+    """Add the search kit to an existing zoo folder and re-index it (``dataset`` and
+    ``split_seed`` as for `ofa_sdk.training.entries.load_data`: publish's recalibration images)."""
     from ofa_sdk.specialize.predictor import AccuracyPredictor
     from ofa_sdk.training.entries import load_data
     from ofa_sdk.training.weights import read_supernet
@@ -118,14 +120,14 @@ def add_search_kit(folder: str | Path, *, supernet: str, predictor: str, dataset
     if learned is not None and learned != sf.sha256:
         raise InputError(f"the predictor {predictor} learned another supernet's accuracies")
     data = load_data(dataset, acc.space, data_dir=data_dir, norm=sf.norm,
-                     train_images=recal_batches * 100)
+                     train_images=recal_batches * 100, trained=sf.data, split_seed=split_seed)
     write_search_kit(root, supernet=sf, predictor=acc, data=data, recal_batches=recal_batches,
                      entries=index["entries"])
     return write_index(root, index)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ofa_sdk.training.datasets import add_data_arguments
+    from ofa_sdk.training.datasets import add_data_arguments, source_from_args
 
     p = argparse.ArgumentParser(prog="python -m ofa_sdk.training.search_kit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         add_search_kit(args.folder, supernet=args.supernet, predictor=args.predictor,
-                       dataset=args.data, data_dir=args.data_dir,
-                       recal_batches=args.recal_batches)
+                       dataset=source_from_args(args), recal_batches=args.recal_batches,
+                       split_seed=args.split_seed)
     except OfaError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

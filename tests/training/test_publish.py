@@ -522,3 +522,29 @@ def test_default_zoo_name_has_one_ofa_prefix():
 
     assert default_zoo_name("ofa_mbv3_fmnist_d234_e346_k357") == "ofa-mbv3-fmnist-d234-e346-k357"
     assert default_zoo_name("fmnist") == "ofa-fmnist"
+
+
+def test_recalibration_images_come_from_the_supernets_own_training_split():
+    """Without ``--val-size`` publish recalibrates BN on the images the supernet trained on: the
+    held-out size and split seed its weights record. A given ``--val-size`` or ``--split-seed``
+    wins, and a record of other data changes nothing."""
+    from ofa_sdk.training.datasets import DataSource
+    from ofa_sdk.training.entries import load_data
+
+    def train_of(dataset, **kw):
+        return load_data(dataset, SPACE, **kw).train
+
+    trained = {"source": "synthetic", "sizes": {"train": 300, "val": 100}, "split_seed": 3}
+    own = train_of("synthetic", trained=trained)
+    assert len(own) == 300 and len(train_of("synthetic")) == 320  # the default holds out 80
+    assert np.array_equal(own.images, train_of(DataSource("synthetic", val_size=100, split_seed=3,
+                                                          synthetic_size=400)).images)
+    seed5 = train_of("synthetic", trained=trained, split_seed=5)
+    assert len(seed5) == 300 and not np.array_equal(seed5.images, own.images)
+    given = DataSource("synthetic", val_size=50, synthetic_size=400)
+    assert len(train_of(given, trained=trained)) == 350
+    other = {**trained, "source": "fmnist"}
+    assert len(train_of("synthetic", trained=other)) == 320
+    # the cache keeps the two seeds apart
+    keys = {load_data("synthetic", SPACE, trained=trained, split_seed=s).key() for s in (3, 5)}
+    assert len(keys) == 2
