@@ -68,13 +68,16 @@ def export(args: argparse.Namespace) -> None:
     from ofa_sdk.training.collect_accuracy import load_supernet
     from ofa_sdk.training.export import OnnxInt8Recipe, export_onnx, export_onnx_int8
     from ofa_sdk.training.publish import load_data, recalibrated_subnet
+    from ofa_sdk.training.weights import read_supernet
 
     torch.set_num_threads(1)
     out = Path(args.out)
     supernet = load_supernet(args.supernet, FMNIST)
-    data = load_data("fmnist", FMNIST)
+    # publish's data: BN recalibrated on the supernet's own training split
+    data = load_data("fmnist", FMNIST, trained=read_supernet(args.supernet, space=FMNIST).data)
     recipes = _chosen(args.recipes)
-    for i, eid in enumerate(_entries()):
+    entries = _entries()
+    for i, eid in enumerate(entries):
         spec = ArchSpec.from_str(eid, space=FMNIST)
         folder = out / eid
         folder.mkdir(parents=True, exist_ok=True)
@@ -93,7 +96,7 @@ def export(args: argparse.Namespace) -> None:
         x_path = out / f"test_r{spec.resolution}.npy"
         if not x_path.exists():
             _save_inputs(x_path, data, spec, fp32)
-        print(f"[{i + 1}/15] {eid}: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"[{i + 1}/{len(entries)}] {eid}: {time.perf_counter() - t0:.0f} s", flush=True)
     np.save(out / "test_labels.npy", data.test.labels.astype(np.int64), allow_pickle=False)
 
 
