@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ofa_sdk.measurements import Check, Measurement
     from ofa_sdk.zoo import DeviceClass, Entry, FileEntry, Zoo
 
-__all__ = ["Config", "Candidate", "configs", "config_for", "device_classes_for", "ref_values",
+__all__ = ["Config", "Candidate", "configs", "config_for", "configs_for", "device_classes_for", "ref_values",
            "resolve_device"]
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,22 @@ def configs(zoo: Zoo, info: DeviceInfo, *, runtime: str, precision: str, threads
         raise DeviceError(f"zoo {zoo.index.name!r} has no {'/'.join(runtimes)} file in "
                           f"{'/'.join(precisions)} (it has {sorted(available)}); choose another "
                           "--runtime/--precision")
-    return [config_for(zoo, info, rt, prec, threads) for rt, prec in pairs]
+    return [cfg for rt, prec in pairs for cfg in configs_for(zoo, info, rt, prec, threads)]
+
+
+def configs_for(zoo: Zoo, info: DeviceInfo, rt: str, prec: str, threads: int | None
+                ) -> list[Config]:
+    """`config_for`, plus, where no thread count is asked for and the zoo has classes of this
+    exact device for ``rt``/``prec`` at several thread counts, one config per other count: so
+    `pick` can spend threads only where the budget needs them (`ofa_sdk.planner.settle`), within
+    one runtime as across runtimes."""
+    first = config_for(zoo, info, rt, prec, threads)
+    if threads is not None or first.match != "exact":
+        return [first]
+    counts = {dc.threads for dc in zoo.device_classes.values()
+              if dc.runtime == rt and dc.precision == prec and dc.threads <= info.cores
+              and _match(info, dc).kind == "exact"} - {first.threads}
+    return [first, *(config_for(zoo, info, rt, prec, n) for n in sorted(counts))]
 
 
 def config_for(zoo: Zoo, info: DeviceInfo, rt: str, prec: str, threads: int | None) -> Config:

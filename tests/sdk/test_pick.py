@@ -217,6 +217,32 @@ def test_threads_are_spent_only_where_the_budget_needs_them(zoos):
     assert settle([slow_one, one, two], budget=20.0, tie=0.2) is one
 
 
+@pytest.mark.skipif(detect_device().cores < 2, reason="needs 2 cores")
+def test_one_runtime_measured_at_two_thread_counts_spends_the_second_only_when_needed(tmp_path):
+    """A zoo with this device's ONNX fp32 class at 1 and at 2 threads: `pick` weighs both
+    thread counts of the runtime, so a roomy budget gets 1 thread, not the faster 2."""
+    from ofa_sdk.candidates import configs
+    from ofa_sdk.zoo import open_zoo
+    from ofa_sdk.zoo_tools.index import write_index
+
+    folder = make_pick_zoo(tmp_path / "zoo", classes="exact")
+    index = json.loads((folder / "index.json").read_text())
+    two = HERE_CLASS + "-t2"
+    index["device_classes"][two] = {**index["device_classes"][HERE_CLASS], "threads": 2}
+    for e in index["entries"]:
+        e["latency_ms"][two] = {"value": 0.5 * e["latency_ms"][HERE_CLASS]["value"],
+                                "kind": "measured"}
+    index.pop("checksums", None)
+    write_index(folder, index)
+    onnx = [c for c in configs(open_zoo(folder), detect_device(), runtime="onnx",
+                               precision="fp32", threads=None, forced=None, measure=True)]
+    assert sorted(c.threads for c in onnx) == [1, 2]
+    assert {c.match for c in onnx} == {"exact"}
+    p = pick(BIG, zoo=folder, runtime="onnx", precision="fp32")
+    assert (p.entry_id, p.threads) == ("e02", 1)      # 1 thread has room to spare
+    assert pick(BIG, zoo=folder, runtime="onnx", precision="fp32", threads=2).threads == 2
+
+
 def test_package_exports_the_functions():
     import ofa_sdk
     import ofa_sdk.pick as _  # noqa: F401  (the submodule must not shadow the function)
