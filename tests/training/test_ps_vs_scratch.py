@@ -297,6 +297,24 @@ def test_hand_scaled_fronts_are_compared_where_the_family_reaches(hand_scaled):
     assert rows[0]["zoo_acc"] is None and rows[0]["margin_pp"] is None
 
 
+def test_hand_scaled_times_one_graph_once(hand_scaled):
+    """A member and the zoo entry of its architecture are one graph: they take one latency, so
+    timing noise cannot put the family's copy ahead of the zoo's on the latency axis."""
+    timed = {"family:s24": 0.0761, "zoo:a": 0.0776, "zoo:b": 0.1066, "family:l32": 0.88}
+    archs = {"family:s24": "A", "zoo:a": "A", "zoo:b": "B", "family:l32": "L"}
+    times = hand_scaled.same_graph_times(timed, archs)
+    assert times["family:s24"] == times["zoo:a"] == pytest.approx((0.0761 + 0.0776) / 2)
+    assert times["zoo:b"] == 0.1066 and times["family:l32"] == 0.88
+    zoo = [(times["zoo:a"], 93.08), (times["zoo:b"], 93.69)]
+    family = [(times["family:s24"], 92.97), (times["family:l32"], 93.67)]
+    assert all(r["margin_pp"] is not None and r["margin_pp"] > 0
+               for r in hand_scaled.compare_fronts(zoo, family))
+    # timed apart, the same graph's faster copy decides the first point
+    raw = hand_scaled.compare_fronts([(0.0776, 93.08), (0.1066, 93.69)],
+                                     [(0.0761, 92.97), (0.88, 93.67)])
+    assert raw[0]["zoo_acc"] is None
+
+
 def test_hand_scaled_refuses_bad_input_with_exit_2(hand_scaled, capsys):
     assert hand_scaled.main(["--family", "q24", "--train-only"]) == 2
     assert "expected a level s, m or l" in capsys.readouterr().err
