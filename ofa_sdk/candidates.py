@@ -189,7 +189,8 @@ def config_for(zoo: Zoo, info: DeviceInfo, rt: str, prec: str, threads: int | No
 
 def device_classes_for(zoo: Zoo, info: DeviceInfo | None = None, *,
                        threads: int | None = None) -> list[dict[str, Any]]:
-    """For each runtime/precision the zoo has: which device class ranks it on ``info``.
+    """For each runtime/precision the zoo has: which device class ranks it on ``info`` (one
+    row per config `pick` weighs, so per thread count where `configs_for` has several).
 
     ``match`` is ``exact`` (the class describes this device: its own latencies are used),
     ``same-cpu-other-isa`` or ``closest`` (its latencies, rescaled by measurements here) or
@@ -198,13 +199,12 @@ def device_classes_for(zoo: Zoo, info: DeviceInfo | None = None, *,
     info = info or detect_device()
     pairs = sorted({(f.format, f.precision) for e in zoo.entries for f in e.files})
     out = []
-    for rt, prec in pairs:
-        cfg = config_for(zoo, info, rt, prec, threads)
-        out.append({"runtime": rt, "precision": prec, "threads": cfg.threads,
+    for cfg in (c for rt, prec in pairs for c in configs_for(zoo, info, rt, prec, threads)):
+        out.append({"runtime": cfg.runtime, "precision": cfg.precision, "threads": cfg.threads,
                     "device_class": cfg.ref.id if cfg.ref else None, "match": cfg.match,
                     "missing_isa": list(cfg.detail.missing) if cfg.detail else [],
                     "extra_isa": list(cfg.detail.extra) if cfg.detail else [],
-                    "installed": rt in info.runtimes})
+                    "installed": cfg.runtime in info.runtimes})
     return out
 
 

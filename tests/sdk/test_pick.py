@@ -238,6 +238,10 @@ def test_one_runtime_measured_at_two_thread_counts_spends_the_second_only_when_n
                                precision="fp32", threads=None, forced=None, measure=True)]
     assert sorted(c.threads for c in onnx) == [1, 2]
     assert {c.match for c in onnx} == {"exact"}
+    from ofa_sdk.candidates import device_classes_for  # `ofa-sdk device` lists both
+    rows = [r for r in device_classes_for(open_zoo(folder)) if r["runtime"] == "onnx"
+            and r["precision"] == "fp32"]
+    assert sorted((r["threads"], r["device_class"]) for r in rows) == [(1, HERE_CLASS), (2, two)]
     p = pick(BIG, zoo=folder, runtime="onnx", precision="fp32")
     assert (p.entry_id, p.threads) == ("e02", 1)      # 1 thread has room to spare
     assert pick(BIG, zoo=folder, runtime="onnx", precision="fp32", threads=2).threads == 2
