@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ofa_sdk.measurements import Check, Measurement
     from ofa_sdk.zoo import DeviceClass, Entry, FileEntry, Zoo
 
-__all__ = ["Config", "Candidate", "configs", "config_for", "configs_for", "device_classes_for", "ref_values",
-           "resolve_device"]
+__all__ = ["Config", "Candidate", "configs", "config_for", "configs_for", "device_classes_for",
+           "ref_values", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 

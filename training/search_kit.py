@@ -93,8 +93,9 @@ def write_search_kit(folder: str | Path, *, supernet: Any, predictor: Any, data:
     manifest = kit_manifest(
         supernet=SUPERNET, predictor=PREDICTOR, calibration=CALIBRATION,
         batch_size=min(100, len(data.train)), count=len(images),
-        source=f"{data.name} train split ({len(data.train):,} images): the {recal_batches} fixed "
-               "batches publish recalibrates BN on (training.entries.recalibrated_subnet)",  # rename-namespace: keep
+        source=f"{data.name} train split ({len(data.train):,} images): the {recal_batches} "
+               "fixed batches publish recalibrates BN on "
+               "(training.entries.recalibrated_subnet)",  # rename-namespace: keep
         mean=data.mean, std=data.std, resize=data.resize, bn_eps=BN_EPS,
         accuracy=accuracy_offset(predictor, entries, supernet.space))
     atomic_write_json(root / KIT_MANIFEST, manifest)
