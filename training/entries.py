@@ -268,55 +268,18 @@ def prepare_entry(supernet: Any, spec: ArchSpec, data: PublishData, folder: str 
             logger.info("%s %s: top-1 agreement with %s %.4f", spec, fmt, twin,
                         files[fmt]["agreement"])
     if settings.measure:
+        from ofa_sdk.bench import benchmark
+
         for dc in classes:
             key = measure_key(dc)
-            if not dc.here or dc.format not in files or _measured(result["latency"].get(key)):
+            if not dc.here or key in result["latency"] or dc.format not in files:
                 continue
             if progress is not None:
                 progress("measure", f"{spec} on {dc.id}")
-            result["latency"][key] = _measure(folder / FILENAMES[dc.format], spec, dc,
-                                              settings.bench)
+            res = benchmark(folder / FILENAMES[dc.format], num_threads=dc.lut.threads,
+                            **settings.bench)
+            result["latency"][key] = {"value": res.median_ms, "p90": res.p90_ms,
+                                      "count": res.count}
             atomic_write_json(folder / _RESULT, result)
     atomic_write_json(folder / _RESULT, result)
     return result
-
-
-#: A latency further than this factor from the class's LUT prediction is measured again (up to
-#: `MEASURE_TRIES` times, the fastest kept): the LUT is within 10 % for 99 of 100 subnets, so such
-#: a value is a disturbed run (another process; this VM's 2-thread LiteRT runs that take 2x in
-#: some periods), not the file's latency.
-OFF_LUT = 1.5
-MEASURE_TRIES = 3
-
-
-def _measured(rec: Any) -> bool:
-    """A cached latency to keep: near its LUT prediction, or already measured `MEASURE_TRIES`
-    times (records of publishes before this rule carry no prediction and are checked again)."""
-    if not isinstance(rec, dict):
-        return False
-    pred = rec.get("predicted")
-    near = pred is not None and 1 / OFF_LUT <= rec["value"] / pred <= OFF_LUT
-    return near or rec.get("tries", 1) >= MEASURE_TRIES and pred is not None
-
-
-def _measure(path: Path, spec: ArchSpec, dc: DeviceClassLUT, bench: Mapping[str, Any]
-             ) -> dict[str, Any]:
-    """``{value, p90, count, predicted, tries}``: ``path`` timed at the class's threads, again
-    (after 0.25 s, then 0.5 s) while it is more than `OFF_LUT` off the LUT; the fastest kept."""
-    import time
-
-    from ofa_sdk.bench import benchmark
-
-    pred = float(dc.predictor.predict([spec])[0])
-    best = None
-    for tries in range(1, MEASURE_TRIES + 1):
-        res = benchmark(path, num_threads=dc.lut.threads, **bench)
-        if best is None or res.median_ms < best.median_ms:
-            best = res
-        if 1 / OFF_LUT <= res.median_ms / pred <= OFF_LUT:
-            break
-        logger.warning("%s on %s: measured %.4f ms, %.1fx the LUT's %.4f ms; measuring again",
-                       spec, dc.id, res.median_ms, res.median_ms / pred, pred)
-        time.sleep(0.25 * tries)
-    return {"value": best.median_ms, "p90": best.p90_ms, "count": best.count,
-            "predicted": pred, "tries": tries}

@@ -548,32 +548,3 @@ def test_recalibration_images_come_from_the_supernets_own_training_split():
     # the cache keeps the two seeds apart
     keys = {load_data("synthetic", SPACE, trained=trained, split_seed=s).key() for s in (3, 5)}
     assert len(keys) == 2
-
-
-def test_a_latency_far_from_the_lut_is_measured_again(inputs, zoo_dir, tmp_path):
-    """Publish times a file again (up to 3 times, the fastest kept) while it is more than 1.5x
-    off the class's LUT: a disturbed run is not recorded as the file's latency. A class whose
-    LUT predicts 100x the real latency takes all three tries; cached records are kept only when
-    near their prediction or already tried three times."""
-    from dataclasses import replace
-
-    from ofa_sdk.arch import ArchSpec
-    from ofa_sdk.latency import LatencyLUT
-    from ofa_sdk.training.entries import MEASURE_TRIES, _measure, _measured
-    from ofa_sdk.training.specialize import load_device_class
-    from ofa_sdk.zoo import open_zoo
-
-    lut = LatencyLUT.load(inputs / "here.json")
-    a, b = lut.overhead
-    replace(lut, overhead=(100 * a, 100 * b)).save(tmp_path / "far.json")
-    dc = load_device_class(f"far={tmp_path / 'far.json'}", SPACE)
-    folder, _ = zoo_dir
-    entry = open_zoo(folder).entries[0]
-    path = folder / entry.file(format="onnx", precision="fp32").path
-    rec = _measure(path, ArchSpec.from_json(entry.arch.to_json(), space=SPACE), dc,
-                   {"min_runs": 5, "min_time_s": 0.0})
-    assert rec["tries"] == MEASURE_TRIES and rec["value"] < rec["predicted"] / 10
-    assert not _measured({"value": 1.0, "p90": 1.0, "count": 5})          # before the rule
-    assert _measured({"value": 1.0, "predicted": 1.2, "tries": 1})
-    assert not _measured({"value": 1.0, "predicted": 2.0, "tries": 1})     # measured again
-    assert _measured({"value": 1.0, "predicted": 2.0, "tries": MEASURE_TRIES})
