@@ -325,7 +325,7 @@ def with_recorded_split(src: Any, trained: Mapping[str, Any] | None, *,
     if held_out is None or src.val_size is not None:
         return src
     if split_seed is None:
-        split_seed = seed if isinstance(seed, int) else src.split_seed
+        split_seed = seed if seed is not None else src.split_seed
     return replace(src, val_size=held_out, split_seed=split_seed)
 
 
